@@ -1,0 +1,219 @@
+"""The real-Keras check: repair every fixture with the built krepair binary
+and load each output in the Keras of the venv this script runs in.
+
+    .venvs/keras-3.5/bin/python scripts/check_keras.py --krepair target/release/krepair \
+        --work target/keras-check testdata/fixtures/keras-3.5 testdata/fixtures/keras-3.15
+
+For each fixture case (a folder with expected.json) and each policy
+(adapted, identity, auto):
+- krepair must succeed and its report must map every layer to the weights
+  group real Keras used (found by value when the fixture was made);
+- if this Keras loads the input, it must load the output, and the output's
+  predictions must equal the expected ones (rtol = atol = 1e-6);
+- the same must hold with Normalization.finalize_state() disabled in the
+  loader, for every layer embedded in its config (a layer kept in its
+  variables, see docs/version-matrix.md, needs finalize_state() by design;
+  the check asserts that krepair reported it so);
+- the harness must be able to fail: with finalize_state() disabled the
+  unrepaired input must NOT reproduce its adapted predictions.
+For the reporter's EfficientNet model, the reporter's own assertion
+(assert_allclose against the in-memory model's predictions) must pass.
+Prints one line per check and a closing "N passed, N failed" line.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import traceback
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "testdata"))
+import fixture_layers  # noqa: E402,F401
+
+TOL = 1e-6
+results = {"passed": 0, "failed": 0}
+
+
+def check(label, ok, detail=""):
+    results["passed" if ok else "failed"] += 1
+    print(f"{'ok  ' if ok else 'FAIL'} {label}{(': ' + detail) if detail else ''}", flush=True)
+    return ok
+
+
+@contextlib.contextmanager
+def finalize_disabled():
+    cls = keras.layers.Normalization
+    real = cls.finalize_state
+    cls.finalize_state = lambda self: None
+    try:
+        yield
+    finally:
+        cls.finalize_state = real
+
+
+def load_predict(path, x):
+    model = keras.saving.load_model(path, compile=False)
+    return np.asarray(model.predict(x, verbose=0), dtype="float32")
+
+
+def try_load_predict(path, x):
+    try:
+        return load_predict(path, x), None
+    except Exception as e:  # noqa: BLE001 - any load failure is data here
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+
+
+def close(a, b, tol=TOL):
+    return a is not None and a.shape == b.shape and np.allclose(a, b, rtol=tol, atol=tol)
+
+
+def maxdiff(a, b):
+    if a is None:
+        return "no prediction"
+    if a.shape != b.shape:
+        return f"shape {a.shape} vs {b.shape}"
+    return f"max |diff| {float(np.max(np.abs(a - b))):.3g}"
+
+
+def predict_fresh(model, x):
+    # A compiled predict function captures the statistics as constants.
+    model.predict_function = None
+    return np.asarray(model.predict(x, verbose=0), dtype="float32")
+
+
+def in_version_references(path, x):
+    """What this Keras computes for the unrepaired input: as loaded (the
+    stored statistics, finalized by the .keras loader) and with every
+    adapt-mode layer set to identity."""
+    model = keras.saving.load_model(path, compile=False)
+    refs = {"adapted": predict_fresh(model, x)}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.Normalization) and layer.input_mean is None:
+            layer.adapt_mean.assign(np.zeros(layer.adapt_mean.shape, "float32"))
+            layer.adapt_variance.assign(np.ones(layer.adapt_variance.shape, "float32"))
+            layer.finalize_state()
+    refs["identity"] = predict_fresh(model, x)
+    return refs
+
+
+def run_case(krepair, case_dir, work, tag):
+    exp = json.load(open(os.path.join(case_dir, "expected.json")))
+    src = os.path.join(case_dir, exp["archive"])
+    x = np.load(os.path.join(case_dir, "x.npy"))
+    made = {
+        "adapted": np.load(os.path.join(case_dir, "pred_adapted.npy")),
+        "identity": np.load(os.path.join(case_dir, "pred_identity.npy")),
+    }
+    memory = np.load(os.path.join(case_dir, "pred_memory.npy"))
+    same_version = exp["keras_version"] == keras.__version__
+    # Across versions, float16 arithmetic differs in the last bits.
+    cross_tol = TOL if same_version or exp["case"] != "mixed_float16" else 4e-3
+    adapt_layers = [l for l in exp["layers"] if l["mode"] == "adapt"]
+    try:
+        refs = in_version_references(src, x)
+        input_err = None
+    except Exception as e:  # noqa: BLE001 - a load failure is data here
+        refs, input_err = None, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        print(f"note {tag}: keras {keras.__version__} cannot load the input either ({input_err}), "
+              "so the output is not required to load")
+
+    if refs is not None:
+        for which in ("adapted", "identity"):
+            check(f"{tag}: this Keras agrees with the fixture on {which} predictions",
+                  close(refs[which], made[which], cross_tol), maxdiff(refs[which], made[which]))
+        # The harness bites: without finalize_state() the unrepaired input
+        # does not compute its adapted statistics.
+        if adapt_layers and not close(made["adapted"], made["identity"]):
+            with finalize_disabled():
+                p, err = try_load_predict(src, x)
+            check(f"{tag}: input without finalize_state() does not predict adapted",
+                  not close(p, refs["adapted"]), err or maxdiff(p, refs["adapted"]))
+
+    for policy in ("adapted", "identity", "auto"):
+        label = f"{tag} --stats {policy}"
+        out_dir = os.path.join(work, tag, policy)
+        os.makedirs(out_dir, exist_ok=True)
+        out = os.path.join(out_dir, exp["archive"])
+        report_path = os.path.join(out_dir, "report.json")
+        subprocess.run(["rm", "-rf", out, report_path], check=True)
+        proc = subprocess.run(
+            [krepair, "--quiet", "--stats", policy, "--report", report_path, src, out],
+            capture_output=True, text=True,
+        )
+        if not check(f"{label}: krepair exits 0", proc.returncode == 0, proc.stderr.strip()):
+            continue
+        report = json.load(open(report_path))
+        by_path = {l["config_path"]: l for l in report["layers"]}
+        check(f"{label}: report lists every Normalization layer",
+              sorted(by_path) == sorted(l["config_path"] for l in exp["layers"]), str(sorted(by_path)))
+        for l in adapt_layers:
+            r = by_path.get(l["config_path"])
+            check(f"{label}: {l['config_path']} mapped to {l['weights_group']}",
+                  r is not None and r["weights_group"] == l["weights_group"],
+                  f"report says {r and r['weights_group']}")
+            where = r and r["embedded"] and r["embedded"]["location"]
+            check(f"{label}: {l['config_path']} embedded in {l['storage']}", where == l["storage"],
+                  f"report says {where}")
+        chosen = exp["auto"] if policy == "auto" else policy
+        if refs is None:
+            continue
+        got, err = try_load_predict(out, x)
+        check(f"{label}: output predicts {chosen} as this Keras computes it", close(got, refs[chosen]),
+              err or maxdiff(got, refs[chosen]))
+        check(f"{label}: output predicts {chosen} as the fixture recorded", close(got, made[chosen], cross_tol),
+              err or maxdiff(got, made[chosen]))
+        if policy == "auto" and exp["case"] == "efficientnet" and same_version:
+            try:
+                np.testing.assert_allclose(memory, got)
+                check(f"{label}: reporter's assertion assert_allclose(model.predict(x), revived.predict(x))", True)
+            except AssertionError as e:
+                check(f"{label}: reporter's assertion", False, " ".join(str(e).split())[:300])
+        in_vars = [l for l in adapt_layers if l["storage"] == "variables"]
+        if in_vars:
+            names = [l["config_path"] for l in in_vars]
+            flagged = all(
+                any(f["code"] == "kept-in-variables" for f in by_path[n]["findings"]) for n in names
+            )
+            check(f"{label}: {names} reported kept-in-variables (needs finalize_state() by design)", flagged)
+        else:
+            with finalize_disabled():
+                got, err = try_load_predict(out, x)
+            check(f"{label}: output without finalize_state() predicts {chosen}", close(got, refs[chosen]),
+                  err or maxdiff(got, refs[chosen]))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--krepair", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("fixtures", nargs="+", help="folders of fixture cases")
+    args = p.parse_args()
+    krepair = os.path.abspath(args.krepair)
+    print(f"loader: keras {keras.__version__} ({keras.backend.backend()})")
+    work = os.path.join(os.path.abspath(args.work), f"loader-keras-{keras.__version__}")
+    for root in args.fixtures:
+        for case in sorted(os.listdir(root)):
+            case_dir = os.path.join(root, case)
+            if not os.path.isfile(os.path.join(case_dir, "expected.json")):
+                continue
+            tag = f"{os.path.basename(os.path.normpath(root))}/{case}"
+            try:
+                run_case(krepair, case_dir, work, tag)
+            except Exception:  # noqa: BLE001
+                check(f"{tag}: check crashed", False, traceback.format_exc().splitlines()[-1])
+    print(f"keras {keras.__version__}: {results['passed']} passed, {results['failed']} failed")
+    sys.exit(1 if results["failed"] else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,537 @@
+//! The `.keras` container: a zip file or an unzipped directory.
+//!
+//! Opening checks the container before anything is read from it (magic
+//! bytes, member names, duplicates, declared sizes); reading hashes every
+//! byte it passes on; writing builds the output next to its final path and
+//! only renames it into place once it is complete and synced (see
+//! [`crate::repair`] for the verification in between). Unchanged zip
+//! members are copied raw: same bytes, compression, CRC and timestamps.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use zip::write::SimpleFileOptions;
+use zip::ZipArchive;
+
+use crate::error::{Error, Result};
+
+/// Most members a `.keras` archive may hold. Keras writes three plus its
+/// assets; a hostile central directory can declare millions of tiny entries.
+pub const MAX_MEMBERS: usize = 100_000;
+/// Largest `config.json` read into memory (EfficientNetB7's is ~0.5 MB).
+pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
+/// Largest `metadata.json` read into memory.
+pub const MAX_METADATA_BYTES: u64 = 1 << 20;
+/// A member declaring more than this many bytes *and* more than
+/// [`MAX_RATIO`] times its stored size is treated as a zip bomb (the same
+/// rule as Keras 3.15).
+pub const BOMB_MIN_BYTES: u64 = 4 << 30;
+/// See [`BOMB_MIN_BYTES`].
+pub const MAX_RATIO: u64 = 100;
+
+/// The member names Keras uses.
+pub const CONFIG: &str = "config.json";
+/// See [`CONFIG`].
+pub const METADATA: &str = "metadata.json";
+/// See [`CONFIG`].
+pub const WEIGHTS: &str = "model.weights.h5";
+/// npz weights: pickled, never read.
+pub const WEIGHTS_NPZ: &str = "model.weights.npz";
+
+/// Zip file or unzipped directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Form {
+    /// A zip file (what `model.save("m.keras")` writes).
+    Zip,
+    /// A directory (what `model.save("m", zipped=False)` writes).
+    Directory,
+}
+
+/// One member of the archive.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// Its name (`/`-separated, relative).
+    pub name: String,
+    /// Its uncompressed size in bytes.
+    pub size: u64,
+}
+
+/// An opened `.keras` archive.
+pub struct Archive {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Zip or directory.
+    pub form: Form,
+    /// Members in archive order (sorted by name for a directory).
+    pub members: Vec<Member>,
+    zip: Option<ZipArchive<BufReader<File>>>,
+}
+
+/// A sha256 digest as lowercase hex.
+pub fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A writer that hashes what passes through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    /// Bytes written.
+    pub count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Wrap `inner`.
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+    /// The digest (hex) and the inner writer.
+    pub fn finish(self) -> (String, W) {
+        (hex(&self.hasher.finalize()), self.inner)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// sha256 of a whole file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let f = File::open(path).map_err(|e| Error::io(path, "read", e))?;
+    let mut w = HashingWriter::new(io::sink());
+    io::copy(&mut BufReader::with_capacity(1 << 20, f), &mut w)
+        .map_err(|e| Error::io(path, "read", e))?;
+    Ok(w.finish().0)
+}
+
+/// What the first bytes say the file is.
+fn sniff(path: &Path) -> Result<Form> {
+    let meta = fs::metadata(path).map_err(|e| Error::io(path, "read", e))?;
+    if meta.is_dir() {
+        return Ok(Form::Directory);
+    }
+    let mut head = [0u8; 8];
+    let mut f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io(path, "read", e))?;
+    let head = &head[..n];
+    if n == 0 {
+        return Err(Error::format(path, "empty file: not a .keras archive"));
+    }
+    if head.starts_with(b"\x89HDF\r\n\x1a\n") {
+        return Err(Error::format(
+            path,
+            "this is a legacy HDF5 model file (tf.keras `save_format=\"h5\"`), not a .keras zip archive; Keras 3 refuses it as well; krepair repairs .keras archives only",
+        ));
+    }
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        return Ok(Form::Zip);
+    }
+    Err(Error::format(
+        path,
+        "not a .keras archive (no zip signature)",
+    ))
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// The entry count declared by the end-of-central-directory record(s).
+/// The zip crate keeps one entry per name, so comparing the two finds
+/// duplicate names (which would otherwise vanish from a copy).
+fn declared_entries(f: &mut File, path: &Path) -> Result<u64> {
+    let len = f
+        .seek(SeekFrom::End(0))
+        .map_err(|e| Error::io(path, "read", e))?;
+    let tail_len = len.min(22 + 65_535 + 20);
+    let mut tail = vec![0u8; tail_len as usize];
+    f.seek(SeekFrom::Start(len - tail_len))
+        .and_then(|_| f.read_exact(&mut tail))
+        .map_err(|e| Error::io(path, "read", e))?;
+    let eocd = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&i| tail[i..].starts_with(b"PK\x05\x06"))
+        .ok_or_else(|| Error::format(path, "truncated zip: no end-of-central-directory record"))?;
+    let n16 = u16::from_le_bytes([tail[eocd + 10], tail[eocd + 11]]) as u64;
+    if n16 != 0xFFFF || eocd < 20 || !tail[eocd - 20..].starts_with(b"PK\x06\x07") {
+        return Ok(n16);
+    }
+    let loc = &tail[eocd - 20..eocd];
+    let z64_at = u64::from_le_bytes(loc[8..16].try_into().expect("8 bytes"));
+    let mut rec = [0u8; 40];
+    f.seek(SeekFrom::Start(z64_at))
+        .and_then(|_| f.read_exact(&mut rec))
+        .map_err(|_| Error::format(path, "corrupt zip64 end-of-central-directory record"))?;
+    if !rec.starts_with(b"PK\x06\x06") {
+        return Err(Error::format(
+            path,
+            "corrupt zip64 end-of-central-directory record",
+        ));
+    }
+    Ok(u64::from_le_bytes(rec[32..40].try_into().expect("8 bytes")))
+}
+
+/// A member name is safe if it is relative, has no `..`, no backslash, no
+/// NUL, and is exactly what `enclosed_name()` makes of it.
+fn check_name(path: &Path, name: &str, enclosed: Option<PathBuf>) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::format(
+            path,
+            format!("member `{}`: {why}", name.escape_debug()),
+        ))
+    };
+    if name.is_empty() {
+        return bad("empty name");
+    }
+    if name.contains('\\') {
+        return bad("backslash in name");
+    }
+    if name.contains('\0') {
+        return bad("NUL in name");
+    }
+    let trimmed = name.trim_end_matches('/');
+    let p = Path::new(trimmed);
+    if p.is_absolute() || name.starts_with('/') {
+        return bad("absolute path");
+    }
+    if p.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return bad("path leaves the archive (`..` or `.`)");
+    }
+    match enclosed {
+        Some(e) if e == p => Ok(()),
+        _ => bad("unsafe name (not its own enclosed name)"),
+    }
+}
+
+impl Archive {
+    /// Open and check an archive (zip file or directory).
+    pub fn open(path: &Path) -> Result<Self> {
+        match sniff(path)? {
+            Form::Zip => Self::open_zip(path),
+            Form::Directory => Self::open_dir(path),
+        }
+    }
+
+    fn open_zip(path: &Path) -> Result<Self> {
+        let mut f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+        let declared = declared_entries(&mut f, path)?;
+        if declared > MAX_MEMBERS as u64 {
+            return Err(Error::format(
+                path,
+                format!("{declared} members, more than the limit of {MAX_MEMBERS}"),
+            ));
+        }
+        f.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(path, "read", e))?;
+        let mut zip = ZipArchive::new(BufReader::with_capacity(1 << 16, f))
+            .map_err(|e| Error::format(path, format!("invalid zip: {e}")))?;
+        if zip.len() as u64 != declared {
+            return Err(Error::format(
+                path,
+                format!(
+                    "duplicate member names: the central directory lists {declared} entries but only {} distinct names",
+                    zip.len()
+                ),
+            ));
+        }
+        let mut members = Vec::with_capacity(zip.len());
+        let mut seen = HashSet::new();
+        for i in 0..zip.len() {
+            let m = zip
+                .by_index_raw(i)
+                .map_err(|e| Error::format(path, format!("member #{i}: {e}")))?;
+            let name = m
+                .name()
+                .map_err(|e| Error::format(path, format!("member #{i}: bad name: {e}")))?
+                .to_string();
+            check_name(path, &name, m.enclosed_name())?;
+            if m.is_symlink() {
+                return Err(Error::format(
+                    path,
+                    format!("member `{name}` is a symbolic link"),
+                ));
+            }
+            if m.size() > BOMB_MIN_BYTES && m.size() / MAX_RATIO.max(1) > m.compressed_size() {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "member `{name}` declares {} bytes from {} stored bytes (zip bomb)",
+                        m.size(),
+                        m.compressed_size()
+                    ),
+                ));
+            }
+            if !seen.insert(name.trim_end_matches('/').to_string()) {
+                return Err(Error::format(path, format!("duplicate member `{name}`")));
+            }
+            members.push(Member {
+                name,
+                size: m.size(),
+            });
+        }
+        Ok(Archive {
+            path: path.to_path_buf(),
+            form: Form::Zip,
+            members,
+            zip: Some(zip),
+        })
+    }
+
+    fn open_dir(path: &Path) -> Result<Self> {
+        let mut members = Vec::new();
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let dir = path.join(&rel);
+            let rd = fs::read_dir(&dir).map_err(|e| Error::io(&dir, "list", e))?;
+            for entry in rd {
+                let entry = entry.map_err(|e| Error::io(&dir, "list", e))?;
+                let ft = entry
+                    .file_type()
+                    .map_err(|e| Error::io(entry.path(), "stat", e))?;
+                let name_os = entry.file_name();
+                let name = name_os
+                    .to_str()
+                    .ok_or_else(|| Error::format(entry.path(), "file name is not UTF-8"))?;
+                let r = rel.join(name);
+                if ft.is_symlink() {
+                    return Err(Error::format(
+                        path,
+                        format!("`{}` is a symbolic link", r.display()),
+                    ));
+                } else if ft.is_dir() {
+                    stack.push(r);
+                } else if ft.is_file() {
+                    let size = entry
+                        .metadata()
+                        .map_err(|e| Error::io(entry.path(), "stat", e))?
+                        .len();
+                    let name = r.to_str().expect("joined UTF-8").replace('\\', "/");
+                    members.push(Member { name, size });
+                } else {
+                    return Err(Error::format(
+                        path,
+                        format!("`{}` is not a regular file", r.display()),
+                    ));
+                }
+                if members.len() > MAX_MEMBERS {
+                    return Err(Error::format(
+                        path,
+                        format!("more than {MAX_MEMBERS} files"),
+                    ));
+                }
+            }
+        }
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Archive {
+            path: path.to_path_buf(),
+            form: Form::Directory,
+            members,
+            zip: None,
+        })
+    }
+
+    /// The member called `name`, if any.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == name)
+    }
+
+    fn index_of(&self, name: &str) -> Result<usize> {
+        self.members
+            .iter()
+            .position(|m| m.name == name)
+            .ok_or_else(|| Error::format(&self.path, format!("no member `{name}`")))
+    }
+
+    /// Stream member `name` (decompressed, CRC-checked) into `out`;
+    /// return its sha256. Stops with an error after `limit` bytes.
+    pub fn copy_member(&mut self, name: &str, out: &mut impl Write, limit: u64) -> Result<String> {
+        let idx = self.index_of(name)?;
+        let label = format!("{}!{name}", self.path.display());
+        let mut w = HashingWriter::new(out);
+        match &mut self.zip {
+            Some(zip) => {
+                let m = zip
+                    .by_index(idx)
+                    .map_err(|e| Error::format(&self.path, format!("member `{name}`: {e}")))?;
+                let declared = m.size();
+                let mut limited = m.take(limit.saturating_add(1));
+                io::copy(&mut limited, &mut w)
+                    .map_err(|e| Error::format(&label, format!("cannot read: {e}")))?;
+                if w.count > limit {
+                    return Err(Error::format(
+                        &label,
+                        format!("larger than the limit of {limit} bytes"),
+                    ));
+                }
+                if w.count != declared {
+                    return Err(Error::format(
+                        &label,
+                        format!("holds {} bytes but declares {declared}", w.count),
+                    ));
+                }
+            }
+            None => {
+                let p = self.path.join(name);
+                let f = File::open(&p).map_err(|e| Error::io(&p, "read", e))?;
+                let mut limited =
+                    BufReader::with_capacity(1 << 20, f).take(limit.saturating_add(1));
+                io::copy(&mut limited, &mut w).map_err(|e| Error::io(&p, "read", e))?;
+                if w.count > limit {
+                    return Err(Error::format(
+                        &p,
+                        format!("larger than the limit of {limit} bytes"),
+                    ));
+                }
+            }
+        }
+        Ok(w.finish().0)
+    }
+
+    /// Read a small member into memory; return it and its sha256.
+    pub fn read_member(&mut self, name: &str, limit: u64) -> Result<(Vec<u8>, String)> {
+        let mut buf = Vec::new();
+        let h = self.copy_member(name, &mut buf, limit)?;
+        Ok((buf, h))
+    }
+
+    /// sha256 of a member's content.
+    pub fn hash_member(&mut self, name: &str) -> Result<String> {
+        self.copy_member(name, &mut io::sink(), u64::MAX)
+    }
+}
+
+/// New content for a member of the output.
+pub enum Content<'a> {
+    /// These bytes.
+    Bytes(&'a [u8]),
+    /// The content of this file.
+    File(&'a Path),
+}
+
+/// The output member list with each member's new sha256 (None = unchanged,
+/// raw-copied).
+pub type Written = Vec<(String, Option<String>)>;
+
+fn open_content<'a>(c: &Content<'a>) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match c {
+        Content::Bytes(b) => Box::new(*b),
+        Content::File(p) => Box::new(BufReader::with_capacity(1 << 20, File::open(p)?)),
+    })
+}
+
+/// Write a zip with every member of `src` in order: replaced ones from
+/// `new`, the rest copied raw. Returns the sha256 of each replaced member.
+pub fn write_zip(
+    src: &mut Archive,
+    new: &HashMap<String, Content<'_>>,
+    out: File,
+    out_path: &Path,
+) -> Result<File> {
+    let zip = src.zip.as_mut().expect("zip form");
+    let mut w = zip::ZipWriter::new(BufWriter::with_capacity(1 << 20, out));
+    let werr = |e: &dyn std::fmt::Display| Error::Output {
+        path: out_path.to_path_buf(),
+        problem: format!("cannot write: {e}"),
+    };
+    for i in 0..zip.len() {
+        let m = zip
+            .by_index_raw(i)
+            .map_err(|e| Error::format(&src.path, format!("member #{i}: {e}")))?;
+        let name = m.name().map_err(|e| werr(&e))?.to_string();
+        match new.get(&name) {
+            None => w.raw_copy_file(m).map_err(|e| werr(&e))?,
+            Some(content) => {
+                let mut opts = SimpleFileOptions::default()
+                    .compression_method(m.compression())
+                    .large_file(true);
+                if let Some(t) = m.last_modified() {
+                    opts = opts.last_modified_time(t);
+                }
+                if let Some(mode) = m.unix_mode() {
+                    opts = opts.unix_permissions(mode);
+                }
+                // Only a member that may exceed 4 GiB needs zip64 fields.
+                let size = match content {
+                    Content::Bytes(b) => b.len() as u64,
+                    Content::File(p) => fs::metadata(p).map_err(|e| Error::io(p, "stat", e))?.len(),
+                };
+                opts = opts.large_file(size >= u32::MAX as u64);
+                drop(m);
+                w.start_file(name.as_str(), opts).map_err(|e| werr(&e))?;
+                let mut r = open_content(content).map_err(|e| werr(&e))?;
+                io::copy(&mut r, &mut w).map_err(|e| werr(&e))?;
+            }
+        }
+    }
+    let buf = w.finish().map_err(|e| werr(&e))?;
+    buf.into_inner().map_err(|e| werr(&e.error()))
+}
+
+/// Write a directory-form archive into `dir` (which exists and is empty).
+pub fn write_dir(src: &Archive, new: &HashMap<String, Content<'_>>, dir: &Path) -> Result<()> {
+    for m in &src.members {
+        let dst = dir.join(&m.name);
+        if let Some(parent) = dst.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, "create", e))?;
+        }
+        match new.get(&m.name) {
+            None => {
+                fs::copy(src.path.join(&m.name), &dst).map_err(|e| Error::io(&dst, "write", e))?;
+            }
+            Some(content) => {
+                let mut f = File::create(&dst).map_err(|e| Error::io(&dst, "create", e))?;
+                let mut r = open_content(content).map_err(|e| Error::io(&dst, "write", e))?;
+                io::copy(&mut r, &mut f).map_err(|e| Error::io(&dst, "write", e))?;
+            }
+        }
+        File::open(&dst)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&dst, "sync", e))?;
+    }
+    Ok(())
+}
+
+/// Copy a directory tree (for an unchanged directory-form archive).
+pub fn copy_dir(src: &Archive, dir: &Path) -> Result<()> {
+    write_dir(src, &HashMap::new(), dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        let p = Path::new("x.keras");
+        assert!(check_name(p, "config.json", Some("config.json".into())).is_ok());
+        assert!(check_name(p, "assets/", Some("assets".into())).is_ok());
+        for bad in ["../x", "/abs", "a\\b", "assets/../config.json", "", "./a"] {
+            let enclosed = Some(PathBuf::from(bad.trim_start_matches('/')));
+            assert!(check_name(p, bad, enclosed).is_err(), "{bad}");
+        }
+        assert!(check_name(p, "fine", None).is_err());
+    }
+}

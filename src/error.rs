@@ -1,0 +1,139 @@
+//! The one error type: what stopped krepair from doing its job for a file.
+//!
+//! Findings about a model (a layer that needs repair, a warning about the
+//! saving Keras version) are data in the report, not errors. An `Error`
+//! means the tool could not finish: the input is unreadable or malformed, a
+//! layer cannot be repaired safely, or the output cannot be written.
+//! Every message is one line and names the file it is about.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What went wrong, with the file it concerns.
+#[derive(Debug)]
+pub enum Error {
+    /// An operating-system call on `path` failed.
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// What krepair was doing ("read", "create", "rename", ...).
+        op: &'static str,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The input is not a `.keras` archive krepair can read.
+    Format {
+        /// The input file or directory.
+        path: PathBuf,
+        /// One line saying what is wrong and where.
+        problem: String,
+    },
+    /// A Normalization layer cannot be repaired safely, so no output is written.
+    Refused {
+        /// The input file or directory.
+        path: PathBuf,
+        /// The layer's config path.
+        layer: String,
+        /// Why it cannot be repaired.
+        reason: String,
+    },
+    /// The output path cannot be used.
+    Output {
+        /// The output path.
+        path: PathBuf,
+        /// Why.
+        problem: String,
+    },
+    /// The written output failed its own check; it was not moved into place.
+    Verify {
+        /// The output path.
+        path: PathBuf,
+        /// What the check found.
+        problem: String,
+    },
+}
+
+impl Error {
+    /// An I/O error on `path` while doing `op`.
+    pub fn io(path: impl AsRef<Path>, op: &'static str, source: io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            op,
+            source,
+        }
+    }
+
+    /// A malformed-input error on `path`.
+    pub fn format(path: impl AsRef<Path>, problem: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.as_ref().to_path_buf(),
+            problem: problem.into(),
+        }
+    }
+
+    /// A stable, kebab-case name for the kind of error (used in reports).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::Format { .. } => "malformed-input",
+            Error::Refused { .. } => "refused",
+            Error::Output { .. } => "output",
+            Error::Verify { .. } => "verify",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { path, op, source } => {
+                write!(
+                    f,
+                    "{}: cannot {op}: {}",
+                    path.display(),
+                    one_line(&source.to_string())
+                )
+            }
+            Error::Format { path, problem } => {
+                write!(f, "{}: {}", path.display(), one_line(problem))
+            }
+            Error::Refused {
+                path,
+                layer,
+                reason,
+            } => write!(
+                f,
+                "{}: refusing to repair: layer `{layer}`: {}",
+                path.display(),
+                one_line(reason)
+            ),
+            Error::Output { path, problem } => {
+                write!(f, "{}: {}", path.display(), one_line(problem))
+            }
+            Error::Verify { path, problem } => write!(
+                f,
+                "{}: the written output failed verification and was discarded: {}",
+                path.display(),
+                one_line(problem)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Fold a possibly multi-line message (HDF5 error stacks) onto one line.
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Result with krepair's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

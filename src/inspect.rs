@@ -1,0 +1,500 @@
+//! Inspection: open an archive, find its Normalization layers, map each to
+//! its weights, read and check the statistics, and plan what to change.
+//!
+//! A dry run stops here; a repair applies the plan ([`crate::repair`]).
+//! Running it again on a repaired output must plan nothing, which is how
+//! the output is verified.
+
+use std::collections::{HashMap, HashSet};
+use std::io::BufWriter;
+
+use serde_json::Value;
+use tempfile::NamedTempFile;
+
+use crate::archive::{self, Archive, Form};
+use crate::error::{Error, Result};
+use crate::json_span::Seg;
+use crate::model::{self, Locator, Mode, NormSite};
+use crate::plan::{self, finding, Chosen, Finding, Policy};
+use crate::report::{Embedded, LayerReport, Status, Stored};
+use crate::stats::{self, Tensor};
+use crate::weights::{Elem, Weights};
+
+/// One change to make.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Write mean/variance into the layer config (at `pointer`) and delete
+    /// the three datasets of `group`.
+    EmbedConfig {
+        /// The layer entry in config.json.
+        pointer: Vec<Seg>,
+        /// Its `vars` group.
+        group: String,
+        /// Mean to embed.
+        mean: Tensor,
+        /// Variance to embed.
+        variance: Tensor,
+    },
+    /// Overwrite `group/0` and `group/1` (non-trailing kept axes).
+    WriteVariables {
+        /// Its `vars` group.
+        group: String,
+        /// Mean to write.
+        mean: Tensor,
+        /// Variance to write.
+        variance: Tensor,
+    },
+}
+
+/// Everything inspection learned about one archive.
+pub struct Inspection {
+    /// The opened archive.
+    pub archive: Archive,
+    /// `keras_version` from metadata.json.
+    pub keras_version: Option<String>,
+    /// The text of config.json.
+    pub config_text: String,
+    /// sha256 of every member's content.
+    pub hashes: HashMap<String, String>,
+    /// One entry per Normalization layer.
+    pub layers: Vec<LayerReport>,
+    /// Archive-level findings.
+    pub findings: Vec<Finding>,
+    /// The changes a repair makes.
+    pub actions: Vec<Action>,
+    /// A private copy of model.weights.h5, extracted when any layer needed
+    /// its variables read.
+    pub weights_copy: Option<NamedTempFile>,
+}
+
+impl Inspection {
+    /// The first refused layer, if any: (config path, reason).
+    pub fn refusal(&self) -> Option<(&str, &str)> {
+        self.layers
+            .iter()
+            .find(|l| l.status == Status::Refused)
+            .map(|l| (l.config_path.as_str(), l.reason.as_deref().unwrap_or("")))
+    }
+}
+
+fn parse_json(bytes: &[u8], label: &str, archive: &Archive) -> Result<Value> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Error::format(&archive.path, format!("{label} is not UTF-8: {e}")))?;
+    serde_json::from_str(text)
+        .map_err(|e| Error::format(&archive.path, format!("{label} is not valid JSON: {e}")))
+}
+
+/// Inspect the archive at `path` under `policy`.
+pub fn inspect(path: &std::path::Path, policy: Policy) -> Result<Inspection> {
+    let mut archive = Archive::open(path)?;
+    let mut hashes = HashMap::new();
+    let mut findings = Vec::new();
+
+    if archive.member(archive::CONFIG).is_none() {
+        if archive.member(archive::WEIGHTS).is_none() && archive.form == Form::Directory {
+            return Err(Error::format(
+                path,
+                "not a .keras directory: no config.json",
+            ));
+        }
+        return Err(Error::format(path, "no config.json in the archive"));
+    }
+    let keras_version = match archive.member(archive::METADATA) {
+        None => None,
+        Some(_) => {
+            let (bytes, h) = archive.read_member(archive::METADATA, archive::MAX_METADATA_BYTES)?;
+            hashes.insert(archive::METADATA.to_string(), h);
+            let meta = parse_json(&bytes, "metadata.json", &archive)?;
+            if !meta.is_object() {
+                return Err(Error::format(path, "metadata.json is not a JSON object"));
+            }
+            match meta.get("keras_version") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => {
+                    return Err(Error::format(
+                        path,
+                        "metadata.json: keras_version is not a string",
+                    ))
+                }
+            }
+        }
+    };
+    if keras_version.is_none() {
+        findings.push(finding(
+            "unknown-keras-version",
+            "metadata.json is missing or names no keras_version: the saving Keras version is unknown",
+        ));
+    }
+    let (config_bytes, h) = archive.read_member(archive::CONFIG, archive::MAX_CONFIG_BYTES)?;
+    hashes.insert(archive::CONFIG.to_string(), h);
+    let config = parse_json(&config_bytes, "config.json", &archive)?;
+    let config_text = String::from_utf8(config_bytes).expect("checked above");
+    let sites = model::find_normalizations(&config)
+        .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
+
+    let needs_weights = sites.iter().any(|s| s.mode == Mode::Adapt);
+    let mut weights_copy = None;
+    if needs_weights {
+        if archive.member(archive::WEIGHTS).is_none() {
+            let what = if archive.member(archive::WEIGHTS_NPZ).is_some() {
+                "weights are stored as model.weights.npz (pickled numpy), which krepair never loads"
+            } else {
+                "no model.weights.h5 in the archive"
+            };
+            return Err(Error::format(path, what));
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".krepair-")
+            .suffix(".h5")
+            .tempfile()
+            .map_err(|e| Error::io(std::env::temp_dir(), "create a temporary file", e))?;
+        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+        let h = archive.copy_member(archive::WEIGHTS, &mut w, u64::MAX)?;
+        std::io::Write::flush(&mut w).map_err(|e| Error::io(tmp.path(), "write", e))?;
+        drop(w);
+        hashes.insert(archive::WEIGHTS.to_string(), h);
+        weights_copy = Some(tmp);
+    }
+    // Hash every member not read above (also checks its CRC).
+    let names: Vec<String> = archive.members.iter().map(|m| m.name.clone()).collect();
+    for name in names {
+        if !hashes.contains_key(&name) && !name.ends_with('/') {
+            let h = archive.hash_member(&name)?;
+            hashes.insert(name, h);
+        }
+    }
+
+    let label = format!("{}!{}", path.display(), archive::WEIGHTS);
+    let weights = match &weights_copy {
+        Some(t) => Some(Weights::open(t.path(), &label)?),
+        None => None,
+    };
+    let mut layers = Vec::new();
+    let mut actions = Vec::new();
+    let mut claimed = HashSet::new();
+    let within_counts = count_within(&sites);
+    for site in &sites {
+        let (report, action) = analyze(
+            site,
+            weights.as_ref(),
+            keras_version.as_deref(),
+            policy,
+            &mut claimed,
+            &within_counts,
+        )?;
+        layers.push(report);
+        if let Some(a) = action {
+            actions.push(a);
+        }
+    }
+    drop(weights);
+    Ok(Inspection {
+        archive,
+        keras_version,
+        config_text,
+        hashes,
+        layers,
+        findings,
+        actions,
+        weights_copy,
+    })
+}
+
+fn count_within(sites: &[NormSite]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for s in sites {
+        if let Locator::Within { group, .. } = &s.locator {
+            *m.entry(group.clone()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+fn base_report(site: &NormSite) -> LayerReport {
+    LayerReport {
+        config_path: site.config_path.clone(),
+        name: site.name.clone(),
+        weights_group: None,
+        axis: site.axis.clone(),
+        invert: site.invert,
+        mode: match site.mode {
+            Mode::Adapt => "adapt",
+            Mode::Explicit => "explicit",
+            Mode::Inconsistent => "inconsistent",
+        },
+        input_shape: site.input_shape.clone(),
+        stats_shape: None,
+        stored: None,
+        policy: None,
+        embedded: None,
+        status: Status::Unchanged,
+        reason: None,
+        findings: Vec::new(),
+    }
+}
+
+fn refuse(mut r: LayerReport, code: &'static str, reason: String) -> (LayerReport, Option<Action>) {
+    r.findings.push(finding(code, reason.clone()));
+    r.status = Status::Refused;
+    r.reason = Some(reason);
+    (r, None)
+}
+
+/// Is there a `vars` group holding exactly datasets 0, 1, 2?
+fn has_three(w: &Weights, group: &str) -> bool {
+    w.datasets(group)
+        .map(|d| d.iter().map(|x| x.name.as_str()).eq(["0", "1", "2"]))
+        .unwrap_or(false)
+}
+
+/// Find the layer's `vars` group. `Err((code, reason))` if it cannot be
+/// found unambiguously.
+fn resolve(
+    site: &NormSite,
+    w: &Weights,
+    claimed: &mut HashSet<String>,
+    within_counts: &HashMap<String, usize>,
+) -> std::result::Result<String, (&'static str, String)> {
+    let found = match &site.locator {
+        Locator::Group(g) => {
+            let primary = format!("{g}/vars");
+            if w.is_group(&primary) {
+                primary
+            } else if w.is_group("_layer_checkpoint_dependencies") {
+                // The same fallback as Keras' H5Entry: tf.keras 2.12-2.14
+                // spell `layers` as `_layer_checkpoint_dependencies`.
+                let alt = format!(
+                    "{}/vars",
+                    g.replace("layers", "_layer_checkpoint_dependencies")
+                );
+                if w.is_group(&alt) {
+                    alt
+                } else {
+                    return Err((
+                        "weights-not-found",
+                        format!("no weights group at `{primary}` or `{alt}`"),
+                    ));
+                }
+            } else {
+                return Err((
+                    "weights-not-found",
+                    format!("no weights group at `{primary}`"),
+                ));
+            }
+        }
+        Locator::Within { group, key_path } => {
+            if !group.is_empty() && !w.is_group(group) {
+                return Err((
+                    "weights-not-found",
+                    format!("no weights group at `{group}`"),
+                ));
+            }
+            let candidates: Vec<String> = w
+                .vars_groups_under(group)
+                .map_err(|e| ("weights-not-found", e.to_string()))?
+                .into_iter()
+                .filter(|g| !claimed.contains(g) && has_three(w, g))
+                .collect();
+            let by_name: Vec<&String> = candidates
+                .iter()
+                .filter(|g| w.name_attr(g).as_deref() == Some(site.name.as_str()))
+                .collect();
+            let hint = format!(
+                "{}/vars",
+                [group.as_str(), &key_path.join("/")]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("/")
+            );
+            if by_name.len() == 1 {
+                by_name[0].clone()
+            } else if candidates.contains(&hint) {
+                hint
+            } else if candidates.len() == 1 && within_counts.get(group) == Some(&1) {
+                candidates[0].clone()
+            } else if candidates.is_empty() {
+                return Err((
+                    "weights-not-found",
+                    format!("no Normalization weights under `{group}`"),
+                ));
+            } else {
+                return Err((
+                    "weights-ambiguous",
+                    format!(
+                        "{} candidate weights groups under `{group}` ({}), none identified by name or config key",
+                        candidates.len(),
+                        candidates.join(", ")
+                    ),
+                ));
+            }
+        }
+    };
+    if let Some(n) = w.name_attr(&found) {
+        if n != site.name {
+            return Err((
+                "weights-ambiguous",
+                format!(
+                    "weights group `{found}` is labelled `{n}`, not `{}`",
+                    site.name
+                ),
+            ));
+        }
+    }
+    if !claimed.insert(found.clone()) {
+        return Err((
+            "weights-ambiguous",
+            format!("weights group `{found}` maps to two layers"),
+        ));
+    }
+    Ok(found)
+}
+
+fn analyze(
+    site: &NormSite,
+    weights: Option<&Weights>,
+    version: Option<&str>,
+    policy: Policy,
+    claimed: &mut HashSet<String>,
+    within_counts: &HashMap<String, usize>,
+) -> Result<(LayerReport, Option<Action>)> {
+    let mut r = base_report(site);
+    match site.mode {
+        Mode::Explicit => {
+            r.status = Status::AlreadyExplicit;
+            r.findings.push(finding(
+                "already-explicit",
+                "mean and variance are in the config",
+            ));
+            return Ok((r, None));
+        }
+        Mode::Inconsistent => {
+            return Ok(refuse(
+                r,
+                "inconsistent-config",
+                "only one of mean and variance is set in the config".into(),
+            ));
+        }
+        Mode::Adapt => {}
+    }
+    r.findings.push(finding(
+        "adapt-mode",
+        "mean and variance are null in the config: the layer depends on finalize_state()",
+    ));
+    let w = weights.expect("weights are opened when an adapt-mode layer exists");
+    let Some(shape) = &site.input_shape else {
+        return Ok(refuse(
+            r,
+            "shape-unknown",
+            "no build_config.input_shape in the config, so the statistics' shape cannot be checked"
+                .into(),
+        ));
+    };
+    let geo = match plan::geometry(&site.axis, shape) {
+        Ok(g) => g,
+        Err(e) => return Ok(refuse(r, "shape-unknown", e)),
+    };
+    r.stats_shape = Some(geo.stats_shape.clone());
+    let group = match resolve(site, w, claimed, within_counts) {
+        Ok(g) => g,
+        Err((code, reason)) => return Ok(refuse(r, code, reason)),
+    };
+    r.weights_group = Some(group.clone());
+    let ds = w.datasets(&group)?;
+    if ds.is_empty() {
+        r.findings.push(finding(
+            "no-variables",
+            format!("`{group}` holds no variables: the layer was never built"),
+        ));
+        r.reason = Some("no stored variables; left alone".into());
+        return Ok((r, None));
+    }
+    let names: Vec<&str> = ds.iter().map(|d| d.name.as_str()).collect();
+    if names != ["0", "1", "2"] {
+        return Ok(refuse(r, "weights-mismatch", format!("`{group}` holds datasets {names:?}, expected [\"0\", \"1\", \"2\"] (mean, variance, count)")));
+    }
+    for (d, what) in ds[..2].iter().zip(["mean", "variance"]) {
+        if d.elem != Elem::Float(4) || d.shape != geo.stats_shape {
+            return Ok(refuse(
+                r,
+                "weights-mismatch",
+                format!(
+                    "`{group}/{}` ({what}) is {} {:?}, expected float32 {:?} from axis {:?} and input shape",
+                    d.name, d.elem, d.shape, geo.stats_shape, site.axis
+                ),
+            ));
+        }
+    }
+    if !matches!(ds[2].elem, Elem::Int(_)) || !ds[2].shape.is_empty() {
+        return Ok(refuse(
+            r,
+            "weights-mismatch",
+            format!(
+                "`{group}/2` (count) is {} {:?}, expected an integer scalar",
+                ds[2].elem, ds[2].shape
+            ),
+        ));
+    }
+    let mean = w.read_f32(&format!("{group}/0"))?;
+    let variance = w.read_f32(&format!("{group}/1"))?;
+    let count = w.read_int_scalar(&format!("{group}/2"))?;
+    r.stored = Some(Stored {
+        mean: mean.to_json_value(),
+        variance: variance.to_json_value(),
+        std: stats::std(&variance).to_json_value(),
+        count,
+    });
+    if let Err(p) = stats::check(&mean, &variance) {
+        return Ok(refuse(r, p.code(), p.to_string()));
+    }
+    let choice = match plan::choose(policy, version, site) {
+        Ok(c) => c,
+        Err(reason) => return Ok(refuse(r, "unknown-keras-version", reason)),
+    };
+    r.findings.extend(choice.findings.iter().cloned());
+    let (tm, tv) = plan::target(choice.chosen, &mean, &variance);
+    let location = if geo.trailing { "config" } else { "variables" };
+    r.embedded = Some(Embedded {
+        location,
+        mean: tm.to_json_value(),
+        variance: tv.to_json_value(),
+    });
+    let chosen = choice.chosen;
+    r.policy = Some(choice);
+    let action = if geo.trailing {
+        Some(Action::EmbedConfig {
+            pointer: site.pointer.clone(),
+            group,
+            mean: tm,
+            variance: tv,
+        })
+    } else {
+        r.findings.push(finding(
+            "kept-in-variables",
+            format!(
+                "kept axes {:?} of a rank-{} input are not the trailing ones: no explicit config loads in every Keras 3 version, so the layer keeps adapt mode and the {} statistics stay in its variables, which every .keras loader finalizes",
+                geo.keep,
+                geo.ndim,
+                if chosen == Chosen::Adapted { "adapted" } else { "identity" }
+            ),
+        ));
+        if tm.bits_eq(&mean) && tv.bits_eq(&variance) {
+            r.reason = Some("the variables already hold the chosen statistics".into());
+            None
+        } else {
+            Some(Action::WriteVariables {
+                group,
+                mean: tm,
+                variance: tv,
+            })
+        }
+    };
+    r.status = if action.is_some() {
+        Status::WouldRepair
+    } else {
+        Status::Unchanged
+    };
+    Ok((r, action))
+}

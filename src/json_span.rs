@@ -1,0 +1,289 @@
+//! Byte spans of values inside a JSON text, for surgical edits.
+//!
+//! krepair changes `config.json` by replacing two values (`mean` and
+//! `variance`) of one layer config and nothing else, so every other byte of
+//! the file (key order, spacing, number spellings such as Python's `1e-07`)
+//! stays exactly as Keras wrote it. serde_json validates and interprets the
+//! document; this module only finds where a value sits in the text.
+
+use std::ops::Range;
+
+/// One step of a path into a JSON document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seg {
+    /// A key of an object.
+    Key(String),
+    /// An index into an array.
+    Index(usize),
+}
+
+impl std::fmt::Display for Seg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Seg::Key(k) => write!(f, "/{k}"),
+            Seg::Index(i) => write!(f, "/{i}"),
+        }
+    }
+}
+
+/// Render a path as a JSON-pointer-like string (for messages).
+pub fn path_string(path: &[Seg]) -> String {
+    path.iter().map(|s| s.to_string()).collect()
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+type SpanResult<T> = Result<T, String>;
+
+impl<'a> Scanner<'a> {
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> SpanResult<u8> {
+        self.b
+            .get(self.i)
+            .copied()
+            .ok_or_else(|| "unexpected end of JSON".to_string())
+    }
+
+    fn expect(&mut self, c: u8) -> SpanResult<()> {
+        self.ws();
+        if self.peek()? != c {
+            return Err(format!("expected `{}` at byte {}", c as char, self.i));
+        }
+        self.i += 1;
+        Ok(())
+    }
+
+    /// Skip a string starting at the current `"`; return its decoded text.
+    fn string(&mut self) -> SpanResult<String> {
+        let start = self.i;
+        self.expect(b'"')?;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.i += 1;
+                    break;
+                }
+                b'\\' => self.i += 2,
+                _ => self.i += 1,
+            }
+        }
+        let raw = std::str::from_utf8(&self.b[start..self.i]).map_err(|e| e.to_string())?;
+        serde_json::from_str::<String>(raw).map_err(|e| e.to_string())
+    }
+
+    /// Skip one value; return its span (without surrounding whitespace).
+    fn value(&mut self) -> SpanResult<Range<usize>> {
+        self.ws();
+        let start = self.i;
+        match self.peek()? {
+            b'"' => {
+                self.string()?;
+            }
+            b'{' => {
+                self.i += 1;
+                self.ws();
+                if self.peek()? == b'}' {
+                    self.i += 1;
+                } else {
+                    loop {
+                        self.ws();
+                        self.string()?;
+                        self.expect(b':')?;
+                        self.value()?;
+                        self.ws();
+                        match self.peek()? {
+                            b',' => self.i += 1,
+                            b'}' => {
+                                self.i += 1;
+                                break;
+                            }
+                            c => {
+                                return Err(format!(
+                                    "unexpected `{}` at byte {}",
+                                    c as char, self.i
+                                ))
+                            }
+                        }
+                    }
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                self.ws();
+                if self.peek()? == b']' {
+                    self.i += 1;
+                } else {
+                    loop {
+                        self.value()?;
+                        self.ws();
+                        match self.peek()? {
+                            b',' => self.i += 1,
+                            b']' => {
+                                self.i += 1;
+                                break;
+                            }
+                            c => {
+                                return Err(format!(
+                                    "unexpected `{}` at byte {}",
+                                    c as char, self.i
+                                ))
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                // A number, true, false, null (or NaN/Infinity, which
+                // serde_json has already refused).
+                while self.i < self.b.len()
+                    && !matches!(
+                        self.b[self.i],
+                        b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r'
+                    )
+                {
+                    self.i += 1;
+                }
+                if self.i == start {
+                    return Err(format!("expected a value at byte {start}"));
+                }
+            }
+        }
+        Ok(start..self.i)
+    }
+
+    /// Find the span of member `key` of the object starting here. Fails
+    /// if the key is missing or appears twice.
+    fn member(&mut self, key: &str) -> SpanResult<Range<usize>> {
+        self.expect(b'{')?;
+        let mut found = None;
+        self.ws();
+        if self.peek()? == b'}' {
+            return Err(format!("key `{key}` not found"));
+        }
+        loop {
+            self.ws();
+            let k = self.string()?;
+            self.expect(b':')?;
+            let span = self.value()?;
+            if k == key {
+                if found.is_some() {
+                    return Err(format!("key `{key}` appears twice"));
+                }
+                found = Some(span);
+            }
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => break,
+                c => return Err(format!("unexpected `{}` at byte {}", c as char, self.i)),
+            }
+        }
+        found.ok_or_else(|| format!("key `{key}` not found"))
+    }
+
+    fn element(&mut self, index: usize) -> SpanResult<Range<usize>> {
+        self.expect(b'[')?;
+        let mut n = 0;
+        loop {
+            let span = self.value()?;
+            if n == index {
+                return Ok(span);
+            }
+            n += 1;
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                _ => return Err(format!("index {index} out of range")),
+            }
+        }
+    }
+}
+
+/// The byte range of the value at `path` in `text`.
+pub fn value_span(text: &str, path: &[Seg]) -> Result<Range<usize>, String> {
+    let mut s = Scanner {
+        b: text.as_bytes(),
+        i: 0,
+    };
+    let mut span = s.value()?;
+    for seg in path {
+        s.i = span.start;
+        span = match seg {
+            Seg::Key(k) => s.member(k)?,
+            Seg::Index(i) => s.element(*i)?,
+        };
+    }
+    Ok(span)
+}
+
+/// Apply non-overlapping replacements to `text`.
+pub fn splice(text: &str, mut edits: Vec<(Range<usize>, String)>) -> String {
+    edits.sort_by_key(|(r, _)| r.start);
+    let mut out =
+        String::with_capacity(text.len() + edits.iter().map(|e| e.1.len()).sum::<usize>());
+    let mut at = 0;
+    for (r, new) in edits {
+        assert!(r.start >= at, "overlapping edits");
+        out.push_str(&text[at..r.start]);
+        out.push_str(&new);
+        at = r.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(s: &str) -> Seg {
+        Seg::Key(s.into())
+    }
+
+    #[test]
+    fn finds_nested_values() {
+        let text = r#"{"a": [1, {"mean": null, "b": "x\"}"}], "mean": 2e-07}"#;
+        let r = value_span(text, &[k("a"), Seg::Index(1), k("mean")]).unwrap();
+        assert_eq!(&text[r], "null");
+        let r = value_span(text, &[k("mean")]).unwrap();
+        assert_eq!(&text[r], "2e-07");
+        let r = value_span(text, &[k("a"), Seg::Index(1), k("b")]).unwrap();
+        assert_eq!(&text[r], r#""x\"}""#);
+    }
+
+    #[test]
+    fn missing_and_duplicate_keys_are_errors() {
+        assert!(value_span(r#"{"a": 1}"#, &[k("b")])
+            .unwrap_err()
+            .contains("not found"));
+        assert!(value_span(r#"{"a": 1, "a": 2}"#, &[k("a")])
+            .unwrap_err()
+            .contains("twice"));
+        assert!(value_span(r#"[1, 2]"#, &[Seg::Index(2)]).is_err());
+        assert!(value_span(r#"{"a": [1, 2"#, &[k("a"), Seg::Index(2)]).is_err());
+        assert!(value_span(r#"{"a": "#, &[k("a")]).is_err());
+    }
+
+    #[test]
+    fn splice_keeps_everything_else() {
+        let text = r#"{"mean": null, "x": 1e-07, "variance": null}"#;
+        let m = value_span(text, &[k("mean")]).unwrap();
+        let v = value_span(text, &[k("variance")]).unwrap();
+        let out = splice(text, vec![(v, "[1.0]".into()), (m, "[0.5]".into())]);
+        assert_eq!(out, r#"{"mean": [0.5], "x": 1e-07, "variance": [1.0]}"#);
+    }
+
+    #[test]
+    fn escaped_keys_are_decoded() {
+        let text = r#"{"me\u0061n": 3}"#;
+        assert_eq!(&text[value_span(text, &[k("mean")]).unwrap()], "3");
+    }
+}

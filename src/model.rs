@@ -1,0 +1,632 @@
+//! A typed view of `config.json`: where the Normalization layers are, and
+//! where Keras stored each one's variables.
+//!
+//! Pure: takes a parsed `serde_json::Value`, does no I/O. The mapping from a
+//! config layer to its HDF5 group follows `keras/src/saving/saving_lib.py`
+//! (`_save_state`, `_save_container_state`): the layers of a Functional or
+//! Sequential model are a list, and list items are named by the snake_case
+//! of their class name, numbered `_1`, `_2`, ... in `model.layers` order.
+//! Layer names are never used for the mapping (docs/keras-format.md §2).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::json_span::{path_string, Seg};
+
+/// Where a Normalization layer's variables should be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Locator {
+    /// At `<group>/vars`, by Keras' naming of model layers.
+    Group(String),
+    /// Somewhere under `<group>` (a custom layer that holds the
+    /// Normalization as an attribute); `key_path` is the chain of config
+    /// keys under which its config was serialized, a hint for the
+    /// attribute name.
+    Within {
+        /// The custom layer's group.
+        group: String,
+        /// The config keys leading to the Normalization config.
+        key_path: Vec<String>,
+    },
+}
+
+/// A layer that consumes a Normalization's output in the same Functional
+/// model (used to recognise the EfficientNet "imagenet" branch).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Consumer {
+    /// Its class name.
+    pub class_name: String,
+    /// Its layer name.
+    pub name: String,
+    /// Its config (for Rescaling: `scale`, `offset`).
+    pub config: Value,
+}
+
+/// The two statistics in a Normalization config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `mean` and `variance` are null: the layer depends on finalize_state().
+    Adapt,
+    /// Both are given: nothing to repair.
+    Explicit,
+    /// One is null and the other not: Keras itself refuses such a config.
+    Inconsistent,
+}
+
+/// A Normalization layer found in the config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NormSite {
+    /// Names from the root's children down to the layer, joined by `/`.
+    pub config_path: String,
+    /// The path of the layer's entry (the object holding `class_name`)
+    /// inside config.json.
+    pub pointer: Vec<Seg>,
+    /// The layer's name.
+    pub name: String,
+    /// `axis` as a list (empty for `axis=None`).
+    pub axis: Vec<i64>,
+    /// `invert` (absent means false).
+    pub invert: bool,
+    /// Adapt or explicit.
+    pub mode: Mode,
+    /// `build_config.input_shape`, if the layer was built.
+    pub input_shape: Option<Vec<Option<u64>>>,
+    /// Where its variables are.
+    pub locator: Locator,
+    /// Name of the model that directly contains the layer.
+    pub container: String,
+    /// Layers in the same model fed by this one.
+    pub consumers: Vec<Consumer>,
+}
+
+/// Keras' `to_snake_case` (keras/src/utils/naming.py), rule by rule:
+/// drop non-word characters, then `(.)([A-Z][a-z]+)` -> `\1_\2`, then
+/// `([a-z])([A-Z])` -> `\1_\2`, then lowercase.
+pub fn to_snake_case(name: &str) -> String {
+    let c: Vec<char> = name
+        .chars()
+        .filter(|ch| ch.is_alphanumeric() || *ch == '_')
+        .collect();
+    let mut s1 = Vec::with_capacity(c.len() + 4);
+    let mut p = 0;
+    while p < c.len() {
+        if p + 2 < c.len()
+            && c[p] != '\n'
+            && c[p + 1].is_ascii_uppercase()
+            && c[p + 2].is_ascii_lowercase()
+        {
+            let mut e = p + 2;
+            while e < c.len() && c[e].is_ascii_lowercase() {
+                e += 1;
+            }
+            s1.push(c[p]);
+            s1.push('_');
+            s1.extend_from_slice(&c[p + 1..e]);
+            p = e;
+        } else {
+            s1.push(c[p]);
+            p += 1;
+        }
+    }
+    let mut s2 = String::with_capacity(s1.len() + 4);
+    let mut p = 0;
+    while p < s1.len() {
+        if p + 1 < s1.len() && s1[p].is_ascii_lowercase() && s1[p + 1].is_ascii_uppercase() {
+            s2.push(s1[p]);
+            s2.push('_');
+            s2.push(s1[p + 1]);
+            p += 2;
+        } else {
+            s2.push(s1[p]);
+            p += 1;
+        }
+    }
+    s2.to_lowercase()
+}
+
+fn join(a: &str, b: &str) -> String {
+    if a.is_empty() {
+        b.to_string()
+    } else if b.is_empty() {
+        a.to_string()
+    } else {
+        format!("{a}/{b}")
+    }
+}
+
+fn unique(used: &mut HashMap<String, u32>, base: String) -> String {
+    match used.get_mut(&base) {
+        Some(n) => {
+            *n += 1;
+            format!("{base}_{n}")
+        }
+        None => {
+            used.insert(base.clone(), 0);
+            base
+        }
+    }
+}
+
+fn class_name(v: &Value) -> Option<&str> {
+    v.get("class_name").and_then(Value::as_str)
+}
+
+fn layer_name(v: &Value) -> String {
+    v.get("config")
+        .and_then(|c| c.get("name"))
+        .or_else(|| v.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// True for a Keras Normalization layer entry (not a user class of the
+/// same name from another package).
+fn is_keras_normalization(v: &Value) -> bool {
+    if class_name(v) != Some("Normalization") || !v.get("config").is_some_and(Value::is_object) {
+        return false;
+    }
+    let module_ok = match v.get("module").and_then(Value::as_str) {
+        None => true,
+        Some(m) => m == "keras" || m.starts_with("keras.") || m.starts_with("tf_keras"),
+    };
+    let registered_ok = match v.get("registered_name") {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s == "Normalization",
+        _ => false,
+    };
+    module_ok && registered_ok
+}
+
+/// An entry of a Functional config that is an operation, not a layer (the
+/// `Cast` ops Keras 3.6 inserts under mixed precision): it is not in
+/// `model.layers` and owns no weights group.
+fn is_operation(v: &Value) -> bool {
+    v.get("module").and_then(Value::as_str).is_some_and(|m| {
+        m == "keras.ops" || m.starts_with("keras.src.ops") || m.starts_with("keras.ops.")
+    })
+}
+
+fn is_container(v: &Value) -> Option<bool> {
+    let class = class_name(v)?;
+    let has_layers = v
+        .get("config")
+        .and_then(|c| c.get("layers"))
+        .is_some_and(Value::is_array);
+    match class {
+        "Functional" | "Model" if has_layers => Some(false),
+        "Sequential" if has_layers => Some(true),
+        _ => None,
+    }
+}
+
+fn parse_shape(v: &Value) -> Option<Vec<Option<u64>>> {
+    v.as_array()?
+        .iter()
+        .map(|d| match d {
+            Value::Null => Some(None),
+            Value::Number(n) => n.as_u64().map(Some),
+            _ => None,
+        })
+        .collect()
+}
+
+fn parse_axis(v: Option<&Value>) -> Result<Vec<i64>, String> {
+    match v {
+        None => Ok(vec![-1]),
+        Some(Value::Null) => Ok(vec![]),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(|a| vec![a])
+            .ok_or("axis is not an integer".into()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_i64()
+                    .ok_or_else(|| "axis holds a non-integer".to_string())
+            })
+            .collect(),
+        Some(_) => Err("axis has the wrong type".into()),
+    }
+}
+
+/// Does `inbound` (a layer's `inbound_nodes`) reference layer `name`?
+/// Keras 3 writes `keras_history: [name, node, tensor]`; tf.keras writes
+/// `[[name, node, tensor, kwargs]]`. Both contain an array whose first
+/// element is the name and whose second is a number.
+fn references(inbound: &Value, name: &str) -> bool {
+    match inbound {
+        Value::Array(a) => {
+            (a.len() >= 2 && a[0].as_str() == Some(name) && a[1].is_number())
+                || a.iter().any(|x| references(x, name))
+        }
+        Value::Object(o) => o.values().any(|x| references(x, name)),
+        _ => false,
+    }
+}
+
+struct Walker {
+    sites: Vec<NormSite>,
+}
+
+impl Walker {
+    fn site(
+        &mut self,
+        entry: &Value,
+        pointer: Vec<Seg>,
+        config_path: String,
+        locator: Locator,
+        container: &str,
+        consumers: Vec<Consumer>,
+    ) -> Result<(), String> {
+        let cfg = &entry["config"];
+        let at = || path_string(&pointer);
+        let axis = parse_axis(cfg.get("axis")).map_err(|e| format!("{e} at {}", at()))?;
+        let invert = cfg.get("invert").and_then(Value::as_bool).unwrap_or(false);
+        let mean_null = cfg.get("mean").is_none_or(Value::is_null);
+        let var_null = cfg.get("variance").is_none_or(Value::is_null);
+        let mode = match (mean_null, var_null) {
+            (true, true) => Mode::Adapt,
+            (false, false) => Mode::Explicit,
+            _ => Mode::Inconsistent,
+        };
+        let input_shape = entry
+            .get("build_config")
+            .and_then(|b| b.get("input_shape"))
+            .and_then(parse_shape);
+        self.sites.push(NormSite {
+            config_path,
+            pointer,
+            name: layer_name(entry),
+            axis,
+            invert,
+            mode,
+            input_shape,
+            locator,
+            container: container.to_string(),
+            consumers,
+        });
+        Ok(())
+    }
+
+    fn container(
+        &mut self,
+        entry: &Value,
+        pointer: Vec<Seg>,
+        group: &str,
+        config_path: &str,
+        sequential: bool,
+    ) -> Result<(), String> {
+        let layers = entry["config"]["layers"]
+            .as_array()
+            .ok_or_else(|| format!("`layers` is not a list at {}", path_string(&pointer)))?;
+        let container_name = layer_name(entry);
+        let mut used = HashMap::new();
+        for (i, layer) in layers.iter().enumerate() {
+            let mut lp = pointer.clone();
+            lp.extend([
+                Seg::Key("config".into()),
+                Seg::Key("layers".into()),
+                Seg::Index(i),
+            ]);
+            let class = class_name(layer)
+                .ok_or_else(|| format!("a layer without `class_name` at {}", path_string(&lp)))?;
+            if (sequential && class == "InputLayer") || is_operation(layer) {
+                continue;
+            }
+            let gname = unique(&mut used, to_snake_case(class));
+            let lgroup = join(group, &format!("layers/{gname}"));
+            let name = layer_name(layer);
+            let lpath = join(config_path, &name);
+            if is_keras_normalization(layer) {
+                let consumers = if sequential {
+                    // In a Sequential model the next layer is the consumer.
+                    layers[i + 1..]
+                        .iter()
+                        .find(|l| class_name(l) != Some("InputLayer"))
+                        .map(consumer_of)
+                        .into_iter()
+                        .collect()
+                } else {
+                    layers
+                        .iter()
+                        .filter(|l| l.get("inbound_nodes").is_some_and(|n| references(n, &name)))
+                        .map(consumer_of)
+                        .collect()
+                };
+                self.site(
+                    layer,
+                    lp,
+                    lpath,
+                    Locator::Group(lgroup),
+                    &container_name,
+                    consumers,
+                )?;
+            } else if let Some(seq) = is_container(layer) {
+                self.container(layer, lp, &lgroup, &lpath, seq)?;
+            } else if let Some(cfg) = layer.get("config") {
+                let mut cp = lp.clone();
+                cp.push(Seg::Key("config".into()));
+                self.nested(cfg, cp, &lgroup, &lpath, &mut Vec::new(), &container_name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Normalization configs serialized anywhere inside a custom layer's
+    /// (or custom model's) config.
+    fn nested(
+        &mut self,
+        v: &Value,
+        pointer: Vec<Seg>,
+        group: &str,
+        config_path: &str,
+        keys: &mut Vec<String>,
+        container: &str,
+    ) -> Result<(), String> {
+        if is_keras_normalization(v) {
+            let locator = Locator::Within {
+                group: group.to_string(),
+                key_path: keys.clone(),
+            };
+            let path = join(config_path, &keys.join("/"));
+            return self.site(v, pointer, path, locator, container, Vec::new());
+        }
+        match v {
+            Value::Object(o) => {
+                for (k, x) in o {
+                    let mut p = pointer.clone();
+                    p.push(Seg::Key(k.clone()));
+                    // `config` wrappers are not attribute names.
+                    let named = k != "config";
+                    if named {
+                        keys.push(k.clone());
+                    }
+                    self.nested(x, p, group, config_path, keys, container)?;
+                    if named {
+                        keys.pop();
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    let mut p = pointer.clone();
+                    p.push(Seg::Index(i));
+                    self.nested(x, p, group, config_path, keys, container)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn consumer_of(l: &Value) -> Consumer {
+    Consumer {
+        class_name: class_name(l).unwrap_or("").to_string(),
+        name: layer_name(l),
+        config: l.get("config").cloned().unwrap_or(Value::Null),
+    }
+}
+
+/// Every Normalization layer in a model config, in config order.
+pub fn find_normalizations(config: &Value) -> Result<Vec<NormSite>, String> {
+    if !config.is_object() || class_name(config).is_none() {
+        return Err("config.json is not a serialized Keras model (no `class_name`)".into());
+    }
+    let mut w = Walker { sites: Vec::new() };
+    if let Some(seq) = is_container(config) {
+        w.container(config, Vec::new(), "", "", seq)?;
+    } else if is_keras_normalization(config) {
+        return Err("config.json is a bare Normalization layer, not a model".into());
+    } else {
+        let cfg = config.get("config").cloned().unwrap_or(Value::Null);
+        w.nested(
+            &cfg,
+            vec![Seg::Key("config".into())],
+            "",
+            "",
+            &mut Vec::new(),
+            &layer_name(config),
+        )?;
+    }
+    Ok(w.sites)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn snake_case_matches_keras() {
+        // Expected values printed by keras.src.utils.naming.to_snake_case.
+        let cases = [
+            ("Normalization", "normalization"),
+            ("InputLayer", "input_layer"),
+            ("Functional", "functional"),
+            ("GlobalAveragePooling2D", "global_average_pooling2d"),
+            ("BatchNormalization", "batch_normalization"),
+            ("Conv2D", "conv2d"),
+            ("DepthwiseConv2D", "depthwise_conv2d"),
+            ("ReLU", "re_lu"),
+            ("PReLU", "p_re_lu"),
+            ("MyHTTPLayer", "my_http_layer"),
+            ("TFSMLayer", "tfsm_layer"),
+            ("Scaler", "scaler"),
+            ("already_snake", "already_snake"),
+            ("ABC", "abc"),
+            ("Weird-Name.X", "weird_name_x"),
+            ("aB", "a_b"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(to_snake_case(input), want, "{input}");
+        }
+    }
+
+    fn layer(class: &str, name: &str, extra: Value) -> Value {
+        let mut cfg = json!({"name": name});
+        if let Value::Object(e) = extra {
+            cfg.as_object_mut().unwrap().extend(e);
+        }
+        json!({"module": "keras.layers", "class_name": class, "config": cfg, "name": name})
+    }
+
+    fn norm(name: &str) -> Value {
+        let mut l = layer(
+            "Normalization",
+            name,
+            json!({"axis": [-1], "mean": null, "variance": null}),
+        );
+        l["build_config"] = json!({"input_shape": [null, 4]});
+        l
+    }
+
+    fn groups(sites: &[NormSite]) -> Vec<(String, Locator)> {
+        sites
+            .iter()
+            .map(|s| (s.config_path.clone(), s.locator.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn functional_numbers_by_class_not_name() {
+        let cfg = json!({"class_name": "Functional", "config": {"name": "m", "layers": [
+            layer("InputLayer", "in", json!({})),
+            norm("stats_a"),
+            layer("Dense", "d", json!({})),
+            norm("normalization"),
+        ]}});
+        let sites = find_normalizations(&cfg).unwrap();
+        assert_eq!(
+            groups(&sites),
+            vec![
+                (
+                    "stats_a".into(),
+                    Locator::Group("layers/normalization".into())
+                ),
+                (
+                    "normalization".into(),
+                    Locator::Group("layers/normalization_1".into())
+                ),
+            ]
+        );
+        assert_eq!(sites[0].mode, Mode::Adapt);
+        assert_eq!(sites[0].input_shape, Some(vec![None, Some(4)]));
+        assert_eq!(
+            sites[1].pointer,
+            vec![
+                Seg::Key("config".into()),
+                Seg::Key("layers".into()),
+                Seg::Index(3)
+            ]
+        );
+    }
+
+    #[test]
+    fn sequential_skips_its_input_layer_and_nests() {
+        let seq = json!({"class_name": "Sequential", "config": {"name": "block", "layers": [
+            layer("InputLayer", "in", json!({})), norm("inner"), layer("Dense", "d", json!({})),
+        ]}});
+        let cfg = json!({"class_name": "Functional", "config": {"name": "m", "layers": [
+            layer("InputLayer", "in", json!({})), norm("outer"), seq,
+        ]}});
+        let sites = find_normalizations(&cfg).unwrap();
+        assert_eq!(
+            groups(&sites),
+            vec![
+                (
+                    "outer".into(),
+                    Locator::Group("layers/normalization".into())
+                ),
+                (
+                    "block/inner".into(),
+                    Locator::Group("layers/sequential/layers/normalization".into())
+                ),
+            ]
+        );
+        assert_eq!(sites[1].consumers[0].class_name, "Dense");
+    }
+
+    #[test]
+    fn custom_layer_holds_a_normalization() {
+        let custom = json!({"module": "krepair_fixtures", "class_name": "Scaler",
+            "registered_name": "krepair_fixtures>Scaler",
+            "config": {"name": "scaler", "norm": norm("ignored-name"), "factor": 2.0}});
+        let cfg = json!({"class_name": "Functional", "config": {"name": "m", "layers": [
+            layer("InputLayer", "in", json!({})), custom,
+        ]}});
+        let sites = find_normalizations(&cfg).unwrap();
+        assert_eq!(
+            groups(&sites),
+            vec![(
+                "scaler/norm".into(),
+                Locator::Within {
+                    group: "layers/scaler".into(),
+                    key_path: vec!["norm".into()]
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn operations_and_foreign_normalizations_are_not_layers() {
+        let cast = json!({"module": "keras.src.ops.core", "class_name": "Cast", "config": {"name": "cast"}});
+        let mut foreign = norm("mine");
+        foreign["module"] = json!("my_package");
+        let cfg = json!({"class_name": "Functional", "config": {"name": "m", "layers": [
+            cast, foreign, norm("n"),
+        ]}});
+        let sites = find_normalizations(&cfg).unwrap();
+        // The foreign class still takes its snake_case name in the list.
+        assert_eq!(
+            groups(&sites),
+            vec![("n".into(), Locator::Group("layers/normalization_1".into()))]
+        );
+    }
+
+    #[test]
+    fn consumers_are_found_by_inbound_nodes() {
+        let mut resc = layer(
+            "Rescaling",
+            "rescaling_1",
+            json!({"scale": [2.0], "offset": 0.0}),
+        );
+        resc["inbound_nodes"] = json!([{"args": [{"class_name": "__keras_tensor__",
+            "config": {"keras_history": ["n", 0, 0]}}], "kwargs": {}}]);
+        let mut other = layer("Dense", "d", json!({}));
+        other["inbound_nodes"] = json!([[["rescaling_1", 0, 0, {}]]]);
+        let cfg = json!({"class_name": "Functional", "config": {"name": "efficientnetb0", "layers": [
+            norm("n"), resc, other,
+        ]}});
+        let sites = find_normalizations(&cfg).unwrap();
+        assert_eq!(sites[0].consumers.len(), 1);
+        assert_eq!(sites[0].consumers[0].name, "rescaling_1");
+        assert_eq!(sites[0].container, "efficientnetb0");
+    }
+
+    #[test]
+    fn modes_and_axes() {
+        let mut n = norm("n");
+        n["config"]["axis"] = Value::Null;
+        n["config"]["mean"] = json!(1.0);
+        let cfg = json!({"class_name": "Sequential", "config": {"name": "s", "layers": [n]}});
+        let sites = find_normalizations(&cfg).unwrap();
+        assert_eq!(sites[0].axis, Vec::<i64>::new());
+        assert_eq!(sites[0].mode, Mode::Inconsistent);
+    }
+
+    #[test]
+    fn malformed_configs_are_errors() {
+        assert!(find_normalizations(&json!([1, 2])).is_err());
+        let bad = json!({"class_name": "Functional", "config": {"layers": [{"config": {}}]}});
+        assert!(find_normalizations(&bad)
+            .unwrap_err()
+            .contains("class_name"));
+        let bad = json!({"class_name": "Functional", "config": {"layers": [norm("n")]}});
+        let mut bad2 = bad.clone();
+        bad2["config"]["layers"][0]["config"]["axis"] = json!("x");
+        assert!(find_normalizations(&bad2).is_err());
+    }
+}

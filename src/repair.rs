@@ -1,0 +1,522 @@
+//! The single-archive pipeline: check the paths, inspect, apply the plan to
+//! private copies, write the output beside its final path, verify it by
+//! inspecting it again, and only then rename it into place.
+//!
+//! No failure leaves a partial output: everything is written to a
+//! temporary file (or directory) named `.krepair-*` in the output's
+//! directory, which is removed on any error.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::archive::{self, Content, Form};
+use crate::error::{Error, Result};
+use crate::inspect::{self, Action, Inspection};
+use crate::json_span::{self, Seg};
+use crate::plan::Policy;
+use crate::report::{
+    ErrorInfo, FileInfo, MemberReport, Outcome, Report, Status, Tool, SCHEMA_VERSION,
+};
+use crate::weights::Weights;
+
+/// What to do with one archive.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The archive to read (never written).
+    pub input: PathBuf,
+    /// Where to write the repaired archive (None for a dry run).
+    pub output: Option<PathBuf>,
+    /// `--stats`.
+    pub policy: Policy,
+    /// Replace an existing output.
+    pub force: bool,
+}
+
+/// The result of one run: always a report, and the error if the job failed.
+pub struct Run {
+    /// The audit report.
+    pub report: Report,
+    /// Set when no (complete) output could be produced.
+    pub error: Option<Error>,
+}
+
+fn empty_report(opts: &Options) -> Report {
+    Report {
+        schema_version: SCHEMA_VERSION,
+        tool: Tool {
+            name: "krepair",
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        policy: opts.policy,
+        dry_run: opts.output.is_none(),
+        input: FileInfo {
+            path: opts.input.display().to_string(),
+            form: Form::Zip,
+            size: 0,
+            sha256: None,
+        },
+        output: None,
+        keras_version: None,
+        outcome: Outcome::Failed,
+        error: None,
+        members: Vec::new(),
+        layers: Vec::new(),
+        findings: Vec::new(),
+    }
+}
+
+/// Repair (or, without an output, inspect) one archive.
+pub fn run(opts: &Options) -> Run {
+    let mut report = empty_report(opts);
+    match run_inner(opts, &mut report) {
+        Ok(()) => Run {
+            report,
+            error: None,
+        },
+        Err(e) => {
+            report.outcome = if matches!(e, Error::Refused { .. }) {
+                Outcome::Refused
+            } else {
+                Outcome::Failed
+            };
+            report.output = None;
+            report.error = Some(ErrorInfo {
+                code: e.code(),
+                message: e.to_string(),
+            });
+            Run {
+                report,
+                error: Some(e),
+            }
+        }
+    }
+}
+
+/// Refuse outputs that would overwrite the input or an existing file.
+fn check_output(input: &Path, output: &Path, force: bool) -> Result<()> {
+    let out_err = |problem: &str| Error::Output {
+        path: output.to_path_buf(),
+        problem: problem.to_string(),
+    };
+    let input_real = fs::canonicalize(input).map_err(|e| Error::io(input, "open", e))?;
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let parent_real =
+        fs::canonicalize(&parent).map_err(|e| Error::io(&parent, "use the output directory", e))?;
+    if !parent_real.is_dir() {
+        return Err(out_err("the output's parent is not a directory"));
+    }
+    let name = output
+        .file_name()
+        .ok_or_else(|| out_err("the output path has no file name"))?;
+    let out_real = parent_real.join(name);
+    let out_resolved = fs::canonicalize(&out_real).unwrap_or(out_real.clone());
+    if out_resolved == input_real || out_real == input_real || input_real.starts_with(&out_resolved)
+    {
+        return Err(out_err(
+            "the output is the input; krepair never writes its input",
+        ));
+    }
+    if out_resolved.starts_with(&input_real) {
+        return Err(out_err("the output is inside the input archive directory"));
+    }
+    if fs::symlink_metadata(output).is_ok() && !force {
+        return Err(out_err("already exists (pass --force to replace it)"));
+    }
+    Ok(())
+}
+
+fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
+    if let Some(out) = &opts.output {
+        check_output(&opts.input, out, opts.force)?;
+    }
+    let mut insp = inspect::inspect(&opts.input, opts.policy)?;
+    report.input.form = insp.archive.form;
+    report.input.size = match insp.archive.form {
+        Form::Zip => fs::metadata(&opts.input)
+            .map_err(|e| Error::io(&opts.input, "stat", e))?
+            .len(),
+        Form::Directory => insp.archive.members.iter().map(|m| m.size).sum(),
+    };
+    if insp.archive.form == Form::Zip {
+        report.input.sha256 = Some(archive::sha256_file(&opts.input)?);
+    }
+    report.keras_version = insp.keras_version.clone();
+    report.findings = insp.findings.clone();
+    report.layers = insp.layers.clone();
+    report.members = insp
+        .archive
+        .members
+        .iter()
+        .filter(|m| !m.name.ends_with('/'))
+        .map(|m| MemberReport {
+            name: m.name.clone(),
+            size_before: m.size,
+            sha256_before: insp.hashes.get(&m.name).cloned().unwrap_or_default(),
+            size_after: None,
+            sha256_after: None,
+            changed: false,
+        })
+        .collect();
+    if let Some((layer, reason)) = insp.refusal() {
+        return Err(Error::Refused {
+            path: opts.input.clone(),
+            layer: layer.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+    let Some(output) = opts.output.clone() else {
+        report.outcome = if insp.actions.is_empty() {
+            Outcome::NothingToRepair
+        } else {
+            Outcome::WouldRepair
+        };
+        return Ok(());
+    };
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let changed = !insp.actions.is_empty();
+    let staged = stage(&mut insp, &parent, &output)?;
+    let after = verify(&staged, &insp, opts.policy, &output)?;
+    staged.persist(&opts.input, &output, opts.force)?;
+
+    for l in &mut report.layers {
+        if l.status == Status::WouldRepair {
+            l.status = Status::Repaired;
+        }
+    }
+    for m in &mut report.members {
+        let h = after.hashes.get(&m.name).cloned();
+        m.size_after = after.archive.member(&m.name).map(|x| x.size);
+        m.changed = h.as_deref() != Some(m.sha256_before.as_str());
+        m.sha256_after = h;
+    }
+    report.output = Some(FileInfo {
+        path: output.display().to_string(),
+        form: insp.archive.form,
+        size: match insp.archive.form {
+            Form::Zip => fs::metadata(&output)
+                .map_err(|e| Error::io(&output, "stat", e))?
+                .len(),
+            Form::Directory => after.archive.members.iter().map(|m| m.size).sum(),
+        },
+        sha256: match insp.archive.form {
+            Form::Zip => Some(archive::sha256_file(&output)?),
+            Form::Directory => None,
+        },
+    });
+    report.outcome = if changed {
+        Outcome::Repaired
+    } else {
+        Outcome::NothingToRepair
+    };
+    Ok(())
+}
+
+/// An output written beside its final path, not yet in place.
+enum Staged {
+    File(tempfile::NamedTempFile),
+    Dir(tempfile::TempDir),
+}
+
+impl Staged {
+    fn path(&self) -> &Path {
+        match self {
+            Staged::File(f) => f.path(),
+            Staged::Dir(d) => d.path(),
+        }
+    }
+
+    fn persist(self, input: &Path, output: &Path, force: bool) -> Result<()> {
+        match self {
+            Staged::File(f) => {
+                let perms = fs::metadata(input)
+                    .map_err(|e| Error::io(input, "stat", e))?
+                    .permissions();
+                fs::set_permissions(f.path(), perms)
+                    .map_err(|e| Error::io(f.path(), "set permissions on", e))?;
+                let res = if force {
+                    f.persist(output)
+                } else {
+                    f.persist_noclobber(output)
+                };
+                res.map_err(|e| {
+                    Error::io(output, "move the verified output into place at", e.error)
+                })?;
+            }
+            Staged::Dir(d) => {
+                let tmp = d.keep();
+                let old = if force && fs::symlink_metadata(output).is_ok() {
+                    let old = tmp.with_extension("old");
+                    fs::rename(output, &old).map_err(|e| Error::io(output, "move aside", e))?;
+                    Some(old)
+                } else {
+                    None
+                };
+                if let Err(e) = fs::rename(&tmp, output) {
+                    let _ = fs::remove_dir_all(&tmp);
+                    if let Some(old) = &old {
+                        let _ = fs::rename(old, output);
+                    }
+                    return Err(Error::io(
+                        output,
+                        "move the verified output into place at",
+                        e,
+                    ));
+                }
+                if let Some(old) = old {
+                    if old.is_dir() {
+                        let _ = fs::remove_dir_all(&old);
+                    } else {
+                        let _ = fs::remove_file(&old);
+                    }
+                }
+            }
+        }
+        if let Some(dir) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // Make the rename durable.
+            if let Ok(d) = fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Apply the plan and write the output to a temporary path in `parent`.
+fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> {
+    let tmp_err = |e| Error::io(parent, "create a temporary file in", e);
+    let form = insp.archive.form;
+    if insp.actions.is_empty() {
+        // Nothing to repair: an exact copy.
+        return match form {
+            Form::Zip => {
+                let t = tempfile::Builder::new()
+                    .prefix(".krepair-")
+                    .suffix(".tmp")
+                    .tempfile_in(parent)
+                    .map_err(tmp_err)?;
+                fs::copy(&insp.archive.path, t.path())
+                    .map_err(|e| Error::io(output, "write", e))?;
+                t.as_file()
+                    .sync_all()
+                    .map_err(|e| Error::io(output, "sync", e))?;
+                Ok(Staged::File(t))
+            }
+            Form::Directory => {
+                let d = tempfile::Builder::new()
+                    .prefix(".krepair-")
+                    .tempdir_in(parent)
+                    .map_err(tmp_err)?;
+                archive::copy_dir(&insp.archive, d.path())?;
+                Ok(Staged::Dir(d))
+            }
+        };
+    }
+
+    // config.json: replace the null mean/variance of each embedded layer.
+    let mut edits = Vec::new();
+    for a in &insp.actions {
+        if let Action::EmbedConfig {
+            pointer,
+            mean,
+            variance,
+            ..
+        } = a
+        {
+            for (key, t) in [("mean", mean), ("variance", variance)] {
+                let mut p = pointer.clone();
+                p.extend([Seg::Key("config".into()), Seg::Key(key.into())]);
+                let span = json_span::value_span(&insp.config_text, &p).map_err(|e| {
+                    Error::format(
+                        &insp.archive.path,
+                        format!("config.json at {}: {e}", json_span::path_string(&p)),
+                    )
+                })?;
+                edits.push((span, t.to_json_text()));
+            }
+        }
+    }
+    let new_config = json_span::splice(&insp.config_text, edits);
+    serde_json::from_str::<serde_json::Value>(&new_config).map_err(|e| {
+        Error::format(
+            &insp.archive.path,
+            format!("edited config.json does not parse: {e}"),
+        )
+    })?;
+
+    // model.weights.h5: edit the private copy.
+    let copy = insp
+        .weights_copy
+        .as_ref()
+        .expect("actions exist only when weights were read");
+    let label = format!("{}!{}", insp.archive.path.display(), archive::WEIGHTS);
+    let w = Weights::open_rw(copy.path(), &label)?;
+    for a in &insp.actions {
+        match a {
+            Action::EmbedConfig { group, .. } => {
+                for ds in ["0", "1", "2"] {
+                    w.unlink(group, ds)?;
+                }
+            }
+            Action::WriteVariables {
+                group,
+                mean,
+                variance,
+            } => {
+                w.write_f32(&format!("{group}/0"), mean)?;
+                w.write_f32(&format!("{group}/1"), variance)?;
+            }
+        }
+    }
+    w.close()?;
+
+    let mut new = HashMap::new();
+    new.insert(
+        archive::CONFIG.to_string(),
+        Content::Bytes(new_config.as_bytes()),
+    );
+    new.insert(archive::WEIGHTS.to_string(), Content::File(copy.path()));
+    match form {
+        Form::Zip => {
+            let t = tempfile::Builder::new()
+                .prefix(".krepair-")
+                .suffix(".tmp")
+                .tempfile_in(parent)
+                .map_err(tmp_err)?;
+            let f = t.reopen().map_err(|e| Error::io(t.path(), "open", e))?;
+            let f = archive::write_zip(&mut insp.archive, &new, f, output)?;
+            f.sync_all().map_err(|e| Error::io(output, "sync", e))?;
+            Ok(Staged::File(t))
+        }
+        Form::Directory => {
+            let d = tempfile::Builder::new()
+                .prefix(".krepair-")
+                .tempdir_in(parent)
+                .map_err(tmp_err)?;
+            archive::write_dir(&insp.archive, &new, d.path())?;
+            Ok(Staged::Dir(d))
+        }
+    }
+}
+
+/// Re-open the staged output and check it: it parses, has the same
+/// members in the same order, the same Keras version, the same layers, and
+/// inspecting it again plans nothing.
+fn verify(
+    staged: &Staged,
+    before: &Inspection,
+    policy: Policy,
+    output: &Path,
+) -> Result<Inspection> {
+    let fail = |problem: String| Error::Verify {
+        path: output.to_path_buf(),
+        problem,
+    };
+    let after = inspect::inspect(staged.path(), policy).map_err(|e| fail(e.to_string()))?;
+    let names = |i: &Inspection| {
+        i.archive
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .collect::<Vec<_>>()
+    };
+    if names(&after) != names(before) {
+        return Err(fail("the member list changed".into()));
+    }
+    if after.keras_version != before.keras_version {
+        return Err(fail("keras_version changed".into()));
+    }
+    if after.layers.len() != before.layers.len() {
+        return Err(fail("the number of Normalization layers changed".into()));
+    }
+    if let Some((layer, reason)) = after.refusal() {
+        return Err(fail(format!("layer `{layer}`: {reason}")));
+    }
+    if !after.actions.is_empty() {
+        return Err(fail(format!(
+            "{} change(s) still planned after the repair",
+            after.actions.len()
+        )));
+    }
+    for (b, a) in before.layers.iter().zip(&after.layers) {
+        if b.config_path != a.config_path {
+            return Err(fail(format!(
+                "layer `{}` became `{}`",
+                b.config_path, a.config_path
+            )));
+        }
+    }
+    // The embedded values must read back bit for bit from the new config.
+    let config: serde_json::Value =
+        serde_json::from_str(&after.config_text).map_err(|e| fail(format!("config.json: {e}")))?;
+    for a in &before.actions {
+        if let Action::EmbedConfig {
+            pointer,
+            mean,
+            variance,
+            ..
+        } = a
+        {
+            for (key, t) in [("mean", mean), ("variance", variance)] {
+                let mut p = pointer.clone();
+                p.extend([Seg::Key("config".into()), Seg::Key(key.into())]);
+                let v = value_at(&config, &p);
+                if !v.is_some_and(|v| reads_back(v, t)) {
+                    return Err(fail(format!(
+                        "{key} at {} does not read back as the embedded float32 values",
+                        json_span::path_string(&p)
+                    )));
+                }
+            }
+        }
+    }
+    if before.actions.is_empty() {
+        for (name, h) in &before.hashes {
+            if after.hashes.get(name) != Some(h) {
+                return Err(fail(format!(
+                    "member `{name}` changed in what should be an exact copy"
+                )));
+            }
+        }
+    }
+    Ok(after)
+}
+
+fn value_at<'a>(v: &'a serde_json::Value, path: &[Seg]) -> Option<&'a serde_json::Value> {
+    path.iter().try_fold(v, |v, seg| match seg {
+        Seg::Key(k) => v.get(k.as_str()),
+        Seg::Index(i) => v.get(*i),
+    })
+}
+
+/// Does JSON value `v` hold exactly tensor `t` (shape and float32 bits)?
+fn reads_back(v: &serde_json::Value, t: &crate::stats::Tensor) -> bool {
+    fn walk(v: &serde_json::Value, shape: &[usize], out: &mut Vec<f32>) -> bool {
+        match shape.split_first() {
+            None => match v.as_f64() {
+                Some(x) => {
+                    out.push(x as f32);
+                    true
+                }
+                None => false,
+            },
+            Some((&n, rest)) => match v.as_array() {
+                Some(a) if a.len() == n => a.iter().all(|x| walk(x, rest, out)),
+                _ => false,
+            },
+        }
+    }
+    let mut flat = Vec::with_capacity(t.data.len());
+    walk(v, &t.shape, &mut flat)
+        && flat.len() == t.data.len()
+        && flat
+            .iter()
+            .zip(&t.data)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+}

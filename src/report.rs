@@ -1,0 +1,272 @@
+//! The audit report: its JSON schema (docs/report.md) and the short human
+//! summary printed when no JSON report is asked for.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::archive::Form;
+use crate::plan::{Choice, Finding, Policy, Severity};
+
+/// Version of the report schema; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The whole report for one archive.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The tool that wrote it.
+    pub tool: Tool,
+    /// `--stats`.
+    pub policy: Policy,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// The input archive.
+    pub input: FileInfo,
+    /// The output archive, once written.
+    pub output: Option<FileInfo>,
+    /// `keras_version` from metadata.json.
+    pub keras_version: Option<String>,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Why the job failed, if it did.
+    pub error: Option<ErrorInfo>,
+    /// Every member, in archive order.
+    pub members: Vec<MemberReport>,
+    /// Every Normalization layer, in config order.
+    pub layers: Vec<LayerReport>,
+    /// Findings about the archive as a whole.
+    pub findings: Vec<Finding>,
+}
+
+/// Tool name and version.
+#[derive(Clone, Debug, Serialize)]
+pub struct Tool {
+    /// "krepair".
+    pub name: &'static str,
+    /// The crate version.
+    pub version: &'static str,
+}
+
+/// A file or directory the report is about.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileInfo {
+    /// As given on the command line.
+    pub path: String,
+    /// Zip file or directory.
+    pub form: Form,
+    /// Bytes (the sum of member sizes for a directory).
+    pub size: u64,
+    /// sha256 of the file; null for a directory (see `members`).
+    pub sha256: Option<String>,
+}
+
+/// The outcome for one archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Output written with at least one layer changed.
+    Repaired,
+    /// Nothing needed changing; the output (if any) is an exact copy.
+    NothingToRepair,
+    /// Dry run: a repair would change something.
+    WouldRepair,
+    /// A layer cannot be repaired safely; no output written.
+    Refused,
+    /// krepair could not do its job (unreadable input, I/O error).
+    Failed,
+}
+
+/// An error, in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorInfo {
+    /// Stable kind.
+    pub code: &'static str,
+    /// The one-line message.
+    pub message: String,
+}
+
+/// One archive member.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberReport {
+    /// Its name.
+    pub name: String,
+    /// Uncompressed size before.
+    pub size_before: u64,
+    /// sha256 of its content before.
+    pub sha256_before: String,
+    /// Uncompressed size after (null without output).
+    pub size_after: Option<u64>,
+    /// sha256 of its content after (null without output).
+    pub sha256_after: Option<String>,
+    /// Whether the content changed.
+    pub changed: bool,
+}
+
+/// What happened to one Normalization layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Statistics embedded (in the output).
+    Repaired,
+    /// Dry run: would be repaired.
+    WouldRepair,
+    /// Needs no change (already computing the chosen statistics from a
+    /// place every loader reads).
+    Unchanged,
+    /// Explicit mode: nothing to repair.
+    AlreadyExplicit,
+    /// Cannot be repaired safely.
+    Refused,
+}
+
+/// The stored statistics of an adapt-mode layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stored {
+    /// `vars/0`.
+    pub mean: Value,
+    /// `vars/1`.
+    pub variance: Value,
+    /// sqrt(variance), float32.
+    pub std: Value,
+    /// `vars/2`.
+    pub count: i64,
+}
+
+/// Where and what was embedded.
+#[derive(Clone, Debug, Serialize)]
+pub struct Embedded {
+    /// "config" (mean/variance in the layer config, variables deleted) or
+    /// "variables" (written into vars/0 and vars/1).
+    pub location: &'static str,
+    /// The mean the layer now computes with.
+    pub mean: Value,
+    /// The variance the layer now computes with.
+    pub variance: Value,
+}
+
+/// One Normalization layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerReport {
+    /// Names from the root's children down, joined by `/`.
+    pub config_path: String,
+    /// The layer's name.
+    pub name: String,
+    /// Its `vars` group in model.weights.h5.
+    pub weights_group: Option<String>,
+    /// `axis` (empty for None).
+    pub axis: Vec<i64>,
+    /// `invert`.
+    pub invert: bool,
+    /// "adapt", "explicit" or "inconsistent".
+    pub mode: &'static str,
+    /// `build_config.input_shape`.
+    pub input_shape: Option<Vec<Option<u64>>>,
+    /// Shape of mean and variance.
+    pub stats_shape: Option<Vec<usize>>,
+    /// What the variables hold.
+    pub stored: Option<Stored>,
+    /// The policy decision.
+    pub policy: Option<Choice>,
+    /// What was (or would be) embedded.
+    pub embedded: Option<Embedded>,
+    /// What happened.
+    pub status: Status,
+    /// Why, when refused or unchanged.
+    pub reason: Option<String>,
+    /// Findings about this layer.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// The report as pretty JSON with a trailing newline.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("report serializes");
+        s.push('\n');
+        s
+    }
+
+    /// A short summary for people.
+    pub fn human(&self) -> String {
+        let mut out = String::new();
+        let version = self.keras_version.as_deref().unwrap_or("unknown");
+        let n = self.layers.len();
+        out.push_str(&format!(
+            "{}: saved by Keras {version}, {n} Normalization layer{}\n",
+            self.input.path,
+            if n == 1 { "" } else { "s" }
+        ));
+        for f in &self.findings {
+            out.push_str(&format!(
+                "  {}: {} [{}]\n",
+                sev(f.severity),
+                f.message,
+                f.code
+            ));
+        }
+        for l in &self.layers {
+            let group = l.weights_group.as_deref().unwrap_or("-");
+            let what = match (&l.status, &l.policy, &l.embedded) {
+                (Status::Repaired | Status::WouldRepair, Some(p), Some(e)) => format!(
+                    "{} {:?} statistics in its {}",
+                    if l.status == Status::Repaired {
+                        "repaired: embedded"
+                    } else {
+                        "would embed"
+                    },
+                    p.chosen,
+                    e.location
+                )
+                .to_lowercase(),
+                (Status::Unchanged, _, _) => "unchanged".into(),
+                (Status::AlreadyExplicit, _, _) => "already explicit, left alone".into(),
+                (Status::Refused, _, _) => "REFUSED".into(),
+                _ => format!("{:?}", l.status).to_lowercase(),
+            };
+            out.push_str(&format!("  {} [{group}]: {what}\n", l.config_path));
+            if let Some(p) = &l.policy {
+                out.push_str(&format!("    why: {}\n", p.reason));
+            }
+            if let Some(r) = &l.reason {
+                out.push_str(&format!("    {r}\n"));
+            }
+            for f in l.findings.iter().filter(|f| f.severity > Severity::Info) {
+                out.push_str(&format!(
+                    "    {}: {} [{}]\n",
+                    sev(f.severity),
+                    f.message,
+                    f.code
+                ));
+            }
+        }
+        let count = |s: Status| self.layers.iter().filter(|l| l.status == s).count();
+        let summary = match self.outcome {
+            Outcome::Repaired => format!(
+                "repaired {} layer(s); wrote {}",
+                count(Status::Repaired),
+                self.output.as_ref().map_or("-", |o| o.path.as_str())
+            ),
+            Outcome::NothingToRepair => match &self.output {
+                Some(o) => format!("nothing to repair; wrote an exact copy to {}", o.path),
+                None => "nothing to repair".into(),
+            },
+            Outcome::WouldRepair => format!(
+                "dry run: would repair {} layer(s); wrote nothing",
+                count(Status::WouldRepair)
+            ),
+            Outcome::Refused => "refused: no output written".into(),
+            Outcome::Failed => "failed: no output written".into(),
+        };
+        out.push_str(&summary);
+        out.push('\n');
+        out
+    }
+}
+
+fn sev(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "note",
+        Severity::Warning => "warning",
+        Severity::Error => "error",
+    }
+}

@@ -1,0 +1,432 @@
+"""Make krepair's test archives with real Keras.
+
+Run it with the Python of a pinned Keras venv (see scripts/python-env.sh):
+
+    .venvs/keras-3.5/bin/python testdata/generate.py --out testdata/fixtures/keras-3.5
+    .venvs/keras-3.5/bin/python testdata/generate.py --out DIR --efficientnet
+
+Each case becomes a folder holding the archive (`model.keras`, or the
+directory `model.keras/` for the unzipped form), the model input `x.npy`, the
+predictions of the in-memory model (`pred_memory.npy`), the predictions with
+each Normalization layer computing its stored statistics
+(`pred_adapted.npy`) and computing identity (`pred_identity.npy`), and
+`expected.json`, which records what real Keras says about each
+Normalization layer: its weights group (found by value in the saved HDF5,
+not by Keras' naming rules), its stored statistics as exact float32 values,
+and what `--stats auto` must choose.
+"""
+
+import argparse
+import io
+import json
+import os
+import shutil
+import sys
+import zipfile
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import h5py  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fixture_layers  # noqa: E402,F401
+
+from keras import layers  # noqa: E402
+
+SEED = 20147
+
+
+def data(shape, n=64, seed=0):
+    """Float32 data whose features have distinct means and spreads."""
+    r = np.random.default_rng(SEED + seed)
+    x = r.normal(size=(n,) + tuple(shape)).astype("float32")
+    offs = np.arange(int(np.prod(shape)), dtype="float32").reshape(shape)
+    return (x * (1.0 + 0.37 * offs) + 3.0 * offs - 2.5).astype("float32")
+
+
+def norms_of(model):
+    out = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, layers.Normalization):
+            out.append(layer)
+    return out
+
+
+# ---------------------------------------------------------------- the cases
+
+
+def case_axis_last():
+    n = layers.Normalization(axis=-1)
+    n.adapt(data((4,)))
+    inp = keras.Input((4,))
+    out = layers.Dense(3)(n(inp))
+    return keras.Model(inp, out), data((4,), 5, 1), {n: None}
+
+
+def case_axis_none():
+    n = layers.Normalization(axis=None)
+    n.adapt(data((4,)))
+    inp = keras.Input((4,))
+    out = layers.Dense(2)(n(inp))
+    return keras.Model(inp, out), data((4,), 5, 1), {n: None}
+
+
+def case_multi_axis_trailing():
+    n = layers.Normalization(axis=(2, 3))
+    n.adapt(data((4, 5, 3)))
+    inp = keras.Input((4, 5, 3))
+    out = layers.Dense(2)(layers.Flatten()(n(inp)))
+    return keras.Model(inp, out), data((4, 5, 3), 3, 1), {n: None}
+
+
+def case_multi_axis_inner():
+    n = layers.Normalization(axis=(1, 2))
+    n.adapt(data((4, 5, 3)))
+    inp = keras.Input((4, 5, 3))
+    out = layers.Dense(2)(layers.Flatten()(n(inp)))
+    return keras.Model(inp, out), data((4, 5, 3), 3, 1), {n: None}
+
+
+def case_invert():
+    n = layers.Normalization(axis=-1, invert=True)
+    n.adapt(data((3,)))
+    inp = keras.Input((3,))
+    out = n(layers.Dense(3)(inp))
+    return keras.Model(inp, out), data((3,), 5, 1), {n: None}
+
+
+def case_two_norms():
+    # The first Normalization in model.layers is stored at
+    # layers/normalization, whatever its name; the second one is *named*
+    # "normalization" but stored at layers/normalization_1.
+    a = layers.Normalization(name="stats_a")
+    a.adapt(data((4,)))
+    b = layers.Normalization(name="normalization")
+    b.adapt(data((4,), seed=7) * 10.0)
+    inp = keras.Input((4,))
+    h = layers.Dense(4)(a(inp))
+    out = layers.Dense(2)(b(h))
+    return keras.Model(inp, out), data((4,), 5, 1), {a: None, b: None}
+
+
+def case_nested_sequential():
+    inner_norm = layers.Normalization(name="inner_norm")
+    inner_norm.adapt(data((4,), seed=3))
+    seq = keras.Sequential(
+        [keras.Input((4,)), inner_norm, layers.Dense(4)], name="block"
+    )
+    outer = layers.Normalization(name="outer_norm")
+    outer.adapt(data((4,), seed=4))
+    inp = keras.Input((4,))
+    out = layers.Dense(2)(seq(outer(inp)))
+    return (
+        keras.Model(inp, out),
+        data((4,), 5, 1),
+        {outer: None, inner_norm: "block/inner_norm"},
+    )
+
+
+def case_custom_layer():
+    s = fixture_layers.Scaler(name="scaler")
+    s.build((None, 4))
+    s.norm.adapt(data((4,), seed=5))
+    inp = keras.Input((4,))
+    out = layers.Dense(2)(s(inp))
+    return keras.Model(inp, out), data((4,), 5, 1), {s.norm: "scaler/norm"}
+
+
+def case_mixed_float16():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        n = layers.Normalization()
+        n.adapt(data((4,)))
+        inp = keras.Input((4,))
+        h = layers.Dense(3)(n(inp))
+        out = layers.Activation("linear", dtype="float32")(h)
+        model = keras.Model(inp, out)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return model, data((4,), 5, 1), {n: None}
+
+
+def case_explicit():
+    n = layers.Normalization(mean=[1.0, 2.0, 3.0, 4.0], variance=[1.0, 4.0, 9.0, 16.0])
+    inp = keras.Input((4,))
+    out = layers.Dense(2)(n(inp))
+    return keras.Model(inp, out), data((4,), 5, 1), {n: None}
+
+
+def case_no_norm():
+    inp = keras.Input((4,))
+    out = layers.Dense(2)(layers.Dense(3)(inp))
+    return keras.Model(inp, out), data((4,), 5, 1), {}
+
+
+def case_efficientnet_stem(workdir):
+    """The stem of a keras.applications EfficientNet built with
+    weights="imagenet" (Rescaling, Normalization, Rescaling by
+    1/sqrt(stddev)), small enough to commit, whose Normalization weights
+    arrive through a legacy `.h5` load_weights() as the applications do.
+    Keras 3.0-3.5 skip finalize_state() there, so the in-memory model
+    computes identity; later versions finalize, so it computes the stats.
+    """
+    import math
+
+    from keras.src.legacy.saving import legacy_h5_format
+
+    def build():
+        inp = keras.Input((8, 8, 3))
+        h = layers.Rescaling(1.0 / 255.0)(inp)
+        h = layers.Normalization(axis=3)(h)
+        h = layers.Rescaling([1.0 / math.sqrt(s) for s in [0.229, 0.224, 0.225]])(h)
+        h = layers.Conv2D(4, 3, padding="same", name="stem_conv")(h)
+        h = layers.GlobalAveragePooling2D()(h)
+        out = layers.Dense(2)(h)
+        return keras.Model(inp, out, name="efficientnetb0")
+
+    donor = build()
+    (dn,) = [l for l in donor.layers if isinstance(l, layers.Normalization)]
+    dn.adapt_mean.assign(np.array(IMAGENET_MEAN, "float32"))
+    dn.adapt_variance.assign(np.array(IMAGENET_VARIANCE, "float32"))
+    legacy = os.path.join(workdir, "stem.h5")
+    with h5py.File(legacy, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, donor)
+    model = build()
+    model.load_weights(legacy)
+    os.remove(legacy)
+    (n,) = [l for l in model.layers if isinstance(l, layers.Normalization)]
+    x = np.random.default_rng(SEED).uniform(0, 255, size=(3, 8, 8, 3)).astype("float32")
+    return model, x, {n: None}
+
+
+CASES = {
+    "axis_last": case_axis_last,
+    "axis_none": case_axis_none,
+    "multi_axis_trailing": case_multi_axis_trailing,
+    "multi_axis_inner": case_multi_axis_inner,
+    "invert": case_invert,
+    "two_norms": case_two_norms,
+    "nested_sequential": case_nested_sequential,
+    "custom_layer": case_custom_layer,
+    "mixed_float16": case_mixed_float16,
+    "explicit": case_explicit,
+    "no_norm": case_no_norm,
+    "efficientnet_stem": case_efficientnet_stem,
+    # The same model as axis_last, saved unzipped (Keras >= 3.4).
+    "directory_form": case_axis_last,
+}
+
+
+# ------------------------------------------------------- the reporter's model
+
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_VARIANCE = [0.229**2, 0.224**2, 0.225**2]
+
+
+def case_efficientnet(workdir):
+    """keras #20147: EfficientNetB0(weights="imagenet") under a trainable head.
+
+    No weights can be downloaded, so a legacy `.h5` weights file is written
+    here (random weights, ImageNet normalization statistics) and served to
+    `weights="imagenet"` in place of the download. In Keras 3.0-3.5 that
+    load skips finalize_state(), exactly as with the real file.
+    """
+    from keras.src.applications import efficientnet
+    from keras.src.legacy.saving import legacy_h5_format
+
+    shape = (64, 64, 3)
+    donor = keras.applications.EfficientNetB0(
+        include_top=False, weights=None, input_shape=shape
+    )
+    (norm,) = [l for l in donor.layers if isinstance(l, layers.Normalization)]
+    norm.adapt_mean.assign(np.array(IMAGENET_MEAN, "float32"))
+    norm.adapt_variance.assign(np.array(IMAGENET_VARIANCE, "float32"))
+    norm.count.assign(1281167)
+    legacy = os.path.join(workdir, "efficientnetb0_notop.h5")
+    with h5py.File(legacy, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, donor)
+
+    real_get_file = efficientnet.file_utils.get_file
+    efficientnet.file_utils.get_file = lambda *a, **k: legacy
+    try:
+        base = keras.applications.EfficientNetB0(
+            include_top=False, weights="imagenet", input_shape=shape
+        )
+    finally:
+        efficientnet.file_utils.get_file = real_get_file
+    base.trainable = True
+    inp = keras.Input(shape)
+    h = base(inp)
+    h = layers.GlobalAveragePooling2D()(h)
+    h = layers.Dense(32, activation="relu")(h)
+    h = layers.BatchNormalization()(h)
+    h = layers.Dropout(0.3)(h)
+    out = layers.Dense(3, activation="softmax")(h)
+    model = keras.Model(inp, out)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    r = np.random.default_rng(SEED)
+    xt = r.uniform(0, 255, size=(8,) + shape).astype("float32")
+    yt = r.integers(0, 3, size=(8,))
+    model.fit(xt, yt, epochs=1, batch_size=4, verbose=0)
+    (norm,) = norms_of(model)
+    x = r.uniform(0, 255, size=(4,) + shape).astype("float32")
+    return model, x, {norm: "efficientnetb0/" + norm.name}
+
+
+# ------------------------------------------------------------ the recording
+
+
+def exact(arr):
+    """float32 array -> nested lists of Python floats (exact widening)."""
+    return np.asarray(arr, dtype="float32").astype("float64").tolist()
+
+
+def find_group(h5, mean, variance, count):
+    """The `.../vars` group holding exactly these three values."""
+    hits = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Group) and name.endswith("vars"):
+            if sorted(obj.keys()) == ["0", "1", "2"]:
+                m, v, c = obj["0"][()], obj["1"][()], obj["2"][()]
+                if (
+                    np.array_equal(m, mean)
+                    and np.array_equal(v, variance)
+                    and int(c) == int(count)
+                ):
+                    hits.append(name)
+
+    h5.visititems(visit)
+    if len(hits) != 1:
+        raise SystemExit(f"weights group not found uniquely: {hits}")
+    return hits[0]
+
+
+def weights_of(archive):
+    if os.path.isdir(archive):
+        return h5py.File(os.path.join(archive, "model.weights.h5"), "r")
+    with zipfile.ZipFile(archive) as z:
+        return h5py.File(io.BytesIO(z.read("model.weights.h5")), "r")
+
+
+def predict_with(model, norms, x, which):
+    """Predictions with every adapt-mode layer computing `which` stats."""
+    adapt = [n for n in norms if n.input_mean is None]
+    saved = [(n.adapt_mean.numpy(), n.adapt_variance.numpy()) for n in adapt]
+    for n, (m, v) in zip(adapt, saved):
+        if which == "identity":
+            n.adapt_mean.assign(np.zeros_like(m))
+            n.adapt_variance.assign(np.ones_like(v))
+        n.finalize_state()
+    # The compiled predict function captured the old statistics as
+    # constants: drop it so the new ones are traced in.
+    model.predict_function = None
+    pred = model.predict(x, verbose=0)
+    for n, (m, v) in zip(adapt, saved):
+        n.adapt_mean.assign(m)
+        n.adapt_variance.assign(v)
+        n.finalize_state()
+    return np.asarray(pred, dtype="float32")
+
+
+def record(name, builder, out_dir, legacy_signature):
+    case_dir = os.path.join(out_dir, name)
+    shutil.rmtree(case_dir, ignore_errors=True)
+    os.makedirs(case_dir)
+    if builder is case_efficientnet:
+        model, x, paths = builder(case_dir)
+        os.remove(os.path.join(case_dir, "efficientnetb0_notop.h5"))
+    elif builder is case_efficientnet_stem:
+        model, x, paths = builder(case_dir)
+    else:
+        model, x, paths = builder()
+    # Keras refuses an unzipped save to a path ending in `.keras`.
+    archive_name = "model" if name == "directory_form" else "model.keras"
+    archive = os.path.join(case_dir, archive_name)
+    if name == "directory_form":
+        model.save(archive, zipped=False)
+    else:
+        model.save(archive)
+    pred_memory = np.asarray(model.predict(x, verbose=0), dtype="float32")
+    norms = norms_of(model)
+    layers_out = []
+    with weights_of(archive) as h5:
+        for n in norms:
+            entry = {
+                # None: a layer of the root model, found under its own name.
+                "config_path": paths[n] or n.name,
+                "name": n.name,
+                "axis": list(n.axis),
+                "invert": bool(getattr(n, "invert", False)),
+                "mode": "adapt" if n.input_mean is None else "explicit",
+            }
+            if n.input_mean is None:
+                mean = n.adapt_mean.numpy()
+                var = n.adapt_variance.numpy()
+                count = int(n.count.numpy())
+                group = find_group(h5, mean, var, count)
+                keep = n._keep_axis
+                ndim = len(n._build_input_shape)
+                trailing = list(keep) == list(range(ndim - len(keep), ndim))
+                entry.update(
+                    weights_group=group,
+                    stats_shape=list(mean.shape),
+                    mean=exact(mean),
+                    variance=exact(var),
+                    count=count,
+                    storage="config" if trailing else "variables",
+                )
+            layers_out.append(entry)
+    model.predict_function = None
+    pred_adapted = predict_with(model, norms, x, "adapted")
+    pred_identity = predict_with(model, norms, x, "identity")
+    auto = "identity" if legacy_signature else "adapted"
+    expect_memory = pred_identity if legacy_signature else pred_adapted
+    if not np.array_equal(pred_memory, expect_memory):
+        raise SystemExit(f"{name}: the in-memory model does not compute {auto}")
+    np.save(os.path.join(case_dir, "x.npy"), x)
+    np.save(os.path.join(case_dir, "pred_memory.npy"), pred_memory)
+    np.save(os.path.join(case_dir, "pred_adapted.npy"), pred_adapted)
+    np.save(os.path.join(case_dir, "pred_identity.npy"), pred_identity)
+    expected = {
+        "case": name,
+        "keras_version": keras.__version__,
+        "archive": archive_name,
+        "form": "directory" if name == "directory_form" else "zip",
+        "auto": auto,
+        "legacy_signature": legacy_signature,
+        "layers": layers_out,
+    }
+    with open(os.path.join(case_dir, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=1)
+        f.write("\n")
+    print(f"{name}: {len(layers_out)} normalization layer(s), auto={auto}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="folder to write the cases into")
+    p.add_argument("--efficientnet", action="store_true",
+                   help="make only the reporter's EfficientNetB0 model (about 20 MB)")
+    p.add_argument("cases", nargs="*", help="case names (default: all small cases)")
+    args = p.parse_args()
+    keras.utils.set_random_seed(SEED)
+    os.makedirs(args.out, exist_ok=True)
+    major_minor = tuple(int(v) for v in keras.__version__.split(".")[:2])
+    if args.efficientnet:
+        legacy = (3, 0) <= major_minor <= (3, 5)
+        record("efficientnet", case_efficientnet, args.out, legacy)
+        return
+    legacy = (3, 0) <= major_minor <= (3, 5)
+    for name in args.cases or CASES:
+        keras.utils.set_random_seed(SEED)
+        record(name, CASES[name], args.out, legacy and name == "efficientnet_stem")
+
+
+if __name__ == "__main__":
+    main()
