@@ -384,7 +384,22 @@ fn analyze(
         "mean and variance are null in the config: the layer depends on finalize_state()",
     ));
     let w = weights.expect("weights are opened when an adapt-mode layer exists");
+    let group = match resolve(site, w, claimed, within_counts) {
+        Ok(g) => g,
+        Err((code, reason)) => return Ok(refuse(r, code, reason)),
+    };
+    r.weights_group = Some(group.clone());
+    let ds = w.datasets(&group)?;
     let Some(shape) = &site.input_shape else {
+        if ds.is_empty() {
+            // Never built: no variables to lose, nothing to embed.
+            r.findings.push(finding(
+                "no-variables",
+                format!("`{group}` holds no variables and the config has no build_config: the layer was never built"),
+            ));
+            r.reason = Some("never built; left alone".into());
+            return Ok((r, None));
+        }
         return Ok(refuse(
             r,
             "shape-unknown",
@@ -397,20 +412,6 @@ fn analyze(
         Err(e) => return Ok(refuse(r, "shape-unknown", e)),
     };
     r.stats_shape = Some(geo.stats_shape.clone());
-    let group = match resolve(site, w, claimed, within_counts) {
-        Ok(g) => g,
-        Err((code, reason)) => return Ok(refuse(r, code, reason)),
-    };
-    r.weights_group = Some(group.clone());
-    let ds = w.datasets(&group)?;
-    if ds.is_empty() {
-        r.findings.push(finding(
-            "no-variables",
-            format!("`{group}` holds no variables: the layer was never built"),
-        ));
-        r.reason = Some("no stored variables; left alone".into());
-        return Ok((r, None));
-    }
     let names: Vec<&str> = ds.iter().map(|d| d.name.as_str()).collect();
     if names != ["0", "1", "2"] {
         return Ok(refuse(r, "weights-mismatch", format!("`{group}` holds datasets {names:?}, expected [\"0\", \"1\", \"2\"] (mean, variance, count)")));

@@ -1,0 +1,346 @@
+//! The command-line contract: exit codes, refusals with one clear line,
+//! no partial output, the input never written.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+/// Exit codes (docs/exit-codes.md).
+const OK: i32 = 0;
+const FAILURE: i32 = 1;
+const USAGE: i32 = 2;
+const WORK_FOUND: i32 = 3;
+
+/// The directory holds nothing but `keep`.
+fn only(dir: &std::path::Path, keep: &[&str]) {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(
+        names, want,
+        "unexpected files (partial or temporary output?)"
+    );
+}
+
+/// Run on a damaged input: exit 1, one line on stderr naming the input
+/// and containing `needle`, no output, input unchanged.
+fn refuses(input: &std::path::Path, extra: &[&str], needle: &str) {
+    let dir = input.parent().unwrap();
+    let out = dir.join("out.keras");
+    let before = tree_hash(input);
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"-q"];
+    for e in extra {
+        args.push(e);
+    }
+    args.push(&input);
+    args.push(&out);
+    let o = krepair(&args);
+    let err = stderr(&o);
+    assert_eq!(code(&o), FAILURE, "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(
+        err.contains(&input.display().to_string()),
+        "must name the file: {err}"
+    );
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    assert!(!out.exists(), "no output may be written");
+    assert_eq!(tree_hash(input), before, "input changed");
+    let leftovers: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".krepair-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+fn damaged(
+    case: &str,
+    f: impl FnOnce(&mut Vec<(String, Vec<u8>)>),
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("in.keras");
+    derive(&fixture("3.15", case).archive(), &p, f);
+    (tmp, p)
+}
+
+fn set_weights(m: &mut [(String, Vec<u8>)], edit: impl FnOnce(&krepair::weights::Weights)) {
+    let w = m.iter_mut().find(|x| x.0 == "model.weights.h5").unwrap();
+    w.1 = edit_weights(&w.1, edit);
+}
+
+fn set_stat(
+    group: &'static str,
+    ds: &'static str,
+    index: usize,
+    value: f32,
+) -> impl FnOnce(&krepair::weights::Weights) {
+    move |w| {
+        let path = format!("{group}/{ds}");
+        let mut t = w.read_f32(&path).unwrap();
+        t.data[index] = value;
+        w.write_f32(&path, &t).unwrap();
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(code(&krepair(&[])), USAGE);
+    let f = fixture("3.5", "axis_last");
+    assert_eq!(
+        code(&krepair(&[&f.archive()])),
+        USAGE,
+        "output required without --dry-run"
+    );
+    assert_eq!(
+        code(&krepair(&[&"--stats", &"bogus", &f.archive(), &"/tmp/x"])),
+        USAGE
+    );
+    assert_eq!(code(&krepair(&[&"--no-such-flag", &f.archive()])), USAGE);
+}
+
+#[test]
+fn help_and_version() {
+    let o = krepair(&[&"--help"]);
+    assert_eq!(code(&o), OK);
+    let help = String::from_utf8(o.stdout).unwrap();
+    for needle in [
+        "Examples:",
+        "--stats",
+        "--dry-run",
+        "--report",
+        "Exit codes",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+    let o = krepair(&[&"--version"]);
+    assert_eq!(code(&o), OK);
+    assert!(String::from_utf8(o.stdout)
+        .unwrap()
+        .contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn dry_run_writes_nothing_and_tells_work_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = fixture("3.5", "axis_last");
+    let input = tmp.path().join("m.keras");
+    fs::copy(f.archive(), &input).unwrap();
+    let o = krepair(&[&"--dry-run", &input]);
+    assert_eq!(code(&o), WORK_FOUND, "{}", stderr(&o));
+    assert!(String::from_utf8(o.stdout)
+        .unwrap()
+        .contains("would repair 1 layer"));
+    only(tmp.path(), &["m.keras"]);
+    for case in ["explicit", "no_norm"] {
+        let o = krepair(&[&"--dry-run", &fixture("3.5", case).archive()]);
+        assert_eq!(code(&o), OK, "{case}");
+    }
+    // --report with --dry-run writes only the report.
+    let r = tmp.path().join("r.json");
+    assert_eq!(
+        code(&krepair(&[&"--dry-run", &"--report", &r, &input])),
+        WORK_FOUND
+    );
+    only(tmp.path(), &["m.keras", "r.json"]);
+}
+
+#[test]
+fn nothing_to_repair_writes_an_exact_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    for case in ["explicit", "no_norm"] {
+        let f = fixture("3.15", case);
+        let out = tmp.path().join(format!("{case}.keras"));
+        let o = krepair(&[&f.archive(), &out]);
+        assert_eq!(code(&o), OK);
+        assert_eq!(sha(&out), sha(&f.archive()), "{case}");
+        assert!(String::from_utf8(o.stdout)
+            .unwrap()
+            .contains("nothing to repair"));
+    }
+}
+
+#[test]
+fn the_output_is_guarded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = fixture("3.5", "axis_last");
+    let input = tmp.path().join("in.keras");
+    fs::copy(f.archive(), &input).unwrap();
+    let before = sha(&input);
+
+    // The output is the input, under any spelling, even with --force.
+    for out in [input.clone(), tmp.path().join(".").join("in.keras")] {
+        let o = krepair(&[&"--force", &input, &out]);
+        assert_eq!(code(&o), FAILURE);
+        assert!(
+            stderr(&o).contains("the output is the input"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(sha(&input), before);
+    }
+    // An existing output needs --force, and is left alone without it.
+    let out = tmp.path().join("out.keras");
+    fs::write(&out, b"precious").unwrap();
+    let o = krepair(&[&input, &out]);
+    assert_eq!(code(&o), FAILURE);
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert_eq!(fs::read(&out).unwrap(), b"precious");
+    let o = krepair(&[&"-q", &"--force", &input, &out]);
+    assert_eq!(code(&o), OK, "{}", stderr(&o));
+    assert!(members(&out).len() == 3);
+    // A missing output directory.
+    let o = krepair(&[&input, &tmp.path().join("no/such/dir/out.keras")]);
+    assert_eq!(code(&o), FAILURE);
+    assert_eq!(stderr(&o).lines().count(), 1);
+    only(tmp.path(), &["in.keras", "out.keras"]);
+    assert_eq!(sha(&input), before);
+}
+
+#[test]
+fn directory_form_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = fixture("3.15", "directory_form");
+    let out = tmp.path().join("repaired");
+    let o = krepair(&[&"-q", &f.archive(), &out]);
+    assert_eq!(code(&o), OK, "{}", stderr(&o));
+    assert!(out.is_dir());
+    let mut names: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["config.json", "metadata.json", "model.weights.h5"]);
+    // Existing directory output: refused without --force, replaced with it.
+    assert_eq!(code(&krepair(&[&"-q", &f.archive(), &out])), FAILURE);
+    assert_eq!(code(&krepair(&[&"-q", &"--force", &f.archive(), &out])), OK);
+    only(tmp.path(), &["repaired"]);
+}
+
+#[test]
+fn refuses_non_finite_and_negative_statistics() {
+    for (ds, value, needle) in [
+        ("0", f32::NAN, "stored mean is not finite"),
+        ("1", f32::INFINITY, "stored variance is not finite"),
+        ("1", -0.5, "variance is negative"),
+    ] {
+        let (_t, p) = damaged("axis_last", |m| {
+            set_weights(m, set_stat("layers/normalization/vars", ds, 1, value))
+        });
+        refuses(&p, &[], needle);
+        // Even an explicit policy does not embed garbage.
+        refuses(&p, &["--stats", "identity"], needle);
+    }
+}
+
+#[test]
+fn refuses_missing_or_mismatched_datasets() {
+    let (_t, p) = damaged("axis_last", |m| {
+        set_weights(m, |w| w.unlink("layers/normalization/vars", "2").unwrap())
+    });
+    refuses(&p, &[], "holds datasets");
+    // A config whose input shape contradicts the stored statistics.
+    let (_t, p) = damaged("axis_last", |m| {
+        let c = m.iter_mut().find(|x| x.0 == "config.json").unwrap();
+        let text = String::from_utf8(c.1.clone()).unwrap();
+        let needle = "\"build_config\": {\"input_shape\": [64, 4]}";
+        assert!(text.contains(needle), "fixture layout changed");
+        c.1 = text
+            .replacen(needle, "\"build_config\": {\"input_shape\": [64, 5]}", 1)
+            .into_bytes();
+    });
+    refuses(&p, &[], "expected float32 [5]");
+    // The weights group is missing altogether.
+    let (_t, p) = damaged("two_norms", |m| {
+        set_weights(m, |w| {
+            for d in ["0", "1", "2"] {
+                w.unlink("layers/normalization_1/vars", d).unwrap();
+            }
+        })
+    });
+    refuses(&p, &["--stats", "adapted"], "holds datasets []");
+}
+
+#[test]
+fn a_mislabelled_weights_group_is_not_trusted() {
+    // Keras >= 3.6 labels each vars group with its layer's name; krepair
+    // cross-checks it. Swap the two layers' labels: refuse, never guess.
+    let (_t, p) = damaged("two_norms", |m| {
+        let c = m.iter_mut().find(|x| x.0 == "config.json").unwrap();
+        let text = String::from_utf8(c.1.clone()).unwrap();
+        c.1 = text.replace("\"stats_a\"", "\"stats_tmp\"").into_bytes();
+    });
+    refuses(&p, &[], "labelled `stats_a`");
+}
+
+#[test]
+fn unknown_saving_version() {
+    let (_t, p) = damaged("axis_last", |m| m.retain(|x| x.0 != "metadata.json"));
+    refuses(&p, &[], "saving Keras version is unknown");
+    let out = p.with_file_name("out.keras");
+    let o = krepair(&[&"--stats", &"adapted", &"--report", &"-", &p, &out]);
+    assert_eq!(code(&o), OK, "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["findings"][0]["code"], "unknown-keras-version");
+    assert_eq!(report["outcome"], "repaired");
+}
+
+#[test]
+fn inputs_that_are_not_keras_archives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty.keras", vec![], "empty file"),
+        ("text.keras", b"hello, world".to_vec(), "no zip signature"),
+        (
+            "legacy.keras",
+            b"\x89HDF\r\n\x1a\n\0\0\0\0".to_vec(),
+            "legacy HDF5",
+        ),
+        (
+            "truncated.keras",
+            fs::read(fixture("3.5", "axis_last").archive()).unwrap()[..3000].to_vec(),
+            "zip",
+        ),
+    ];
+    for (name, bytes, needle) in cases {
+        let p = tmp.path().join(name);
+        fs::write(&p, bytes).unwrap();
+        refuses(&p, &[], needle);
+        fs::remove_file(&p).unwrap();
+    }
+    let (_t, p) = damaged("axis_last", |m| m.retain(|x| x.0 != "config.json"));
+    refuses(&p, &[], "no config.json");
+    let (_t, p) = damaged("axis_last", |m| m[1].1 = b"{not json".to_vec());
+    refuses(&p, &[], "config.json is not valid JSON");
+    let (_t, p) = damaged("axis_last", |m| m[2].1 = b"not hdf5 at all".to_vec());
+    refuses(&p, &[], "not a readable HDF5 file");
+    let (_t, p) = damaged("axis_last", |m| {
+        let w = m.iter_mut().find(|x| x.0 == "model.weights.h5").unwrap();
+        w.0 = "model.weights.npz".into();
+    });
+    refuses(&p, &[], "never loads");
+}
+
+#[test]
+fn the_human_summary_says_what_and_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = fixture("3.5", "efficientnet_stem");
+    let out = tmp.path().join("o.keras");
+    let o = krepair(&[&f.archive(), &out]);
+    assert_eq!(code(&o), OK);
+    let s = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        s.contains("saved by Keras 3.5.0, 1 Normalization layer"),
+        "{s}"
+    );
+    assert!(s.contains("identity"), "{s}");
+    assert!(s.contains("legacy-weights-signature"), "{s}");
+    assert!(s.contains("repaired 1 layer"), "{s}");
+    let q = krepair(&[&"-q", &"--force", &f.archive(), &out]);
+    assert!(q.stdout.is_empty() && q.stderr.is_empty());
+}

@@ -1,0 +1,214 @@
+//! Helpers shared by the integration tests: running the binary, reading
+//! fixtures and their real-Keras expectations, and deriving damaged
+//! archives from them.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// What testdata/generate.py recorded with real Keras.
+#[derive(Debug, Deserialize, Clone)]
+pub struct Expected {
+    pub case: String,
+    pub keras_version: String,
+    pub archive: String,
+    pub form: String,
+    pub auto: String,
+    pub legacy_signature: bool,
+    pub layers: Vec<ExpectedLayer>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct ExpectedLayer {
+    pub config_path: String,
+    pub name: String,
+    pub mode: String,
+    pub weights_group: Option<String>,
+    pub stats_shape: Option<Vec<usize>>,
+    pub mean: Option<serde_json::Value>,
+    pub variance: Option<serde_json::Value>,
+    pub count: Option<i64>,
+    pub storage: Option<String>,
+}
+
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub expected: Expected,
+}
+
+impl Fixture {
+    pub fn archive(&self) -> PathBuf {
+        self.dir.join(&self.expected.archive)
+    }
+    pub fn tag(&self) -> String {
+        format!(
+            "{}/{}",
+            self.dir
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            self.expected.case
+        )
+    }
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every committed fixture case.
+pub fn fixtures() -> Vec<Fixture> {
+    let mut out = Vec::new();
+    let base = root().join("testdata/fixtures");
+    let mut versions: Vec<_> = fs::read_dir(&base)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    versions.sort();
+    for v in versions {
+        let mut cases: Vec<_> = fs::read_dir(&v)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        cases.sort();
+        for c in cases {
+            let e = c.join("expected.json");
+            if e.is_file() {
+                let expected = serde_json::from_str(&fs::read_to_string(e).unwrap()).unwrap();
+                out.push(Fixture { dir: c, expected });
+            }
+        }
+    }
+    assert!(out.len() >= 20, "fixtures missing: found {}", out.len());
+    out
+}
+
+pub fn fixture(version: &str, case: &str) -> Fixture {
+    fixtures()
+        .into_iter()
+        .find(|f| f.dir.ends_with(format!("keras-{version}/{case}")))
+        .unwrap_or_else(|| panic!("no fixture {version}/{case}"))
+}
+
+pub fn krepair(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_krepair"));
+    for a in args {
+        c.arg(a);
+    }
+    c.output().unwrap()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited normally, not by a signal")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn sha(path: &Path) -> String {
+    let mut h = Sha256::new();
+    h.update(fs::read(path).unwrap());
+    format!("{:x}", h.finalize())
+}
+
+/// Hash of a whole tree: every path and every file's bytes, sorted.
+pub fn tree_hash(path: &Path) -> String {
+    let mut entries = Vec::new();
+    fn walk(p: &Path, base: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        let rel = p.strip_prefix(base).unwrap().display().to_string();
+        if p.is_dir() {
+            out.push((rel + "/", vec![]));
+            for e in fs::read_dir(p).unwrap() {
+                walk(&e.unwrap().path(), base, out);
+            }
+        } else {
+            out.push((rel, fs::read(p).unwrap()));
+        }
+    }
+    walk(path, path, &mut entries);
+    entries.sort();
+    let mut h = Sha256::new();
+    for (n, b) in entries {
+        h.update(n.as_bytes());
+        h.update([0]);
+        h.update(&b);
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// The members of a zip (or files of a directory-form archive), in order.
+pub fn members(path: &Path) -> Vec<(String, Vec<u8>)> {
+    if path.is_dir() {
+        let mut names = vec![];
+        for n in ["config.json", "metadata.json", "model.weights.h5"] {
+            if path.join(n).exists() {
+                names.push((n.to_string(), fs::read(path.join(n)).unwrap()));
+            }
+        }
+        return names;
+    }
+    let mut z = zip::ZipArchive::new(fs::File::open(path).unwrap()).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut f = z.by_index(i).unwrap();
+            let mut b = Vec::new();
+            f.read_to_end(&mut b).unwrap();
+            (f.name().unwrap().to_string(), b)
+        })
+        .collect()
+}
+
+pub fn member(path: &Path, name: &str) -> Vec<u8> {
+    members(path)
+        .into_iter()
+        .find(|m| m.0 == name)
+        .unwrap_or_else(|| panic!("no member {name} in {}", path.display()))
+        .1
+}
+
+/// Write a stored zip holding these members in this order.
+pub fn write_zip(path: &Path, members: &[(String, Vec<u8>)]) {
+    let mut w = zip::ZipWriter::new(fs::File::create(path).unwrap());
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (n, b) in members {
+        w.start_file(n.as_str(), opts).unwrap();
+        w.write_all(b).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Apply `edit` to a copy of the weights file's bytes through the HDF5
+/// module, and return the new bytes.
+pub fn edit_weights(bytes: &[u8], edit: impl FnOnce(&krepair::weights::Weights)) -> Vec<u8> {
+    let t = tempfile::NamedTempFile::new().unwrap();
+    fs::write(t.path(), bytes).unwrap();
+    let w = krepair::weights::Weights::open_rw(t.path(), "test").unwrap();
+    edit(&w);
+    w.close().unwrap();
+    fs::read(t.path()).unwrap()
+}
+
+/// A copy of a fixture's zip with `f` applied to its members.
+pub fn derive(src: &Path, dst: &Path, f: impl FnOnce(&mut Vec<(String, Vec<u8>)>)) {
+    let mut m = members(src);
+    f(&mut m);
+    write_zip(dst, &m);
+}
+
+/// Flatten a nested JSON array of numbers to float32 values.
+pub fn flat_f32(v: &serde_json::Value) -> Vec<f32> {
+    match v {
+        serde_json::Value::Array(a) => a.iter().flat_map(flat_f32).collect(),
+        x => vec![x.as_f64().unwrap() as f32],
+    }
+}
