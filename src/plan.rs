@@ -259,7 +259,10 @@ pub fn choose(policy: Policy, version: Option<&str>, site: &NormSite) -> Result<
                 );
                 return Ok(Choice {
                     chosen: Chosen::Identity,
-                    findings: vec![finding("legacy-weights-signature", reason.clone())],
+                    findings: vec![finding(
+                        "legacy-weights-signature",
+                        "the stored statistics were never applied by the saved model; identity keeps its predictions (--stats adapted applies them instead)",
+                    )],
                     reason,
                     evidence,
                 });

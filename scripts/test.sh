@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Run every test krepair has, from a fresh Debian machine:
+#   1. system packages (scripts/system-deps.sh: libhdf5-dev, pkg-config);
+#   2. cargo fmt --check, clippy -D warnings, cargo test (unit, CLI and
+#      repair tests on the committed real-Keras fixtures);
+#   3. the real-Keras check: pinned Keras venvs (scripts/python-env.sh),
+#      the reporter's EfficientNetB0 model generated with Keras 3.5 and
+#      3.15, then every fixture repaired by the release binary and loaded
+#      in each Keras (scripts/check_keras.py).
+# Set KREPAIR_SKIP_KERAS=1 to stop after step 2 (no Python needed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "system packages"
+scripts/system-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+step "cargo test"
+cargo test --locked
+
+if [ "${KREPAIR_SKIP_KERAS:-0}" = 1 ]; then
+  echo "KREPAIR_SKIP_KERAS=1: real-Keras check not run"
+  exit 0
+fi
+
+step "release build"
+cargo build --release --locked
+bin=target/release/krepair
+
+step "Keras venvs"
+versions=(3.5 3.15)
+declare -A py
+for v in "${versions[@]}"; do
+  py[$v]=$(scripts/python-env.sh "$v")
+  echo "keras $v: ${py[$v]}"
+done
+
+gen=target/keras-generated
+step "generate the reporter's EfficientNetB0 model (about 20 MB each)"
+for v in "${versions[@]}"; do
+  rm -rf "$gen/keras-$v"
+  "${py[$v]}" testdata/generate.py --efficientnet --out "$gen/keras-$v"
+done
+
+step "real-Keras check"
+# Loading EfficientNetB0 compiles the same XLA programs again and again.
+export JAX_COMPILATION_CACHE_DIR="$PWD/target/jax-cache"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+status=0
+for v in "${versions[@]}"; do
+  "${py[$v]}" scripts/check_keras.py --krepair "$bin" --work target/keras-check \
+    testdata/fixtures/keras-3.5 testdata/fixtures/keras-3.15 "$gen/keras-3.5" "$gen/keras-3.15" \
+    | tee "target/keras-check-$v.log" | grep -v '^ok ' || true
+  if ! tail -1 "target/keras-check-$v.log" | grep -q ' 0 failed$'; then
+    status=1
+  fi
+done
+exit $status
