@@ -216,7 +216,7 @@ def main():
                 run_case(krepair, case_dir, work, tag)
             except Exception:  # noqa: BLE001
                 check(f"{tag}: check crashed", False, traceback.format_exc().splitlines()[-1])
-    print(f"keras {keras.__version__}: {results['passed']} passed, {results['failed']} failed")
+    print(f"keras-{keras.__version__}: {results['passed']} passed, {results['failed']} failed")
     sys.exit(1 if results["failed"] else 0)
 
 
