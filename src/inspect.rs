@@ -62,9 +62,10 @@ pub struct Inspection {
     pub findings: Vec<Finding>,
     /// The changes a repair makes.
     pub actions: Vec<Action>,
-    /// A private copy of model.weights.h5, extracted when any layer needed
-    /// its variables read.
+    /// A private copy of model.weights.h5.
     pub weights_copy: Option<NamedTempFile>,
+    /// Keeps the copy registered for removal on an abrupt stop.
+    _guard: Option<crate::cleanup::Registered>,
 }
 
 impl Inspection {
@@ -133,29 +134,44 @@ pub fn inspect(path: &std::path::Path, policy: Policy) -> Result<Inspection> {
     let sites = model::find_normalizations(&config)
         .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
 
-    let needs_weights = sites.iter().any(|s| s.mode == Mode::Adapt);
-    let mut weights_copy = None;
-    if needs_weights {
-        if archive.member(archive::WEIGHTS).is_none() {
-            let what = if archive.member(archive::WEIGHTS_NPZ).is_some() {
-                "weights are stored as model.weights.npz (pickled numpy), which krepair never loads"
-            } else {
-                "no model.weights.h5 in the archive"
-            };
-            return Err(Error::format(path, what));
-        }
-        let tmp = tempfile::Builder::new()
-            .prefix(".krepair-")
-            .suffix(".h5")
-            .tempfile()
-            .map_err(|e| Error::io(std::env::temp_dir(), "create a temporary file", e))?;
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-        let h = archive.copy_member(archive::WEIGHTS, &mut w, u64::MAX)?;
-        std::io::Write::flush(&mut w).map_err(|e| Error::io(tmp.path(), "write", e))?;
-        drop(w);
-        hashes.insert(archive::WEIGHTS.to_string(), h);
-        weights_copy = Some(tmp);
+    for (code, message) in model::code_findings(&config) {
+        findings.push(finding(code, message));
     }
+
+    // The weights are always checked, even when no layer needs them: an
+    // archive is never handed back as healthy with a file Keras would refuse.
+    if archive.member(archive::WEIGHTS).is_none() {
+        let what = if archive.member(archive::WEIGHTS_NPZ).is_some() {
+            "weights are stored as model.weights.npz (pickled numpy), which krepair never loads"
+        } else {
+            "no model.weights.h5 in the archive"
+        };
+        return Err(Error::format(path, what));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".krepair-")
+        .suffix(".h5")
+        .tempfile()
+        .map_err(|e| Error::io(std::env::temp_dir(), "create a temporary file", e))?;
+    let guard = crate::cleanup::register(tmp.path());
+    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let h = archive.copy_member(archive::WEIGHTS, &mut w, u64::MAX)?;
+    std::io::Write::flush(&mut w).map_err(|e| Error::io(tmp.path(), "write", e))?;
+    drop(w);
+    hashes.insert(archive::WEIGHTS.to_string(), h);
+    let mut head = [0u8; 8];
+    let n = std::io::Read::read(
+        &mut tmp.reopen().map_err(|e| Error::io(tmp.path(), "read", e))?,
+        &mut head,
+    )
+    .map_err(|e| Error::io(tmp.path(), "read", e))?;
+    if n < 8 || &head != archive::HDF5_MAGIC {
+        return Err(Error::format(
+            path,
+            "model.weights.h5 is not an HDF5 file (no HDF5 signature)",
+        ));
+    }
+    let weights_copy = Some(tmp);
     // Hash every member not read above (also checks its CRC).
     let names: Vec<String> = archive.members.iter().map(|m| m.name.clone()).collect();
     for name in names {
@@ -167,7 +183,11 @@ pub fn inspect(path: &std::path::Path, policy: Policy) -> Result<Inspection> {
 
     let label = format!("{}!{}", path.display(), archive::WEIGHTS);
     let weights = match &weights_copy {
-        Some(t) => Some(Weights::open(t.path(), &label)?),
+        Some(t) => {
+            let w = Weights::open(t.path(), &label)?;
+            w.check_structure()?;
+            Some(w)
+        }
         None => None,
     };
     let mut layers = Vec::new();
@@ -198,6 +218,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy) -> Result<Inspection> {
         findings,
         actions,
         weights_copy,
+        _guard: Some(guard),
     })
 }
 

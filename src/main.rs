@@ -75,6 +75,34 @@ struct Args {
     quiet: bool,
 }
 
+/// Seconds one call into the HDF5 library may take before krepair gives
+/// up on the file (`KREPAIR_HDF5_TIMEOUT` overrides). Reading a Keras
+/// weights file's metadata takes milliseconds; the C library can loop
+/// forever on a malformed one, and such a call cannot be interrupted.
+const HDF5_TIMEOUT_SECS: u64 = 60;
+
+fn start_hdf5_watchdog(input: &std::path::Path) {
+    let limit = std::env::var("KREPAIR_HDF5_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map(std::time::Duration::from_secs_f64)
+        .unwrap_or(std::time::Duration::from_secs(HDF5_TIMEOUT_SECS));
+    let input = input.to_path_buf();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if krepair::weights::busy_for().is_some_and(|t| t > limit) {
+            eprintln!(
+                "krepair: {}: model.weights.h5: the HDF5 library did not finish within {:.0} s (a malformed file?); nothing was written",
+                input.display(),
+                limit.as_secs_f64()
+            );
+            krepair::cleanup::remove_all();
+            std::process::exit(EXIT_FAILURE as i32);
+        }
+    });
+}
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(a) => a,
@@ -93,6 +121,7 @@ fn main() -> ExitCode {
         policy: args.stats,
         force: args.force,
     };
+    start_hdf5_watchdog(&args.input);
     let run = krepair::run(&opts);
     let mut code = match run.report.outcome {
         Outcome::Repaired | Outcome::NothingToRepair => EXIT_OK,

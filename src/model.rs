@@ -410,6 +410,51 @@ fn consumer_of(l: &Value) -> Consumer {
     }
 }
 
+/// Classes whose config carries code that Keras would run on load.
+const CODE_CLASSES: &[&str] = &["Lambda", "TorchModuleWrapper", "TFSMLayer"];
+
+/// Findings about layers whose configs hold code or come from outside
+/// Keras. krepair only reads configs as JSON: nothing is ever evaluated,
+/// and none of this stops a Normalization repair.
+pub fn code_findings(config: &Value) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![config];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(o) => {
+                if let Some(class) = o.get("class_name").and_then(Value::as_str) {
+                    let name = o
+                        .get("config")
+                        .and_then(|c| c.get("name"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("?");
+                    let module = o.get("module").and_then(Value::as_str);
+                    if CODE_CLASSES.contains(&class) {
+                        out.push((
+                            "code-in-config",
+                            format!("layer `{name}` ({class}) carries code that Keras would run on load; krepair never evaluates it"),
+                        ));
+                    } else if let Some(m) = module.filter(|m| {
+                        *m != "builtins"
+                            && *m != "keras"
+                            && !m.starts_with("keras.")
+                            && !m.starts_with("tf_keras")
+                    }) {
+                        out.push((
+                            "custom-class",
+                            format!("`{name}` is a {class} from module `{m}`; loading it needs that code, krepair does not"),
+                        ));
+                    }
+                }
+                stack.extend(o.values().rev());
+            }
+            Value::Array(a) => stack.extend(a.iter().rev()),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Every Normalization layer in a model config, in config order.
 pub fn find_normalizations(config: &Value) -> Result<Vec<NormSite>, String> {
     if !config.is_object() || class_name(config).is_none() {
@@ -615,6 +660,22 @@ mod tests {
         let sites = find_normalizations(&cfg).unwrap();
         assert_eq!(sites[0].axis, Vec::<i64>::new());
         assert_eq!(sites[0].mode, Mode::Inconsistent);
+    }
+
+    #[test]
+    fn code_is_reported_never_run() {
+        let lambda = json!({"module": "keras.layers", "class_name": "Lambda",
+            "config": {"name": "lam", "function": {"class_name": "__lambda__", "config": {"code": "4wEAAAAA"}}}});
+        let custom = json!({"module": "evil_pkg", "class_name": "Thing", "config": {"name": "t"}});
+        let cfg = json!({"class_name": "Functional", "config": {"name": "m", "layers": [lambda, custom, norm("n")]}});
+        let f = code_findings(&cfg);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(f[0].0, "code-in-config");
+        assert!(f[0].1.contains("`lam`"));
+        assert_eq!(f[1].0, "custom-class");
+        assert!(f[1].1.contains("evil_pkg"));
+        // The Normalization next to them is still found.
+        assert_eq!(find_normalizations(&cfg).unwrap().len(), 1);
     }
 
     #[test]

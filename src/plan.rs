@@ -64,6 +64,8 @@ pub const CODES: &[(&str, Severity, &str)] = &[
     ("ambiguous-legacy-load", Severity::Warning, "saved by Keras 3.0-3.5 in adapt mode: if its weights came from a legacy .h5 file the model computed identity, and the archive cannot tell"),
     ("policy-override", Severity::Info, "the statistics were chosen by --stats, not inferred"),
     ("unknown-keras-version", Severity::Warning, "metadata.json is missing or names no keras_version"),
+    ("code-in-config", Severity::Warning, "a layer config carries code (Lambda, TorchModuleWrapper, TFSMLayer) that Keras would run on load; krepair never evaluates it"),
+    ("custom-class", Severity::Info, "a layer or object comes from a module outside Keras; loading the model needs that code"),
     ("no-variables", Severity::Warning, "adapt-mode layer that was never built (no build_config, no variables); left alone"),
     ("inconsistent-config", Severity::Error, "only one of mean and variance is set in the config"),
     ("shape-unknown", Severity::Error, "the config does not say the layer's input shape, or it contradicts the axis"),

@@ -220,21 +220,21 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
 
 /// An output written beside its final path, not yet in place.
 enum Staged {
-    File(tempfile::NamedTempFile),
-    Dir(tempfile::TempDir),
+    File(tempfile::NamedTempFile, crate::cleanup::Registered),
+    Dir(tempfile::TempDir, crate::cleanup::Registered),
 }
 
 impl Staged {
     fn path(&self) -> &Path {
         match self {
-            Staged::File(f) => f.path(),
-            Staged::Dir(d) => d.path(),
+            Staged::File(f, _) => f.path(),
+            Staged::Dir(d, _) => d.path(),
         }
     }
 
     fn persist(self, input: &Path, output: &Path, force: bool) -> Result<()> {
         match self {
-            Staged::File(f) => {
+            Staged::File(f, _guard) => {
                 let perms = fs::metadata(input)
                     .map_err(|e| Error::io(input, "stat", e))?
                     .permissions();
@@ -249,7 +249,7 @@ impl Staged {
                     Error::io(output, "move the verified output into place at", e.error)
                 })?;
             }
-            Staged::Dir(d) => {
+            Staged::Dir(d, _guard) => {
                 let tmp = d.keep();
                 let old = if force && fs::symlink_metadata(output).is_ok() {
                     let old = tmp.with_extension("old");
@@ -306,7 +306,10 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> 
                 t.as_file()
                     .sync_all()
                     .map_err(|e| Error::io(output, "sync", e))?;
-                Ok(Staged::File(t))
+                {
+                    let g = crate::cleanup::register(t.path());
+                    Ok(Staged::File(t, g))
+                }
             }
             Form::Directory => {
                 let d = tempfile::Builder::new()
@@ -314,7 +317,10 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> 
                     .tempdir_in(parent)
                     .map_err(tmp_err)?;
                 archive::copy_dir(&insp.archive, d.path())?;
-                Ok(Staged::Dir(d))
+                {
+                    let g = crate::cleanup::register(d.path());
+                    Ok(Staged::Dir(d, g))
+                }
             }
         };
     }
@@ -392,7 +398,10 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> 
             let f = t.reopen().map_err(|e| Error::io(t.path(), "open", e))?;
             let f = archive::write_zip(&mut insp.archive, &new, f, output)?;
             f.sync_all().map_err(|e| Error::io(output, "sync", e))?;
-            Ok(Staged::File(t))
+            {
+                let g = crate::cleanup::register(t.path());
+                Ok(Staged::File(t, g))
+            }
         }
         Form::Directory => {
             let d = tempfile::Builder::new()
@@ -400,7 +409,10 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> 
                 .tempdir_in(parent)
                 .map_err(tmp_err)?;
             archive::write_dir(&insp.archive, &new, d.path())?;
-            Ok(Staged::Dir(d))
+            {
+                let g = crate::cleanup::register(d.path());
+                Ok(Staged::Dir(d, g))
+            }
         }
     }
 }

@@ -7,8 +7,12 @@
 //! (hdf5-metno), which serializes calls behind one global lock.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hdf5::dataset::Layout;
 use hdf5::types::{FloatSize, TypeDescriptor};
+use hdf5::{LinkType, LocationType};
 
 use crate::error::{one_line, Error, Result};
 use crate::stats::Tensor;
@@ -45,6 +49,62 @@ pub struct DatasetInfo {
     pub shape: Vec<usize>,
 }
 
+/// Most objects (groups and datasets) a weights file may hold.
+/// EfficientNetB7 has about 1,500; a hostile file can declare millions or
+/// hard-link a group into itself.
+pub const MAX_OBJECTS: usize = 1_000_000;
+/// Deepest group nesting walked (Keras nests a few levels per model).
+pub const MAX_DEPTH: usize = 64;
+/// A dataset declaring more than this many bytes *and* more than
+/// [`MAX_DATASET_RATIO`] times its storage is refused (Keras 3.15's rule).
+pub const MAX_DATASET_BYTES: u64 = 4 << 30;
+/// See [`MAX_DATASET_BYTES`].
+pub const MAX_DATASET_RATIO: u64 = 1000;
+
+static BUSY_SINCE_MS: AtomicU64 = AtomicU64::new(0);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Marks the span of one call into the HDF5 library.
+struct Busy(bool);
+
+impl Busy {
+    fn enter() -> Busy {
+        // Nested calls keep the outer start time.
+        Busy(
+            BUSY_SINCE_MS
+                .compare_exchange(0, now_ms(), Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok(),
+        )
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0 {
+            BUSY_SINCE_MS.store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+/// How long the current call into the HDF5 library has been running, if
+/// one is. The C library can loop forever on a malformed file (found by
+/// tests/fuzz.rs: a corrupt global heap behind a string attribute), and a
+/// call into it cannot be interrupted; the binary's watchdog uses this to
+/// end the process cleanly instead of hanging.
+pub fn busy_for() -> Option<Duration> {
+    match BUSY_SINCE_MS.load(Ordering::SeqCst) {
+        0 => None,
+        t => Some(Duration::from_millis(now_ms().saturating_sub(t))),
+    }
+}
+
 /// An open weights file.
 pub struct Weights {
     file: hdf5::File,
@@ -65,6 +125,7 @@ impl Weights {
     /// Open read-only. `label` names the file in messages
     /// (e.g. `model.keras!model.weights.h5`).
     pub fn open(path: &Path, label: &str) -> Result<Self> {
+        let _busy = Busy::enter();
         let file =
             hdf5::File::open(path).map_err(|e| h5err(label, "not a readable HDF5 file", e))?;
         Ok(Weights {
@@ -76,6 +137,7 @@ impl Weights {
 
     /// Open for editing.
     pub fn open_rw(path: &Path, label: &str) -> Result<Self> {
+        let _busy = Busy::enter();
         let file = hdf5::File::open_rw(path)
             .map_err(|e| h5err(label, "cannot open HDF5 file for editing", e))?;
         Ok(Weights {
@@ -86,11 +148,13 @@ impl Weights {
     }
 
     fn err(&self, what: String, e: hdf5::Error) -> Error {
+        let _busy = Busy::enter();
         h5err(&self.label, &what, e)
     }
 
     /// Is there a group at `path`?
     pub fn is_group(&self, path: &str) -> bool {
+        let _busy = Busy::enter();
         // Walk link by link, so a missing intermediate group is a plain
         // "no" rather than an HDF5 error.
         let mut g = match self.file.group("/") {
@@ -113,6 +177,7 @@ impl Weights {
     /// Sub-groups and other links are reported as an error: a `vars` group
     /// holds datasets only.
     pub fn datasets(&self, path: &str) -> Result<Vec<DatasetInfo>> {
+        let _busy = Busy::enter();
         let g = self
             .file
             .group(path)
@@ -146,6 +211,7 @@ impl Weights {
 
     /// Every group named `vars` at or below `path`, as full paths, sorted.
     pub fn vars_groups_under(&self, path: &str) -> Result<Vec<String>> {
+        let _busy = Busy::enter();
         let mut out = Vec::new();
         let start = if path.is_empty() {
             "/".to_string()
@@ -182,6 +248,7 @@ impl Weights {
     /// The string attribute `name` that Keras >= 3.6 writes on `vars`
     /// groups, if present.
     pub fn name_attr(&self, path: &str) -> Option<String> {
+        let _busy = Busy::enter();
         let g = self.file.group(path).ok()?;
         let a = g.attr("name").ok()?;
         if let Ok(s) = a.read_scalar::<hdf5::types::VarLenUnicode>() {
@@ -195,6 +262,7 @@ impl Weights {
 
     /// Read a float32 dataset.
     pub fn read_f32(&self, path: &str) -> Result<Tensor> {
+        let _busy = Busy::enter();
         let ds = self
             .file
             .dataset(path)
@@ -210,6 +278,7 @@ impl Weights {
 
     /// Read an integer scalar of any width.
     pub fn read_int_scalar(&self, path: &str) -> Result<i64> {
+        let _busy = Busy::enter();
         let ds = self
             .file
             .dataset(path)
@@ -220,6 +289,7 @@ impl Weights {
 
     /// Delete the dataset at `group/name`.
     pub fn unlink(&self, group: &str, name: &str) -> Result<()> {
+        let _busy = Busy::enter();
         let g = self
             .file
             .group(group)
@@ -230,6 +300,7 @@ impl Weights {
 
     /// Overwrite a float32 dataset with values of the same shape.
     pub fn write_f32(&self, path: &str, t: &Tensor) -> Result<()> {
+        let _busy = Busy::enter();
         let ds = self
             .file
             .dataset(path)
@@ -244,8 +315,124 @@ impl Weights {
             .map_err(|e| self.err(format!("writing `{path}`"), e))
     }
 
+    /// Walk every object and refuse what Keras 3.15 refuses and krepair
+    /// must never follow: soft and external links, external and virtual
+    /// datasets, datasets whose declared size is absurd against their
+    /// storage, and more objects or deeper nesting than any model has.
+    pub fn check_structure(&self) -> Result<()> {
+        let _busy = Busy::enter();
+        let root = self
+            .file
+            .group("/")
+            .map_err(|e| self.err("root group".into(), e))?;
+        let mut seen_groups = Vec::new();
+        let mut count = 0usize;
+        self.check_group(&root, "", 0, &mut seen_groups, &mut count)
+    }
+
+    fn unsafe_hdf5(&self, problem: String) -> Error {
+        let _busy = Busy::enter();
+        Error::format(&self.label, problem)
+    }
+
+    fn check_group(
+        &self,
+        g: &hdf5::Group,
+        path: &str,
+        depth: usize,
+        seen: &mut Vec<hdf5::LocationToken>,
+        count: &mut usize,
+    ) -> Result<()> {
+        let _busy = Busy::enter();
+        if depth > MAX_DEPTH {
+            return Err(
+                self.unsafe_hdf5(format!("groups nested deeper than {MAX_DEPTH} at `{path}`"))
+            );
+        }
+        let token = g
+            .loc_info()
+            .map_err(|e| self.err(format!("group `{path}`"), e))?
+            .token;
+        if seen.contains(&token) {
+            return Err(self.unsafe_hdf5(format!("group `{path}` is linked into itself (a cycle)")));
+        }
+        seen.push(token);
+        let mut links = Vec::new();
+        g.iter_visit_default(|name, info| {
+            links.push((name.to_string(), info.link_type));
+            Ok(())
+        })
+        .map_err(|e| self.err(format!("listing `{path}`"), e))?;
+        for (name, link_type) in links {
+            let child = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}/{name}")
+            };
+            *count += 1;
+            if *count > MAX_OBJECTS {
+                return Err(self.unsafe_hdf5(format!("more than {MAX_OBJECTS} objects")));
+            }
+            match link_type {
+                LinkType::Hard => {}
+                LinkType::Soft => return Err(self.unsafe_hdf5(format!("`{child}` is a soft link"))),
+                LinkType::External => {
+                    return Err(self.unsafe_hdf5(format!("`{child}` is an external link")))
+                }
+            }
+            match g
+                .loc_type_by_name(&name)
+                .map_err(|e| self.err(format!("`{child}`"), e))?
+            {
+                LocationType::Group => {
+                    let sub = g
+                        .group(&name)
+                        .map_err(|e| self.err(format!("group `{child}`"), e))?;
+                    self.check_group(&sub, &child, depth + 1, seen, count)?;
+                }
+                LocationType::Dataset => {
+                    let ds = g
+                        .dataset(&name)
+                        .map_err(|e| self.err(format!("dataset `{child}`"), e))?;
+                    self.check_dataset(&ds, &child)?;
+                }
+                #[allow(unreachable_patterns)]
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_dataset(&self, ds: &hdf5::Dataset, path: &str) -> Result<()> {
+        let _busy = Busy::enter();
+        if !matches!(
+            ds.layout(),
+            Layout::Compact | Layout::Contiguous | Layout::Chunked
+        ) {
+            return Err(self.unsafe_hdf5(format!("`{path}` is a virtual dataset")));
+        }
+        let dcpl = ds.dcpl().map_err(|e| self.err(format!("`{path}`"), e))?;
+        if !dcpl.external().is_empty() {
+            return Err(self.unsafe_hdf5(format!("`{path}` stores its data in an external file")));
+        }
+        let elem = ds.dtype().map(|t| t.size() as u64).unwrap_or(1);
+        let declared = ds
+            .shape()
+            .iter()
+            .try_fold(elem, |acc, &d| acc.checked_mul(d as u64))
+            .ok_or_else(|| self.unsafe_hdf5(format!("`{path}` declares a size that overflows")))?;
+        let stored = ds.storage_size();
+        if declared > MAX_DATASET_BYTES && declared / MAX_DATASET_RATIO > stored {
+            return Err(self.unsafe_hdf5(format!(
+                "`{path}` declares {declared} bytes from {stored} stored bytes"
+            )));
+        }
+        Ok(())
+    }
+
     /// Flush and close.
     pub fn close(self) -> Result<()> {
+        let _busy = Busy::enter();
         self.file
             .flush()
             .map_err(|e| h5err(&self.label, "flushing HDF5 file", e))?;

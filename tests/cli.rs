@@ -318,7 +318,7 @@ fn inputs_that_are_not_keras_archives() {
     let (_t, p) = damaged("axis_last", |m| m[1].1 = b"{not json".to_vec());
     refuses(&p, &[], "config.json is not valid JSON");
     let (_t, p) = damaged("axis_last", |m| m[2].1 = b"not hdf5 at all".to_vec());
-    refuses(&p, &[], "not a readable HDF5 file");
+    refuses(&p, &[], "not an HDF5 file");
     let (_t, p) = damaged("axis_last", |m| {
         let w = m.iter_mut().find(|x| x.0 == "model.weights.h5").unwrap();
         w.0 = "model.weights.npz".into();

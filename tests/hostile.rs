@@ -1,0 +1,315 @@
+//! Hostile and damaged archives (docs/security.md): every case ends with
+//! one line on stderr naming the file and the problem, exit 1, no output,
+//! no temporary file left, and the input unchanged.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// Run krepair on `input`; it must refuse with `needle` in its one line.
+fn refuses(input: &Path, extra: &[&str], needle: &str) {
+    let dir = input.parent().unwrap();
+    let out = dir.join("out.keras");
+    let before = tree_hash(input);
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"-q"];
+    for e in extra {
+        args.push(e);
+    }
+    args.push(&input);
+    args.push(&out);
+    let o = krepair(&args);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 1, "{needle}: stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(
+        err.contains(&input.display().to_string()),
+        "must name the file: {err}"
+    );
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    assert!(!out.exists(), "no output may be written");
+    assert_eq!(tree_hash(input), before, "input changed");
+    let leftovers: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".krepair-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+fn base() -> Vec<(String, Vec<u8>)> {
+    members(&fixture("3.15", "axis_last").archive())
+}
+
+fn zip_bytes(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let t = tempfile::NamedTempFile::new().unwrap();
+    write_zip(t.path(), members);
+    fs::read(t.path()).unwrap()
+}
+
+fn put(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Replace every occurrence of `from` by `to` (same length) in `bytes`.
+fn patch(bytes: &mut [u8], from: &[u8], to: &[u8]) {
+    assert_eq!(from.len(), to.len());
+    let mut hits = 0;
+    for i in 0..=bytes.len() - from.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+            hits += 1;
+        }
+    }
+    assert!(hits > 0, "pattern not found");
+}
+
+/// The central-directory record of member `name`.
+fn central_entry(bytes: &[u8], name: &[u8]) -> usize {
+    (0..bytes.len() - 46)
+        .find(|&i| bytes[i..].starts_with(b"PK\x01\x02") && bytes[i + 46..].starts_with(name))
+        .expect("central directory entry")
+}
+
+#[test]
+fn broken_zip_containers() {
+    let t = tempfile::tempdir().unwrap();
+    // CRC mismatch: one byte of config.json changed in place.
+    let mut b = zip_bytes(&base());
+    patch(&mut b, b"\"trainable\": true", b"\"trainable\": trUe");
+    refuses(&put(t.path(), "crc.keras", &b), &[], "checksum");
+    fs::remove_file(t.path().join("crc.keras")).unwrap();
+
+    // Duplicate member names.
+    let mut m = base();
+    m.push(("config.jsoX".into(), b"{}".to_vec()));
+    let mut b = zip_bytes(&m);
+    patch(&mut b, b"config.jsoX", b"config.json");
+    refuses(
+        &put(t.path(), "dup.keras", &b),
+        &[],
+        "duplicate member names",
+    );
+    fs::remove_file(t.path().join("dup.keras")).unwrap();
+
+    // Too many members.
+    let mut m = base();
+    for i in 0..krepair::archive::MAX_MEMBERS {
+        m.push((format!("assets/{i}"), vec![]));
+    }
+    refuses(
+        &put(t.path(), "many.keras", &zip_bytes(&m)),
+        &[],
+        "more than the limit",
+    );
+    fs::remove_file(t.path().join("many.keras")).unwrap();
+
+    // A member declaring a gigantic size from a few stored bytes.
+    let mut m = base();
+    m.push(("assets/bomb".into(), vec![0u8; 64]));
+    let mut b = zip_bytes(&m);
+    let at = central_entry(&b, b"assets/bomb");
+    b[at + 24..at + 28].copy_from_slice(&u32::MAX.to_le_bytes());
+    refuses(&put(t.path(), "bomb.keras", &b), &[], "zip bomb");
+    fs::remove_file(t.path().join("bomb.keras")).unwrap();
+
+    // An absurdly large config.json (declared 100 MiB).
+    let mut b = zip_bytes(&base());
+    let at = central_entry(&b, b"config.json");
+    b[at + 24..at + 28].copy_from_slice(&(100u32 << 20).to_le_bytes());
+    b[at + 20..at + 24].copy_from_slice(&(100u32 << 20).to_le_bytes());
+    refuses(&put(t.path(), "bigcfg.keras", &b), &[], "config.json");
+}
+
+#[test]
+fn unsafe_member_names() {
+    let t = tempfile::tempdir().unwrap();
+    for (i, (bad, needle)) in [
+        ("../evil.txt", "leaves the archive"),
+        ("/etc/evil.tx", "absolute path"),
+        ("assets\\evil1", "backslash"),
+        ("assets/../config.json", "leaves the archive"),
+        ("./assets/x.bin", "leaves the archive"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let placeholder: String = "q".repeat(bad.len());
+        let mut m = base();
+        m.push((placeholder.clone(), b"x".to_vec()));
+        let mut b = zip_bytes(&m);
+        patch(&mut b, placeholder.as_bytes(), bad.as_bytes());
+        let p = put(t.path(), &format!("name{i}.keras"), &b);
+        refuses(&p, &[], needle);
+        fs::remove_file(p).unwrap();
+    }
+    // A symbolic-link entry.
+    let p = t.path().join("link.keras");
+    let mut w = zip::ZipWriter::new(fs::File::create(&p).unwrap());
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (n, b) in base() {
+        w.start_file(n.as_str(), opts).unwrap();
+        w.write_all(&b).unwrap();
+    }
+    w.add_symlink("assets/passwd", "/etc/passwd", opts).unwrap();
+    w.finish().unwrap();
+    refuses(&p, &[], "symbolic link");
+}
+
+#[test]
+fn bad_json_members() {
+    let t = tempfile::tempdir().unwrap();
+    type Edit = Box<dyn Fn(&mut Vec<(String, Vec<u8>)>)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "metadata not json",
+            Box::new(|m| m[0].1 = b"nope".to_vec()),
+            "metadata.json is not valid JSON",
+        ),
+        (
+            "metadata shape",
+            Box::new(|m| m[0].1 = b"[1, 2]".to_vec()),
+            "metadata.json is not a JSON object",
+        ),
+        (
+            "version type",
+            Box::new(|m| m[0].1 = br#"{"keras_version": 3}"#.to_vec()),
+            "keras_version is not a string",
+        ),
+        (
+            "config shape",
+            Box::new(|m| m[1].1 = br#"{"layers": []}"#.to_vec()),
+            "not a serialized Keras model",
+        ),
+        (
+            "config not utf8",
+            Box::new(|m| m[1].1 = vec![0xff, 0xfe]),
+            "config.json is not UTF-8",
+        ),
+        (
+            "config missing",
+            Box::new(|m| m.retain(|x| x.0 != "config.json")),
+            "no config.json",
+        ),
+        (
+            "weights missing",
+            Box::new(|m| m.retain(|x| x.0 != "model.weights.h5")),
+            "no model.weights.h5",
+        ),
+        (
+            "weights not hdf5",
+            Box::new(|m| m[2].1 = vec![7u8; 4096]),
+            "not an HDF5 file",
+        ),
+        (
+            "weights truncated",
+            Box::new(|m| m[2].1.truncate(600)),
+            "not a readable HDF5 file",
+        ),
+    ];
+    for (_what, edit, needle) in cases {
+        let mut m = base();
+        edit(&mut m);
+        let p = put(t.path(), "in.keras", &zip_bytes(&m));
+        refuses(&p, &[], needle);
+    }
+    // Explicit-mode and no-Normalization archives are checked as strictly.
+    let mut m = members(&fixture("3.15", "no_norm").archive());
+    m[2].1 = vec![7u8; 4096];
+    refuses(
+        &put(t.path(), "in.keras", &zip_bytes(&m)),
+        &[],
+        "not an HDF5 file",
+    );
+}
+
+/// The fixture's weights with `edit` applied through the hdf5 crate.
+fn hostile_weights(edit: impl FnOnce(&hdf5::File)) -> Vec<(String, Vec<u8>)> {
+    let mut m = base();
+    let t = tempfile::NamedTempFile::new().unwrap();
+    fs::write(t.path(), &m[2].1).unwrap();
+    {
+        let f = hdf5::File::open_rw(t.path()).unwrap();
+        edit(&f);
+        f.close().unwrap();
+    }
+    m[2].1 = fs::read(t.path()).unwrap();
+    m
+}
+
+#[test]
+fn hostile_hdf5() {
+    let t = tempfile::tempdir().unwrap();
+    type Edit = Box<dyn FnOnce(&hdf5::File)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "soft link",
+            Box::new(|f| f.link_soft("/layers", "layers/loop").unwrap()),
+            "is a soft link",
+        ),
+        (
+            "external link",
+            Box::new(|f| f.link_external("/etc/passwd.h5", "/", "stolen").unwrap()),
+            "is an external link",
+        ),
+        (
+            "external dataset",
+            Box::new(|f| {
+                f.new_dataset::<f32>()
+                    .shape(4)
+                    .with_dcpl(|p| p.external("/etc/passwd", 0, 16))
+                    .create("ext")
+                    .unwrap();
+            }),
+            "external file",
+        ),
+        (
+            "absurd dataset",
+            Box::new(|f| {
+                f.new_dataset::<f32>()
+                    .shape([1usize << 22, 1 << 12])
+                    .chunk([1, 1 << 12])
+                    .create("huge")
+                    .unwrap();
+            }),
+            "declares 68719476736 bytes",
+        ),
+    ];
+    for (_what, edit, needle) in cases {
+        let p = put(t.path(), "in.keras", &zip_bytes(&hostile_weights(edit)));
+        refuses(&p, &[], needle);
+    }
+}
+
+#[test]
+fn configs_that_hold_code_are_reported_not_run() {
+    let t = tempfile::tempdir().unwrap();
+    let mut m = base();
+    let text = String::from_utf8(m[1].1.clone()).unwrap();
+    // Put a Lambda with marshalled bytecode beside the Normalization.
+    let lambda = r#"{"module": "keras.layers", "class_name": "Lambda", "config": {"name": "lam", "function": {"class_name": "__lambda__", "config": {"code": "4wEAAAAAAAAAAAAAAAEAAAADAAAA8wwAAACXAHQAAAAAAAAAAAB5AA==", "defaults": null, "closure": null}}}, "registered_name": null, "name": "lam", "inbound_nodes": []}"#;
+    let at = text
+        .find(r#"{"module": "keras.layers", "class_name": "Normalization""#)
+        .unwrap();
+    m[1].1 = format!("{}{lambda}, {}", &text[..at], &text[at..]).into_bytes();
+    let p = put(t.path(), "in.keras", &zip_bytes(&m));
+    let out = t.path().join("out.keras");
+    let o = krepair(&[&"--report", &"-", &p, &out]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let codes: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["code-in-config"]);
+    assert_eq!(report["outcome"], "repaired");
+    assert_eq!(report["layers"][0]["status"], "repaired");
+}
