@@ -21,8 +21,8 @@ step "cargo fmt --check"
 cargo fmt --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
-step "cargo test"
-cargo test --locked
+step "cargo test (the fuzzer runs KREPAIR_FUZZ_SECONDS, 60 by default here)"
+KREPAIR_FUZZ_SECONDS=${KREPAIR_FUZZ_SECONDS:-60} cargo test --locked
 
 if [ "${KREPAIR_SKIP_KERAS:-0}" = 1 ]; then
   echo "KREPAIR_SKIP_KERAS=1: real-Keras check not run"

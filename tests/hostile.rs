@@ -313,3 +313,38 @@ fn configs_that_hold_code_are_reported_not_run() {
     assert_eq!(report["outcome"], "repaired");
     assert_eq!(report["layers"][0]["status"], "repaired");
 }
+
+#[test]
+fn an_hdf5_hang_found_by_the_fuzzer_ends_cleanly() {
+    // tests/fuzz.rs found this input: HDF5 1.10 loops forever reading the
+    // corrupt global heap behind a vars group's `name` attribute.
+    let t = tempfile::tempdir().unwrap();
+    let input = t.path().join("hang.keras");
+    fs::copy(
+        root().join("testdata/fuzz-regressions/hdf5-global-heap-hang.keras"),
+        &input,
+    )
+    .unwrap();
+    let out = t.path().join("out.keras");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_krepair"))
+        .env("KREPAIR_HDF5_TIMEOUT", "1")
+        .env("TMPDIR", t.path())
+        .arg(&input)
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("the HDF5 library did not finish within 1 s"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let mut left: Vec<String> = fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["hang.keras"], "temporary files left behind");
+}

@@ -1,0 +1,90 @@
+"""Benchmark krepair against a plain copy and the Python route, in one run.
+
+    python3 scripts/bench.py --krepair target/release/krepair --work target/bench \
+        [--keras-python .venvs/keras-3.5/bin/python] INPUT.keras [INPUT.keras ...]
+
+For each input: the median wall time and peak memory (max RSS, from GNU
+time) of `cp`, `krepair IN OUT`, `krepair --dry-run IN`, and, when a Keras
+venv is given, the Python route (scripts/python_route.py). Caches are warm
+(every command reads the same file from the page cache). Prints a Markdown
+table and the ratios.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def measure(cmd, out=None, runs=5):
+    times, mems = [], []
+    for _ in range(runs):
+        if out:
+            if os.path.isdir(out):
+                shutil.rmtree(out)
+            elif os.path.exists(out):
+                os.remove(out)
+        p = subprocess.run(["/usr/bin/time", "-f", "%e %M"] + cmd,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        last = p.stderr.strip().splitlines()[-1]
+        if p.returncode not in (0, 3):
+            sys.exit(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()[-500:]}")
+        e, m = last.split()
+        times.append(float(e))
+        mems.append(int(m) / 1024)
+    return statistics.median(times), max(mems)
+
+
+def timed(cmd, out=None, runs=5):
+    # GNU time reports 10 ms resolution; time small commands ourselves too.
+    import time
+    ts = []
+    for _ in range(runs):
+        if out and os.path.exists(out):
+            os.remove(out)
+        t = time.perf_counter()
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--krepair", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--keras-python")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("inputs", nargs="+")
+    a = p.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    rows = []
+    for inp in a.inputs:
+        size = os.path.getsize(inp) / 2**20
+        out = os.path.join(a.work, "out.keras")
+        runs = a.runs
+        cp_t = timed(["cp", inp, out], out, runs)
+        _, cp_m = measure(["cp", inp, out], out, 1)
+        kr_t = timed([a.krepair, "-q", inp, out], out, runs)
+        _, kr_m = measure([a.krepair, "-q", inp, out], out, 1)
+        dr_t = timed([a.krepair, "-q", "--dry-run", inp], None, runs)
+        _, dr_m = measure([a.krepair, "-q", "--dry-run", inp], None, 1)
+        py = None
+        if a.keras_python:
+            py = measure([a.keras_python, os.path.join(HERE, "python_route.py"), inp, out], out, 3)
+        rows.append((os.path.basename(os.path.dirname(inp)) + "/" + os.path.basename(inp), size,
+                     cp_t, cp_m, kr_t, kr_m, dr_t, dr_m, py))
+    print("| input | size MiB | cp s | krepair s | dry run s | Python route s | krepair / cp | Python / krepair | dry run / repair | peak MiB cp / krepair / dry run / Python |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name, size, cp_t, cp_m, kr_t, kr_m, dr_t, dr_m, py in rows:
+        py_t = f"{py[0]:.2f}" if py else "-"
+        py_ratio = f"{py[0] / kr_t:.0f}x" if py else "-"
+        py_m = f"{py[1]:.0f}" if py else "-"
+        print(f"| {name} | {size:.1f} | {cp_t:.4f} | {kr_t:.4f} | {dr_t:.4f} | {py_t} | {kr_t / cp_t:.2f}x | {py_ratio} | {dr_t / kr_t:.1%} | {cp_m:.0f} / {kr_m:.0f} / {dr_m:.0f} / {py_m} |")
+
+
+if __name__ == "__main__":
+    main()
