@@ -447,14 +447,19 @@ fn open_content<'a>(c: &Content<'a>) -> io::Result<Box<dyn Read + 'a>> {
     })
 }
 
+/// sha256 of each replaced member's new content, hashed while written.
+pub type NewHashes = HashMap<String, String>;
+
 /// Write a zip with every member of `src` in order: replaced ones from
-/// `new`, the rest copied raw. Returns the sha256 of each replaced member.
+/// `new`, the rest copied raw. Returns the file and the sha256 of each
+/// replaced member's content.
 pub fn write_zip(
     src: &mut Archive,
     new: &HashMap<String, Content<'_>>,
     out: File,
     out_path: &Path,
-) -> Result<File> {
+) -> Result<(File, NewHashes)> {
+    let mut hashes = NewHashes::new();
     let zip = src.zip.as_mut().expect("zip form");
     let mut w = zip::ZipWriter::new(BufWriter::with_capacity(1 << 20, out));
     let werr = |e: &dyn std::fmt::Display| Error::Output {
@@ -469,9 +474,7 @@ pub fn write_zip(
         match new.get(&name) {
             None => w.raw_copy_file(m).map_err(|e| werr(&e))?,
             Some(content) => {
-                let mut opts = SimpleFileOptions::default()
-                    .compression_method(m.compression())
-                    .large_file(true);
+                let mut opts = SimpleFileOptions::default().compression_method(m.compression());
                 if let Some(t) = m.last_modified() {
                     opts = opts.last_modified_time(t);
                 }
@@ -487,16 +490,25 @@ pub fn write_zip(
                 drop(m);
                 w.start_file(name.as_str(), opts).map_err(|e| werr(&e))?;
                 let mut r = open_content(content).map_err(|e| werr(&e))?;
-                io::copy(&mut r, &mut w).map_err(|e| werr(&e))?;
+                let mut hw = HashingWriter::new(&mut w);
+                io::copy(&mut r, &mut hw).map_err(|e| werr(&e))?;
+                hashes.insert(name, hw.finish().0);
             }
         }
     }
     let buf = w.finish().map_err(|e| werr(&e))?;
-    buf.into_inner().map_err(|e| werr(&e.error()))
+    let file = buf.into_inner().map_err(|e| werr(&e.error()))?;
+    Ok((file, hashes))
 }
 
 /// Write a directory-form archive into `dir` (which exists and is empty).
-pub fn write_dir(src: &Archive, new: &HashMap<String, Content<'_>>, dir: &Path) -> Result<()> {
+/// Returns the sha256 of each replaced member's content.
+pub fn write_dir(
+    src: &Archive,
+    new: &HashMap<String, Content<'_>>,
+    dir: &Path,
+) -> Result<NewHashes> {
+    let mut hashes = NewHashes::new();
     for m in &src.members {
         let dst = dir.join(&m.name);
         if let Some(parent) = dst.parent() {
@@ -507,21 +519,25 @@ pub fn write_dir(src: &Archive, new: &HashMap<String, Content<'_>>, dir: &Path) 
                 fs::copy(src.path.join(&m.name), &dst).map_err(|e| Error::io(&dst, "write", e))?;
             }
             Some(content) => {
-                let mut f = File::create(&dst).map_err(|e| Error::io(&dst, "create", e))?;
+                let f = File::create(&dst).map_err(|e| Error::io(&dst, "create", e))?;
                 let mut r = open_content(content).map_err(|e| Error::io(&dst, "write", e))?;
-                io::copy(&mut r, &mut f).map_err(|e| Error::io(&dst, "write", e))?;
+                let mut hw = HashingWriter::new(BufWriter::with_capacity(1 << 20, f));
+                io::copy(&mut r, &mut hw).map_err(|e| Error::io(&dst, "write", e))?;
+                let (h, mut bw) = hw.finish();
+                bw.flush().map_err(|e| Error::io(&dst, "write", e))?;
+                hashes.insert(m.name.clone(), h);
             }
         }
         File::open(&dst)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io(&dst, "sync", e))?;
     }
-    Ok(())
+    Ok(hashes)
 }
 
 /// Copy a directory tree (for an unchanged directory-form archive).
 pub fn copy_dir(src: &Archive, dir: &Path) -> Result<()> {
-    write_dir(src, &HashMap::new(), dir)
+    write_dir(src, &HashMap::new(), dir).map(|_| ())
 }
 
 #[cfg(test)]

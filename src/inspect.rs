@@ -87,6 +87,18 @@ fn parse_json(bytes: &[u8], label: &str, archive: &Archive) -> Result<Value> {
 
 /// Inspect the archive at `path` under `policy`.
 pub fn inspect(path: &std::path::Path, policy: Policy) -> Result<Inspection> {
+    inspect_with(path, policy, None)
+}
+
+/// Inspect, reading the weights from `known = (file, sha256)` instead of
+/// extracting them, after checking that the archive's weights member hashes
+/// to `sha256`. The repair uses this to verify its output without copying
+/// the weights out of it a second time.
+pub fn inspect_with(
+    path: &std::path::Path,
+    policy: Policy,
+    known: Option<(&std::path::Path, &str)>,
+) -> Result<Inspection> {
     let mut archive = Archive::open(path)?;
     let mut hashes = HashMap::new();
     let mut findings = Vec::new();
@@ -148,30 +160,44 @@ pub fn inspect(path: &std::path::Path, policy: Policy) -> Result<Inspection> {
         };
         return Err(Error::format(path, what));
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(".krepair-")
-        .suffix(".h5")
-        .tempfile()
-        .map_err(|e| Error::io(std::env::temp_dir(), "create a temporary file", e))?;
-    let guard = crate::cleanup::register(tmp.path());
-    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-    let h = archive.copy_member(archive::WEIGHTS, &mut w, u64::MAX)?;
-    std::io::Write::flush(&mut w).map_err(|e| Error::io(tmp.path(), "write", e))?;
-    drop(w);
-    hashes.insert(archive::WEIGHTS.to_string(), h);
+    let (weights_copy, guard, weights_path) = match known {
+        Some((p, sha)) => {
+            let h = archive.hash_member(archive::WEIGHTS)?;
+            if h != sha {
+                return Err(Error::format(
+                    path,
+                    "model.weights.h5 differs from the bytes written",
+                ));
+            }
+            hashes.insert(archive::WEIGHTS.to_string(), h);
+            (None, None, p.to_path_buf())
+        }
+        None => {
+            let tmp = tempfile::Builder::new()
+                .prefix(".krepair-")
+                .suffix(".h5")
+                .tempfile()
+                .map_err(|e| Error::io(std::env::temp_dir(), "create a temporary file", e))?;
+            let guard = crate::cleanup::register(tmp.path());
+            let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+            let h = archive.copy_member(archive::WEIGHTS, &mut w, u64::MAX)?;
+            std::io::Write::flush(&mut w).map_err(|e| Error::io(tmp.path(), "write", e))?;
+            drop(w);
+            hashes.insert(archive::WEIGHTS.to_string(), h);
+            let p = tmp.path().to_path_buf();
+            (Some(tmp), Some(guard), p)
+        }
+    };
     let mut head = [0u8; 8];
-    let n = std::io::Read::read(
-        &mut tmp.reopen().map_err(|e| Error::io(tmp.path(), "read", e))?,
-        &mut head,
-    )
-    .map_err(|e| Error::io(tmp.path(), "read", e))?;
+    let n = std::fs::File::open(&weights_path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| Error::io(&weights_path, "read", e))?;
     if n < 8 || &head != archive::HDF5_MAGIC {
         return Err(Error::format(
             path,
             "model.weights.h5 is not an HDF5 file (no HDF5 signature)",
         ));
     }
-    let weights_copy = Some(tmp);
     // Hash every member not read above (also checks its CRC).
     let names: Vec<String> = archive.members.iter().map(|m| m.name.clone()).collect();
     for name in names {
@@ -182,14 +208,13 @@ pub fn inspect(path: &std::path::Path, policy: Policy) -> Result<Inspection> {
     }
 
     let label = format!("{}!{}", path.display(), archive::WEIGHTS);
-    let weights = match &weights_copy {
-        Some(t) => {
-            let w = Weights::open(t.path(), &label)?;
-            w.check_structure()?;
-            Some(w)
-        }
-        None => None,
-    };
+    let weights = Weights::open(&weights_path, &label)?;
+    if known.is_none() {
+        // A known copy is krepair's own edit of a file already checked
+        // (deleting datasets and writing values adds no link or dataset).
+        weights.check_structure()?;
+    }
+    let weights = Some(weights);
     let mut layers = Vec::new();
     let mut actions = Vec::new();
     let mut claimed = HashSet::new();
@@ -218,7 +243,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy) -> Result<Inspection> {
         findings,
         actions,
         weights_copy,
-        _guard: Some(guard),
+        _guard: guard,
     })
 }
 

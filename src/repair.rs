@@ -133,6 +133,14 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
     if let Some(out) = &opts.output {
         check_output(&opts.input, out, opts.force)?;
     }
+    // Hash the whole input on the other core while inspection reads it.
+    let input_hash = fs::metadata(&opts.input)
+        .map(|m| m.is_file())
+        .unwrap_or(false)
+        .then(|| {
+            let p = opts.input.clone();
+            std::thread::spawn(move || archive::sha256_file(&p))
+        });
     let mut insp = inspect::inspect(&opts.input, opts.policy)?;
     report.input.form = insp.archive.form;
     report.input.size = match insp.archive.form {
@@ -141,8 +149,8 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
             .len(),
         Form::Directory => insp.archive.members.iter().map(|m| m.size).sum(),
     };
-    if insp.archive.form == Form::Zip {
-        report.input.sha256 = Some(archive::sha256_file(&opts.input)?);
+    if let Some(h) = input_hash {
+        report.input.sha256 = Some(h.join().expect("hashing thread")?);
     }
     report.keras_version = insp.keras_version.clone();
     report.findings = insp.findings.clone();
@@ -181,8 +189,16 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
         _ => PathBuf::from("."),
     };
     let changed = !insp.actions.is_empty();
-    let staged = stage(&mut insp, &parent, &output)?;
-    let after = verify(&staged, &insp, opts.policy, &output)?;
+    let (staged, written) = stage(&mut insp, &parent, &output)?;
+    let output_hash = (insp.archive.form == Form::Zip).then(|| {
+        let p = staged.path().to_path_buf();
+        std::thread::spawn(move || archive::sha256_file(&p))
+    });
+    let after = verify(&staged, &written, &insp, opts.policy, &output)?;
+    let output_sha = match output_hash {
+        Some(h) => Some(h.join().expect("hashing thread")?),
+        None => None,
+    };
     staged.persist(&opts.input, &output, opts.force)?;
 
     for l in &mut report.layers {
@@ -205,10 +221,7 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
                 .len(),
             Form::Directory => after.archive.members.iter().map(|m| m.size).sum(),
         },
-        sha256: match insp.archive.form {
-            Form::Zip => Some(archive::sha256_file(&output)?),
-            Form::Directory => None,
-        },
+        sha256: output_sha,
     });
     report.outcome = if changed {
         Outcome::Repaired
@@ -289,7 +302,11 @@ impl Staged {
 }
 
 /// Apply the plan and write the output to a temporary path in `parent`.
-fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> {
+fn stage(
+    insp: &mut Inspection,
+    parent: &Path,
+    output: &Path,
+) -> Result<(Staged, archive::NewHashes)> {
     let tmp_err = |e| Error::io(parent, "create a temporary file in", e);
     let form = insp.archive.form;
     if insp.actions.is_empty() {
@@ -308,7 +325,7 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> 
                     .map_err(|e| Error::io(output, "sync", e))?;
                 {
                     let g = crate::cleanup::register(t.path());
-                    Ok(Staged::File(t, g))
+                    Ok((Staged::File(t, g), archive::NewHashes::new()))
                 }
             }
             Form::Directory => {
@@ -319,7 +336,7 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> 
                 archive::copy_dir(&insp.archive, d.path())?;
                 {
                     let g = crate::cleanup::register(d.path());
-                    Ok(Staged::Dir(d, g))
+                    Ok((Staged::Dir(d, g), archive::NewHashes::new()))
                 }
             }
         };
@@ -396,11 +413,11 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> 
                 .tempfile_in(parent)
                 .map_err(tmp_err)?;
             let f = t.reopen().map_err(|e| Error::io(t.path(), "open", e))?;
-            let f = archive::write_zip(&mut insp.archive, &new, f, output)?;
+            let (f, written) = archive::write_zip(&mut insp.archive, &new, f, output)?;
             f.sync_all().map_err(|e| Error::io(output, "sync", e))?;
             {
                 let g = crate::cleanup::register(t.path());
-                Ok(Staged::File(t, g))
+                Ok((Staged::File(t, g), written))
             }
         }
         Form::Directory => {
@@ -408,10 +425,10 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> 
                 .prefix(".krepair-")
                 .tempdir_in(parent)
                 .map_err(tmp_err)?;
-            archive::write_dir(&insp.archive, &new, d.path())?;
+            let written = archive::write_dir(&insp.archive, &new, d.path())?;
             {
                 let g = crate::cleanup::register(d.path());
-                Ok(Staged::Dir(d, g))
+                Ok((Staged::Dir(d, g), written))
             }
         }
     }
@@ -422,6 +439,7 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> 
 /// inspecting it again plans nothing.
 fn verify(
     staged: &Staged,
+    written: &archive::NewHashes,
     before: &Inspection,
     policy: Policy,
     output: &Path,
@@ -430,7 +448,15 @@ fn verify(
         path: output.to_path_buf(),
         problem,
     };
-    let after = inspect::inspect(staged.path(), policy).map_err(|e| fail(e.to_string()))?;
+    // The edited weights were hashed while written; the output's weights
+    // member must hash the same, and then the edited copy can be
+    // re-inspected instead of being extracted from the output again.
+    let known = match (written.get(archive::WEIGHTS), &before.weights_copy) {
+        (Some(h), Some(copy)) => Some((copy.path(), h.as_str())),
+        _ => None,
+    };
+    let after =
+        inspect::inspect_with(staged.path(), policy, known).map_err(|e| fail(e.to_string()))?;
     let names = |i: &Inspection| {
         i.archive
             .members

@@ -405,15 +405,21 @@ impl Weights {
 
     fn check_dataset(&self, ds: &hdf5::Dataset, path: &str) -> Result<()> {
         let _busy = Busy::enter();
+        let layout = ds.layout();
         if !matches!(
-            ds.layout(),
+            layout,
             Layout::Compact | Layout::Contiguous | Layout::Chunked
         ) {
             return Err(self.unsafe_hdf5(format!("`{path}` is a virtual dataset")));
         }
-        let dcpl = ds.dcpl().map_err(|e| self.err(format!("`{path}`"), e))?;
-        if !dcpl.external().is_empty() {
-            return Err(self.unsafe_hdf5(format!("`{path}` stores its data in an external file")));
+        // External storage exists only for contiguous layouts.
+        if layout == Layout::Contiguous {
+            let dcpl = ds.dcpl().map_err(|e| self.err(format!("`{path}`"), e))?;
+            if !dcpl.external().is_empty() {
+                return Err(
+                    self.unsafe_hdf5(format!("`{path}` stores its data in an external file"))
+                );
+            }
         }
         let elem = ds.dtype().map(|t| t.size() as u64).unwrap_or(1);
         let declared = ds
