@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Benchmark krepair against `cp` (the physical floor) and the Python route
+# (load with Keras, finalize_state(), save) in one run. Not part of the
+# tests: timings are printed, never asserted.
+#   scripts/bench.sh            # EfficientNetB0 + 64 MiB, 256 MiB, 1 GiB archives
+# Builds what it needs: the release binary, the Keras 3.5 venv, the
+# EfficientNetB0 archive (testdata/generate.py) and the padded archives
+# (scripts/make_big_archive.py), all under target/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/system-deps.sh
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+cargo build --release --locked --quiet
+py=$(scripts/python-env.sh 3.5)
+mkdir -p target/bench
+if [ ! -f target/bench/efficientnetb0.keras ]; then
+  "$py" testdata/generate.py --efficientnet --out target/bench/gen >/dev/null
+  cp target/bench/gen/efficientnet/model.keras target/bench/efficientnetb0.keras
+fi
+for s in 64 256 1024; do
+  [ -f "target/bench/big-$s.keras" ] || "$py" scripts/make_big_archive.py \
+    testdata/fixtures/keras-3.15/axis_last/model.keras "target/bench/big-$s.keras" "$s"
+done
+python3 scripts/bench.py --krepair target/release/krepair --work target/bench/work \
+  --keras-python "$py" target/bench/efficientnetb0.keras
+python3 scripts/bench.py --krepair target/release/krepair --work target/bench/work \
+  target/bench/big-64.keras target/bench/big-256.keras target/bench/big-1024.keras | tail -n +3
