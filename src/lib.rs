@@ -17,6 +17,7 @@
 //! The library never prints; `main.rs` does.
 
 pub mod archive;
+pub mod batch;
 pub mod cleanup;
 pub mod error;
 pub mod inspect;

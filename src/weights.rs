@@ -7,8 +7,9 @@
 //! (hdf5-metno), which serializes calls behind one global lock.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 use hdf5::dataset::Layout;
 use hdf5::types::{FloatSize, TypeDescriptor};
@@ -61,34 +62,31 @@ pub const MAX_DATASET_BYTES: u64 = 4 << 30;
 /// See [`MAX_DATASET_BYTES`].
 pub const MAX_DATASET_RATIO: u64 = 1000;
 
-static BUSY_SINCE_MS: AtomicU64 = AtomicU64::new(0);
+/// Threads inside a [`Weights`] method, with the time each entered.
+static BUSY: Mutex<Vec<(ThreadId, Instant)>> = Mutex::new(Vec::new());
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1)
-        .max(1)
-}
-
-/// Marks the span of one call into the HDF5 library.
+/// Marks the span of one call into the HDF5 library on this thread.
 struct Busy(bool);
 
 impl Busy {
     fn enter() -> Busy {
+        let me = std::thread::current().id();
+        let mut v = BUSY.lock().unwrap_or_else(|p| p.into_inner());
         // Nested calls keep the outer start time.
-        Busy(
-            BUSY_SINCE_MS
-                .compare_exchange(0, now_ms(), Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok(),
-        )
+        if v.iter().any(|(t, _)| *t == me) {
+            return Busy(false);
+        }
+        v.push((me, Instant::now()));
+        Busy(true)
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
         if self.0 {
-            BUSY_SINCE_MS.store(0, Ordering::SeqCst);
+            let me = std::thread::current().id();
+            let mut v = BUSY.lock().unwrap_or_else(|p| p.into_inner());
+            v.retain(|(t, _)| *t != me);
         }
     }
 }
@@ -99,10 +97,8 @@ impl Drop for Busy {
 /// call into it cannot be interrupted; the binary's watchdog uses this to
 /// end the process cleanly instead of hanging.
 pub fn busy_for() -> Option<Duration> {
-    match BUSY_SINCE_MS.load(Ordering::SeqCst) {
-        0 => None,
-        t => Some(Duration::from_millis(now_ms().saturating_sub(t))),
-    }
+    let v = BUSY.lock().unwrap_or_else(|p| p.into_inner());
+    v.iter().map(|(_, t)| t.elapsed()).max()
 }
 
 /// An open weights file.

@@ -1,0 +1,688 @@
+//! Batch migration: find every `.keras` archive under some paths, run the
+//! single-archive pipeline ([`crate::repair`]) on each, and gather one run
+//! report.
+//!
+//! The walk is sorted and deterministic. Each archive is an independent
+//! job; `jobs` worker threads take them in order. HDF5 calls serialize on
+//! the binding's global lock, while reading, copying and hashing (most of
+//! the time, see the README's performance section) run in parallel. One
+//! failed archive never stops the run: it becomes a failed entry.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::archive::{CONFIG, METADATA, WEIGHTS};
+use crate::error::Error;
+use crate::plan::{Chosen, Policy};
+use crate::repair::{self, Options};
+use crate::report::{Outcome, Report, Status, Tool, SCHEMA_VERSION};
+
+/// Where outputs go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Write each archive to the same relative path under this directory.
+    Out(PathBuf),
+    /// Replace each archive after its replacement is verified; keep the
+    /// original beside it with this suffix, if given.
+    InPlace {
+        /// `--backup SUFFIX`.
+        backup: Option<String>,
+    },
+    /// Write nothing but the report.
+    DryRun,
+}
+
+/// What `krepair batch` was asked to do.
+#[derive(Clone, Debug)]
+pub struct BatchOptions {
+    /// Files and directories to walk.
+    pub paths: Vec<PathBuf>,
+    /// Output mode.
+    pub mode: Mode,
+    /// `--stats`.
+    pub policy: Policy,
+    /// Worker threads.
+    pub jobs: usize,
+    /// Follow symbolic links while walking.
+    pub follow_links: bool,
+    /// Replace existing outputs under OUTDIR.
+    pub force: bool,
+}
+
+/// One archive found by the walk.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// The archive.
+    pub input: PathBuf,
+    /// Its path relative to OUTDIR (for `Mode::Out`).
+    pub relative: PathBuf,
+    /// Bytes (for progress).
+    pub size: u64,
+}
+
+/// What the walk found.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Archives, sorted by path.
+    pub jobs: Vec<Job>,
+    /// Files that are not archives (counted, not touched).
+    pub skipped: Vec<PathBuf>,
+    /// Symbolic links not followed, and loops.
+    pub links_skipped: Vec<PathBuf>,
+    /// Paths that could not be read.
+    pub errors: Vec<(PathBuf, String)>,
+}
+
+/// Is `dir` an unzipped `.keras` archive?
+pub fn is_archive_dir(dir: &Path) -> bool {
+    [CONFIG, METADATA, WEIGHTS]
+        .iter()
+        .all(|n| dir.join(n).is_file())
+}
+
+fn is_keras_file(p: &Path) -> bool {
+    p.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("keras"))
+}
+
+/// Walk `paths` (sorted, recursive) for archives, never entering
+/// `exclude` (the output directory, when it lies inside a walked path).
+pub fn walk(paths: &[PathBuf], follow_links: bool, exclude: Option<&Path>) -> Walk {
+    let mut w = Walk::default();
+    let mut seen_dirs = HashSet::new();
+    if let Some(x) = exclude.and_then(|x| fs::canonicalize(x).ok()) {
+        seen_dirs.insert(x);
+    }
+    let many = paths.len() > 1;
+    for root in paths {
+        let prefix = if many {
+            PathBuf::from(root.file_name().unwrap_or(root.as_os_str()))
+        } else {
+            PathBuf::new()
+        };
+        let meta = match fs::metadata(root) {
+            Ok(m) => m,
+            Err(e) => {
+                w.errors.push((root.clone(), e.to_string()));
+                continue;
+            }
+        };
+        if meta.is_file() || is_archive_dir(root) {
+            let name = PathBuf::from(root.file_name().unwrap_or(root.as_os_str()));
+            push_job(&mut w, root, name, &meta);
+            continue;
+        }
+        visit(root, &prefix, follow_links, &mut seen_dirs, &mut w);
+    }
+    w.jobs.sort_by(|a, b| a.input.cmp(&b.input));
+    w.skipped.sort();
+    w
+}
+
+fn push_job(w: &mut Walk, p: &Path, relative: PathBuf, meta: &fs::Metadata) {
+    if meta.is_dir() {
+        let size = [CONFIG, METADATA, WEIGHTS]
+            .iter()
+            .filter_map(|n| fs::metadata(p.join(n)).ok())
+            .map(|m| m.len())
+            .sum();
+        w.jobs.push(Job {
+            input: p.to_path_buf(),
+            relative,
+            size,
+        });
+    } else if is_keras_file(p) {
+        w.jobs.push(Job {
+            input: p.to_path_buf(),
+            relative,
+            size: meta.len(),
+        });
+    } else {
+        w.skipped.push(p.to_path_buf());
+    }
+}
+
+fn visit(dir: &Path, rel: &Path, follow: bool, seen: &mut HashSet<PathBuf>, w: &mut Walk) {
+    let real = match fs::canonicalize(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            w.errors.push((dir.to_path_buf(), e.to_string()));
+            return;
+        }
+    };
+    if !seen.insert(real) {
+        // A loop, a second link to the same folder, or the output folder.
+        w.links_skipped.push(dir.to_path_buf());
+        return;
+    }
+    let mut entries: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) => {
+            w.errors.push((dir.to_path_buf(), e.to_string()));
+            return;
+        }
+    };
+    entries.sort();
+    for p in entries {
+        let name = p.file_name().map(PathBuf::from).unwrap_or_default();
+        let r = rel.join(&name);
+        let is_link = fs::symlink_metadata(&p)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false);
+        if is_link && !follow {
+            w.links_skipped.push(p);
+            continue;
+        }
+        // Our own leftovers from an interrupted run are never inputs.
+        if name.to_string_lossy().starts_with(".krepair-") {
+            continue;
+        }
+        let meta = match fs::metadata(&p) {
+            Ok(m) => m,
+            Err(e) => {
+                w.errors.push((p.clone(), e.to_string()));
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            if is_archive_dir(&p) {
+                push_job(w, &p, r, &meta);
+            } else {
+                visit(&p, &r, follow, seen, w);
+            }
+        } else {
+            push_job(w, &p, r, &meta);
+        }
+    }
+}
+
+/// One archive's outcome in the run report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Entry {
+    /// The archive.
+    pub path: String,
+    /// Where the result went (null for a dry run, or on failure).
+    pub output: Option<String>,
+    /// What happened.
+    pub outcome: Outcome,
+    /// The one-line error, if any.
+    pub error: Option<String>,
+    /// The single-archive audit report.
+    pub report: Report,
+}
+
+/// Counts for the summary.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    /// Archives found.
+    pub archives: usize,
+    /// Archives repaired (or, in a dry run, that would be).
+    pub repaired: usize,
+    /// Archives with nothing to repair.
+    pub already_healthy: usize,
+    /// Archives refused (a layer could not be repaired safely).
+    pub refused: usize,
+    /// Archives krepair could not process.
+    pub failed: usize,
+    /// Files that are not archives, and links not followed.
+    pub skipped: usize,
+    /// Archives not processed because the run was interrupted.
+    pub not_processed: usize,
+    /// Layers repaired, by chosen statistics.
+    pub layers_by_policy: BTreeMap<String, usize>,
+    /// Findings, by code, over all archives and layers.
+    pub findings_by_code: BTreeMap<String, usize>,
+    /// Archives with at least one layer carrying the Keras 3.0-3.5
+    /// legacy-weights signature.
+    pub legacy_signature_archives: usize,
+    /// Bytes of the archives read.
+    pub bytes_read: u64,
+    /// Bytes written (outputs).
+    pub bytes_written: u64,
+}
+
+/// The run report.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// Same as the single-archive report.
+    pub schema_version: u32,
+    /// The tool.
+    pub tool: Tool,
+    /// `--stats`.
+    pub policy: Policy,
+    /// "out", "in-place" or "dry-run".
+    pub mode: &'static str,
+    /// True if Ctrl-C stopped the run early.
+    pub interrupted: bool,
+    /// Counts.
+    pub summary: Summary,
+    /// One entry per archive, sorted by path.
+    pub entries: Vec<Entry>,
+    /// Files skipped (not archives), sorted.
+    pub skipped: Vec<String>,
+}
+
+impl RunReport {
+    /// The exit outcome: the worst over all entries.
+    pub fn worst(&self) -> Outcome {
+        let has = |o: Outcome| self.entries.iter().any(|e| e.outcome == o);
+        if has(Outcome::Failed) || has(Outcome::Refused) {
+            Outcome::Failed
+        } else if has(Outcome::WouldRepair) {
+            Outcome::WouldRepair
+        } else if has(Outcome::Repaired) {
+            Outcome::Repaired
+        } else {
+            Outcome::NothingToRepair
+        }
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("report serializes");
+        s.push('\n');
+        s
+    }
+
+    /// A Markdown rendering for reviews.
+    pub fn to_markdown(&self) -> String {
+        let s = &self.summary;
+        let mut out = format!(
+            "# krepair batch report\n\nkrepair {}, `--stats {}`, mode `{}`{}.\n\n",
+            self.tool.version,
+            policy_name(self.policy),
+            self.mode,
+            if self.interrupted {
+                ", **interrupted**"
+            } else {
+                ""
+            }
+        );
+        out.push_str("| archives | repaired | already healthy | refused | failed | skipped | legacy signature |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n\n",
+            s.archives,
+            s.repaired,
+            s.already_healthy,
+            s.refused,
+            s.failed,
+            s.skipped,
+            s.legacy_signature_archives
+        ));
+        out.push_str("| archive | Keras | outcome | layers | detail |\n|---|---|---|---|---|\n");
+        for e in &self.entries {
+            let layers = e
+                .report
+                .layers
+                .iter()
+                .map(|l| {
+                    let chosen = l.policy.as_ref().map(|p| match p.chosen {
+                        Chosen::Adapted => " (adapted)",
+                        Chosen::Identity => " (identity)",
+                    });
+                    format!(
+                        "`{}`: {}{}",
+                        l.config_path,
+                        status_name(l.status),
+                        chosen.unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("<br>");
+            let detail = e.error.clone().unwrap_or_else(|| {
+                let mut codes: Vec<&str> = e
+                    .report
+                    .layers
+                    .iter()
+                    .flat_map(|l| l.findings.iter())
+                    .chain(e.report.findings.iter())
+                    .filter(|f| f.severity > crate::plan::Severity::Info)
+                    .map(|f| f.code)
+                    .collect();
+                codes.dedup();
+                codes.join(", ")
+            });
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} | {} |\n",
+                e.path,
+                e.report.keras_version.as_deref().unwrap_or("?"),
+                outcome_name(e.outcome),
+                if layers.is_empty() {
+                    "-".into()
+                } else {
+                    layers
+                },
+                detail.replace('|', "\\|")
+            ));
+        }
+        out
+    }
+
+    /// The table printed at the end of a run.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let w = self
+            .entries
+            .iter()
+            .map(|e| e.path.len())
+            .max()
+            .unwrap_or(7)
+            .max(7);
+        out.push_str(&format!(
+            "{:<w$}  {:<18}  {}\n",
+            "archive", "outcome", "layers repaired / detail"
+        ));
+        for e in &self.entries {
+            let n = e
+                .report
+                .layers
+                .iter()
+                .filter(|l| matches!(l.status, Status::Repaired | Status::WouldRepair))
+                .count();
+            let detail = e.error.clone().unwrap_or_else(|| n.to_string());
+            out.push_str(&format!(
+                "{:<w$}  {:<18}  {}\n",
+                e.path,
+                outcome_name(e.outcome),
+                detail
+            ));
+        }
+        let s = &self.summary;
+        out.push_str(&format!(
+            "{} archive(s): {} repaired, {} already healthy, {} refused, {} failed; {} file(s) skipped{}\n",
+            s.archives,
+            s.repaired,
+            s.already_healthy,
+            s.refused,
+            s.failed,
+            s.skipped,
+            if self.interrupted { format!("; interrupted, {} not processed", s.not_processed) } else { String::new() }
+        ));
+        out
+    }
+}
+
+fn policy_name(p: Policy) -> &'static str {
+    match p {
+        Policy::Auto => "auto",
+        Policy::Adapted => "adapted",
+        Policy::Identity => "identity",
+    }
+}
+
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Repaired => "repaired",
+        Outcome::NothingToRepair => "already healthy",
+        Outcome::WouldRepair => "would repair",
+        Outcome::Refused => "refused",
+        Outcome::Failed => "failed",
+    }
+}
+
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Repaired => "repaired",
+        Status::WouldRepair => "would repair",
+        Status::Unchanged => "unchanged",
+        Status::AlreadyExplicit => "already explicit",
+        Status::Refused => "refused",
+    }
+}
+
+/// Progress callbacks (the binary draws a bar; tests pass a no-op).
+pub trait Progress: Sync {
+    /// An archive is starting.
+    fn start(&self, job: &Job);
+    /// An archive is done.
+    fn done(&self, job: &Job);
+}
+
+/// No progress display.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _: &Job) {}
+    fn done(&self, _: &Job) {}
+}
+
+/// Run one archive in place: repair into a hidden sibling, then swap it in.
+fn in_place(job: &Job, policy: Policy, backup: Option<&str>) -> (repair::Run, Option<PathBuf>) {
+    let input = &job.input;
+    let name = input
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let staged = input.with_file_name(format!(".krepair-{name}.new"));
+    let _guard = crate::cleanup::register(&staged);
+    let _ = fs::remove_file(&staged);
+    let _ = fs::remove_dir_all(&staged);
+    let opts = Options {
+        input: input.clone(),
+        output: Some(staged.clone()),
+        policy,
+        force: true,
+    };
+    let mut run = repair::run(&opts);
+    let remove_staged = || {
+        let _ = fs::remove_file(&staged);
+        let _ = fs::remove_dir_all(&staged);
+    };
+    if run.error.is_some() || run.report.outcome != Outcome::Repaired {
+        // Nothing to repair (or a failure): the original stays untouched.
+        remove_staged();
+        run.report.output = None;
+        return (run, None);
+    }
+    let swap = || -> std::io::Result<()> {
+        if let Some(suffix) = backup {
+            let b = input.with_file_name(format!("{name}{suffix}"));
+            if b.exists() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("backup {} already exists", b.display()),
+                ));
+            }
+            if input.is_dir() {
+                fs::rename(input, &b)?;
+            } else {
+                fs::hard_link(input, &b)?;
+            }
+        }
+        if input.is_dir() {
+            let old = input.with_file_name(format!(".krepair-{name}.old"));
+            if backup.is_none() {
+                fs::rename(input, &old)?;
+            }
+            fs::rename(&staged, input)?;
+            let _ = fs::remove_dir_all(&old);
+        } else {
+            // Atomic: readers see the old file or the new one.
+            fs::rename(&staged, input)?;
+        }
+        Ok(())
+    };
+    match swap() {
+        Ok(()) => {
+            if let Some(o) = &mut run.report.output {
+                o.path = input.display().to_string();
+            }
+            (run, Some(input.clone()))
+        }
+        Err(e) => {
+            remove_staged();
+            let err = Error::io(input, "replace in place", e);
+            run.report.outcome = Outcome::Failed;
+            run.report.output = None;
+            run.error = Some(err);
+            (run, None)
+        }
+    }
+}
+
+/// Run the batch. `stop` is set by Ctrl-C: no new archive is started, and
+/// the ones in flight finish (each is atomic).
+pub fn run(
+    opts: &BatchOptions,
+    walk: &Walk,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+) -> RunReport {
+    let next = Mutex::new(0usize);
+    let results: Mutex<Vec<Option<Entry>>> = Mutex::new(vec![None; walk.jobs.len()]);
+    let jobs = opts.jobs.max(1).min(walk.jobs.len().max(1));
+    let created_dirs = Arc::new(Mutex::new(()));
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let i = {
+                    let mut n = next.lock().unwrap_or_else(|p| p.into_inner());
+                    let i = *n;
+                    *n += 1;
+                    i
+                };
+                let Some(job) = walk.jobs.get(i) else { return };
+                progress.start(job);
+                let entry = run_job(opts, job, &created_dirs);
+                progress.done(job);
+                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(entry);
+            });
+        }
+    });
+    let entries: Vec<Option<Entry>> = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let not_processed = entries.iter().filter(|e| e.is_none()).count();
+    let entries: Vec<Entry> = entries.into_iter().flatten().collect();
+    let mut summary = Summary {
+        archives: walk.jobs.len(),
+        skipped: walk.skipped.len() + walk.links_skipped.len(),
+        not_processed,
+        ..Summary::default()
+    };
+    for e in &entries {
+        match e.outcome {
+            Outcome::Repaired | Outcome::WouldRepair => summary.repaired += 1,
+            Outcome::NothingToRepair => summary.already_healthy += 1,
+            Outcome::Refused => summary.refused += 1,
+            Outcome::Failed => summary.failed += 1,
+        }
+        summary.bytes_read += e.report.input.size;
+        summary.bytes_written += e.report.output.as_ref().map_or(0, |o| o.size);
+        let mut legacy = false;
+        for f in &e.report.findings {
+            *summary
+                .findings_by_code
+                .entry(f.code.to_string())
+                .or_default() += 1;
+        }
+        for l in &e.report.layers {
+            for f in &l.findings {
+                *summary
+                    .findings_by_code
+                    .entry(f.code.to_string())
+                    .or_default() += 1;
+                legacy |= f.code == "legacy-weights-signature";
+            }
+            if matches!(l.status, Status::Repaired | Status::WouldRepair) {
+                if let Some(p) = &l.policy {
+                    let k = match p.chosen {
+                        Chosen::Adapted => "adapted",
+                        Chosen::Identity => "identity",
+                    };
+                    *summary.layers_by_policy.entry(k.to_string()).or_default() += 1;
+                }
+            }
+        }
+        summary.legacy_signature_archives += legacy as usize;
+    }
+    let mut skipped: Vec<String> = walk
+        .skipped
+        .iter()
+        .chain(&walk.links_skipped)
+        .map(|p| p.display().to_string())
+        .collect();
+    skipped.sort();
+    RunReport {
+        schema_version: SCHEMA_VERSION,
+        tool: Tool {
+            name: "krepair",
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        policy: opts.policy,
+        mode: match opts.mode {
+            Mode::Out(_) => "out",
+            Mode::InPlace { .. } => "in-place",
+            Mode::DryRun => "dry-run",
+        },
+        interrupted: stop.load(Ordering::SeqCst) && not_processed > 0,
+        summary,
+        entries,
+        skipped,
+    }
+}
+
+fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>) -> Entry {
+    let (run, output) = match &opts.mode {
+        Mode::DryRun => {
+            let o = Options {
+                input: job.input.clone(),
+                output: None,
+                policy: opts.policy,
+                force: false,
+            };
+            (repair::run(&o), None)
+        }
+        Mode::Out(dir) => {
+            let out = dir.join(&job.relative);
+            if let Some(parent) = out.parent() {
+                let _g = dirs.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = fs::create_dir_all(parent) {
+                    let mut r = repair::run(&Options {
+                        input: job.input.clone(),
+                        output: None,
+                        policy: opts.policy,
+                        force: false,
+                    });
+                    let err = Error::io(parent, "create", e);
+                    r.report.outcome = Outcome::Failed;
+                    r.error = Some(err);
+                    return entry(job, r, None);
+                }
+            }
+            let o = Options {
+                input: job.input.clone(),
+                output: Some(out.clone()),
+                policy: opts.policy,
+                force: opts.force,
+            };
+            let r = repair::run(&o);
+            let ok = r.error.is_none();
+            (r, ok.then_some(out))
+        }
+        Mode::InPlace { backup } => in_place(job, opts.policy, backup.as_deref()),
+    };
+    entry(job, run, output)
+}
+
+fn entry(job: &Job, run: repair::Run, output: Option<PathBuf>) -> Entry {
+    Entry {
+        path: job.input.display().to_string(),
+        output: output.map(|p| p.display().to_string()),
+        outcome: run.report.outcome,
+        error: run.error.map(|e| e.to_string()),
+        report: run.report,
+    }
+}
+
+/// Re-exported for the binary: the archive size for progress.
+pub fn total_bytes(walk: &Walk) -> u64 {
+    walk.jobs.iter().map(|j| j.size).sum()
+}
