@@ -10,36 +10,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-/// Run krepair on `input`; it must refuse with `needle` in its one line.
-fn refuses(input: &Path, extra: &[&str], needle: &str) {
-    let dir = input.parent().unwrap();
-    let out = dir.join("out.keras");
-    let before = tree_hash(input);
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"-q"];
-    for e in extra {
-        args.push(e);
-    }
-    args.push(&input);
-    args.push(&out);
-    let o = krepair(&args);
-    let err = stderr(&o);
-    assert_eq!(code(&o), 1, "{needle}: stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
-    assert!(
-        err.contains(&input.display().to_string()),
-        "must name the file: {err}"
-    );
-    assert!(err.contains(needle), "expected `{needle}` in: {err}");
-    assert!(!out.exists(), "no output may be written");
-    assert_eq!(tree_hash(input), before, "input changed");
-    let leftovers: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with(".krepair-"))
-        .collect();
-    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
-}
-
 fn base() -> Vec<(String, Vec<u8>)> {
     members(&fixture("3.15", "axis_last").archive())
 }
