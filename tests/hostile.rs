@@ -240,6 +240,17 @@ fn hostile_hdf5() {
             "external file",
         ),
         (
+            "virtual dataset",
+            Box::new(|f| {
+                f.new_dataset::<f32>()
+                    .shape(4)
+                    .with_dcpl(|p| p.virtual_map("/etc/passwd.h5", "/data", 4, .., 4, ..))
+                    .create("vds")
+                    .unwrap();
+            }),
+            "is a virtual dataset",
+        ),
+        (
             "absurd dataset",
             Box::new(|f| {
                 f.new_dataset::<f32>()
