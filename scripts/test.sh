@@ -34,8 +34,9 @@ cargo build --release --locked
 bin=target/release/krepair
 
 step "Keras venvs"
-# Loaders: the bug (3.5), the fix (3.6), the broadcast_to era (3.10), the latest (3.15).
-versions=(3.5 3.6 3.10 3.15)
+# Loaders: the bug (3.5), the fix (3.6), the broadcast_to era (3.10), the
+# latest (3.15), and tf.keras 2.15 (TensorFlow).
+versions=(3.5 3.6 3.10 3.15 tf2.15)
 declare -A py
 for v in "${versions[@]}"; do
   py[$v]=$(scripts/python-env.sh "$v")

@@ -463,12 +463,12 @@ fn analyze(
         return Ok(refuse(r, "weights-mismatch", format!("`{group}` holds datasets {names:?}, expected [\"0\", \"1\", \"2\"] (mean, variance, count)")));
     }
     for (d, what) in ds[..2].iter().zip(["mean", "variance"]) {
-        if d.elem != Elem::Float(4) || d.shape != geo.stats_shape {
+        if !matches!(d.elem, Elem::Float(4) | Elem::Float(2)) || d.shape != geo.stats_shape {
             return Ok(refuse(
                 r,
                 "weights-mismatch",
                 format!(
-                    "`{group}/{}` ({what}) is {} {:?}, expected float32 {:?} from axis {:?} and input shape",
+                    "`{group}/{}` ({what}) is {} {:?}, expected float32 (or float16) {:?} from axis {:?} and input shape",
                     d.name, d.elem, d.shape, geo.stats_shape, site.axis
                 ),
             ));

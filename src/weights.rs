@@ -189,6 +189,7 @@ impl Weights {
                 .dataset(&name)
                 .map_err(|e| self.err(format!("`{full}` is not a dataset"), e))?;
             let elem = match ds.dtype().and_then(|t| t.to_descriptor()) {
+                Ok(TypeDescriptor::Float(FloatSize::U2)) => Elem::Float(2),
                 Ok(TypeDescriptor::Float(FloatSize::U4)) => Elem::Float(4),
                 Ok(TypeDescriptor::Float(FloatSize::U8)) => Elem::Float(8),
                 Ok(TypeDescriptor::Integer(s)) | Ok(TypeDescriptor::Unsigned(s)) => {
@@ -256,16 +257,25 @@ impl Weights {
         None
     }
 
-    /// Read a float32 dataset.
+    /// Read a float32 or float16 dataset as float32 (widening is exact).
+    /// tf.keras stores Normalization statistics as float16 under a
+    /// `mixed_float16` policy; Keras 3 always uses float32.
     pub fn read_f32(&self, path: &str) -> Result<Tensor> {
         let _busy = Busy::enter();
         let ds = self
             .file
             .dataset(path)
             .map_err(|e| self.err(format!("dataset `{path}`"), e))?;
-        let data = ds
-            .read_raw::<f32>()
-            .map_err(|e| self.err(format!("reading `{path}`"), e))?;
+        let data = if ds.dtype().map(|t| t.size()).unwrap_or(4) == 2 {
+            ds.read_raw::<half::f16>()
+                .map_err(|e| self.err(format!("reading `{path}`"), e))?
+                .into_iter()
+                .map(f32::from)
+                .collect()
+        } else {
+            ds.read_raw::<f32>()
+                .map_err(|e| self.err(format!("reading `{path}`"), e))?
+        };
         Ok(Tensor {
             shape: ds.shape(),
             data,
@@ -294,7 +304,8 @@ impl Weights {
             .map_err(|e| self.err(format!("deleting `{group}/{name}`"), e))
     }
 
-    /// Overwrite a float32 dataset with values of the same shape.
+    /// Overwrite a float dataset with values of the same shape, in the
+    /// dataset's own width (float16 values must be exactly representable).
     pub fn write_f32(&self, path: &str, t: &Tensor) -> Result<()> {
         let _busy = Busy::enter();
         let ds = self
@@ -307,8 +318,22 @@ impl Weights {
                 format!("`{path}` has shape {:?}, not {:?}", ds.shape(), t.shape),
             ));
         }
-        ds.write_raw(&t.data)
-            .map_err(|e| self.err(format!("writing `{path}`"), e))
+        if ds.dtype().map(|t| t.size()).unwrap_or(4) == 2 {
+            let h: Vec<half::f16> = t.data.iter().map(|v| half::f16::from_f32(*v)).collect();
+            if h.iter()
+                .zip(&t.data)
+                .any(|(a, b)| f32::from(*a).to_bits() != b.to_bits())
+            {
+                return Err(Error::format(
+                    &self.label,
+                    format!("`{path}`: the values are not exact in float16"),
+                ));
+            }
+            ds.write_raw(&h)
+        } else {
+            ds.write_raw(&t.data)
+        }
+        .map_err(|e| self.err(format!("writing `{path}`"), e))
     }
 
     /// Walk every object and refuse what Keras 3.15 refuses and krepair

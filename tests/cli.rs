@@ -223,7 +223,7 @@ fn refuses_missing_or_mismatched_datasets() {
             .replacen(needle, "\"build_config\": {\"input_shape\": [64, 5]}", 1)
             .into_bytes();
     });
-    refuses(&p, &[], "expected float32 [5]");
+    refuses(&p, &[], "expected float32 (or float16) [5]");
     // The weights group is missing altogether.
     let (_t, p) = damaged("two_norms", |m| {
         set_weights(m, |w| {
