@@ -426,6 +426,28 @@ impl Archive {
     pub fn hash_member(&mut self, name: &str) -> Result<String> {
         self.copy_member(name, &mut io::sink(), u64::MAX)
     }
+
+    /// Read a zip member through, checking its size and CRC-32, without
+    /// hashing it: the read-back check of a member krepair just wrote and
+    /// hashed.
+    pub fn check_member(&mut self, name: &str) -> Result<()> {
+        let idx = self.index_of(name)?;
+        let label = format!("{}!{name}", self.path.display());
+        let zip = self.zip.as_mut().expect("zip form");
+        let mut m = zip
+            .by_index(idx)
+            .map_err(|e| Error::format(&self.path, format!("member `{name}`: {e}")))?;
+        let declared = m.size();
+        let n = io::copy(&mut m, &mut io::sink())
+            .map_err(|e| Error::format(&label, format!("cannot read: {e}")))?;
+        if n != declared {
+            return Err(Error::format(
+                &label,
+                format!("holds {n} bytes but declares {declared}"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// New content for a member of the output.
