@@ -37,19 +37,15 @@ pub enum Mode {
     DryRun,
 }
 
-/// What `krepair batch` was asked to do.
+/// What `krepair batch` does with each archive the walk ([`walk`]) found.
 #[derive(Clone, Debug)]
 pub struct BatchOptions {
-    /// Files and directories to walk.
-    pub paths: Vec<PathBuf>,
     /// Output mode.
     pub mode: Mode,
     /// `--stats`.
     pub policy: Policy,
     /// Worker threads.
     pub jobs: usize,
-    /// Follow symbolic links while walking.
-    pub follow_links: bool,
     /// Replace existing outputs under OUTDIR.
     pub force: bool,
 }

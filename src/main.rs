@@ -295,11 +295,9 @@ fn run_batch(b: BatchArgs) -> u8 {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let opts = BatchOptions {
-        paths: b.paths.clone(),
         mode,
         policy: b.stats,
         jobs,
-        follow_links: b.follow_links,
         force: b.force,
     };
     let stop = Arc::new(AtomicBool::new(false));
