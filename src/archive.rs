@@ -1,15 +1,16 @@
 //! The `.keras` container: a zip file or an unzipped directory.
 //!
 //! Opening checks the container before anything is read from it (magic
-//! bytes, member names, duplicates, declared sizes); reading hashes every
-//! byte it passes on; writing builds the output next to its final path and
+//! bytes, member names, duplicates, declared sizes); reading checks every
+//! member's CRC-32; writing builds the output next to its final path and
 //! only renames it into place once it is complete and synced (see
 //! [`crate::repair`] for the verification in between). Unchanged zip
 //! members are copied raw: same bytes, compression, CRC and timestamps.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -62,6 +63,12 @@ pub struct Member {
     pub name: String,
     /// Its uncompressed size in bytes.
     pub size: u64,
+    /// Its CRC-32: the zip's declared one (checked whenever the member is
+    /// read), or computed for a directory's file when it was read.
+    pub crc32: Option<u32>,
+    /// Where its bytes lie in the zip file when it is stored uncompressed
+    /// (checked to lie inside the file), so it can be used in place.
+    pub stored_at: Option<Range<u64>>,
 }
 
 /// An opened `.keras` archive.
@@ -80,48 +87,59 @@ pub fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A writer that hashes what passes through it.
-pub struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    /// Bytes written.
-    pub count: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    /// Wrap `inner`.
-    pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
+/// One streamed read of a file: its sha256 and the CRC-32 of one byte
+/// range of it (a stored member, checked in the same pass).
+pub fn scan_file(path: &Path, crc_of: Option<Range<u64>>) -> Result<(String, Option<u32>)> {
+    let f = File::open(path).map_err(|e| Error::io(path, "read", e))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let mut sha = Sha256::new();
+    let mut crc = crc32fast::Hasher::new();
+    let mut pos = 0u64;
+    loop {
+        let buf = r.fill_buf().map_err(|e| Error::io(path, "read", e))?;
+        if buf.is_empty() {
+            break;
         }
+        sha.update(buf);
+        if let Some(range) = &crc_of {
+            let start = range.start.clamp(pos, pos + buf.len() as u64);
+            let end = range.end.clamp(pos, pos + buf.len() as u64);
+            crc.update(&buf[(start - pos) as usize..(end - pos) as usize]);
+        }
+        let n = buf.len();
+        pos += n as u64;
+        r.consume(n);
     }
-    /// The digest (hex) and the inner writer.
-    pub fn finish(self) -> (String, W) {
-        (hex(&self.hasher.finalize()), self.inner)
-    }
+    Ok((hex(&sha.finalize()), crc_of.map(|_| crc.finalize())))
 }
 
-impl<W: Write> Write for HashingWriter<W> {
+/// CRC-32 of a whole file, streamed.
+pub fn crc_file(path: &Path) -> Result<u32> {
+    let f = File::open(path).map_err(|e| Error::io(path, "read", e))?;
+    let mut w = CrcWriter::<io::Sink>::default();
+    io::copy(&mut BufReader::with_capacity(1 << 20, f), &mut w)
+        .map_err(|e| Error::io(path, "read", e))?;
+    Ok(w.crc.finalize())
+}
+
+/// A sink that computes the CRC-32 of what passes through it.
+#[derive(Default)]
+struct CrcWriter<W = io::Sink> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    count: u64,
+}
+
+impl<W: Write> Write for CrcWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.crc.update(&buf[..n]);
         self.count += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
-}
-
-/// sha256 of a whole file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let f = File::open(path).map_err(|e| Error::io(path, "read", e))?;
-    let mut w = HashingWriter::new(io::sink());
-    io::copy(&mut BufReader::with_capacity(1 << 20, f), &mut w)
-        .map_err(|e| Error::io(path, "read", e))?;
-    Ok(w.finish().0)
 }
 
 /// What the first bytes say the file is.
@@ -242,6 +260,7 @@ impl Archive {
     fn open_zip(path: &Path) -> Result<Self> {
         let mut f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
         let declared = declared_entries(&mut f, path)?;
+        let file_len = f.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
         if declared > MAX_MEMBERS as u64 {
             return Err(Error::format(
                 path,
@@ -291,9 +310,29 @@ impl Archive {
             if !seen.insert(name.trim_end_matches('/').to_string()) {
                 return Err(Error::format(path, format!("duplicate member `{name}`")));
             }
+            let stored_at =
+                match (m.compression(), m.data_start()) {
+                    (zip::CompressionMethod::Stored, Some(start))
+                        if m.size() == m.compressed_size() =>
+                    {
+                        let end = start.checked_add(m.size()).filter(|&e| e <= file_len);
+                        match end {
+                            Some(end) => Some(start..end),
+                            None => return Err(Error::format(
+                                path,
+                                format!(
+                                    "member `{name}` extends past the end of the file (truncated?)"
+                                ),
+                            )),
+                        }
+                    }
+                    _ => None,
+                };
             members.push(Member {
                 name,
                 size: m.size(),
+                crc32: Some(m.crc32()),
+                stored_at,
             });
         }
         Ok(Archive {
@@ -333,7 +372,12 @@ impl Archive {
                         .map_err(|e| Error::io(entry.path(), "stat", e))?
                         .len();
                     let name = r.to_str().expect("joined UTF-8").replace('\\', "/");
-                    members.push(Member { name, size });
+                    members.push(Member {
+                        name,
+                        size,
+                        crc32: None,
+                        stored_at: None,
+                    });
                 } else {
                     return Err(Error::format(
                         path,
@@ -370,11 +414,16 @@ impl Archive {
     }
 
     /// Stream member `name` (decompressed, CRC-checked) into `out`;
-    /// return its sha256. Stops with an error after `limit` bytes.
-    pub fn copy_member(&mut self, name: &str, out: &mut impl Write, limit: u64) -> Result<String> {
+    /// return its CRC-32 (and record it for a directory's file). Stops
+    /// with an error after `limit` bytes.
+    pub fn copy_member(&mut self, name: &str, out: &mut impl Write, limit: u64) -> Result<u32> {
         let idx = self.index_of(name)?;
         let label = format!("{}!{name}", self.path.display());
-        let mut w = HashingWriter::new(out);
+        let mut w = CrcWriter {
+            inner: out,
+            crc: crc32fast::Hasher::new(),
+            count: 0,
+        };
         match &mut self.zip {
             Some(zip) => {
                 let m = zip
@@ -412,41 +461,32 @@ impl Archive {
                 }
             }
         }
-        Ok(w.finish().0)
+        let crc = w.crc.finalize();
+        self.members[idx].crc32 = Some(crc);
+        Ok(crc)
     }
 
-    /// Read a small member into memory; return it and its sha256.
-    pub fn read_member(&mut self, name: &str, limit: u64) -> Result<(Vec<u8>, String)> {
+    /// Read a small member into memory.
+    pub fn read_member(&mut self, name: &str, limit: u64) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
-        let h = self.copy_member(name, &mut buf, limit)?;
-        Ok((buf, h))
+        self.copy_member(name, &mut buf, limit)?;
+        Ok(buf)
     }
 
-    /// sha256 of a member's content.
-    pub fn hash_member(&mut self, name: &str) -> Result<String> {
+    /// Read a member through: checks a zip member's size and CRC-32, and
+    /// computes a directory file's.
+    pub fn check_member(&mut self, name: &str) -> Result<u32> {
         self.copy_member(name, &mut io::sink(), u64::MAX)
     }
 
-    /// Read a zip member through, checking its size and CRC-32, without
-    /// hashing it: the read-back check of a member krepair just wrote and
-    /// hashed.
-    pub fn check_member(&mut self, name: &str) -> Result<()> {
-        let idx = self.index_of(name)?;
-        let label = format!("{}!{name}", self.path.display());
-        let zip = self.zip.as_mut().expect("zip form");
-        let mut m = zip
-            .by_index(idx)
-            .map_err(|e| Error::format(&self.path, format!("member `{name}`: {e}")))?;
-        let declared = m.size();
-        let n = io::copy(&mut m, &mut io::sink())
-            .map_err(|e| Error::format(&label, format!("cannot read: {e}")))?;
-        if n != declared {
-            return Err(Error::format(
-                &label,
-                format!("holds {n} bytes but declares {declared}"),
-            ));
+    /// Where member `name` can be read in place: the file and the byte
+    /// range, for a stored zip member or a directory's file.
+    pub fn in_place(&self, name: &str) -> Option<(PathBuf, Range<u64>)> {
+        let m = self.member(name)?;
+        match self.form {
+            Form::Zip => m.stored_at.clone().map(|r| (self.path.clone(), r)),
+            Form::Directory => Some((self.path.join(name), 0..m.size)),
         }
-        Ok(())
     }
 }
 
@@ -454,34 +494,34 @@ impl Archive {
 pub enum Content<'a> {
     /// These bytes.
     Bytes(&'a [u8]),
-    /// The content of this file.
-    File(&'a Path),
+    /// An edited weights image, streamed (and released) as it is written.
+    Image(&'a mut crate::weights::Image),
 }
 
-/// The output member list with each member's new sha256 (None = unchanged,
-/// raw-copied).
-pub type Written = Vec<(String, Option<String>)>;
+impl Content<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Content::Bytes(b) => b.len() as u64,
+            Content::Image(i) => i.len() as u64,
+        }
+    }
 
-fn open_content<'a>(c: &Content<'a>) -> io::Result<Box<dyn Read + 'a>> {
-    Ok(match c {
-        Content::Bytes(b) => Box::new(*b),
-        Content::File(p) => Box::new(BufReader::with_capacity(1 << 20, File::open(p)?)),
-    })
+    fn write_to(&mut self, out: &mut impl Write) -> io::Result<u64> {
+        match self {
+            Content::Bytes(b) => io::copy(&mut &b[..], out),
+            Content::Image(i) => io::copy(&mut i.reader(), out),
+        }
+    }
 }
-
-/// sha256 of each replaced member's new content, hashed while written.
-pub type NewHashes = HashMap<String, String>;
 
 /// Write a zip with every member of `src` in order: replaced ones from
-/// `new`, the rest copied raw. Returns the file and the sha256 of each
-/// replaced member's content.
+/// `new`, the rest copied raw. Returns the file.
 pub fn write_zip(
     src: &mut Archive,
-    new: &HashMap<String, Content<'_>>,
+    new: &mut HashMap<String, Content<'_>>,
     out: File,
     out_path: &Path,
-) -> Result<(File, NewHashes)> {
-    let mut hashes = NewHashes::new();
+) -> Result<File> {
     let zip = src.zip.as_mut().expect("zip form");
     let mut w = zip::ZipWriter::new(BufWriter::with_capacity(1 << 20, out));
     let werr = |e: &dyn std::fmt::Display| Error::Output {
@@ -493,7 +533,7 @@ pub fn write_zip(
             .by_index_raw(i)
             .map_err(|e| Error::format(&src.path, format!("member #{i}: {e}")))?;
         let name = m.name().map_err(|e| werr(&e))?.to_string();
-        match new.get(&name) {
+        match new.get_mut(&name) {
             None => w.raw_copy_file(m).map_err(|e| werr(&e))?,
             Some(content) => {
                 let mut opts = SimpleFileOptions::default().compression_method(m.compression());
@@ -504,62 +544,48 @@ pub fn write_zip(
                     opts = opts.unix_permissions(mode);
                 }
                 // Only a member that may exceed 4 GiB needs zip64 fields.
-                let size = match content {
-                    Content::Bytes(b) => b.len() as u64,
-                    Content::File(p) => fs::metadata(p).map_err(|e| Error::io(p, "stat", e))?.len(),
-                };
-                opts = opts.large_file(size >= u32::MAX as u64);
+                opts = opts.large_file(content.len() >= u32::MAX as u64);
                 drop(m);
                 w.start_file(name.as_str(), opts).map_err(|e| werr(&e))?;
-                let mut r = open_content(content).map_err(|e| werr(&e))?;
-                let mut hw = HashingWriter::new(&mut w);
-                io::copy(&mut r, &mut hw).map_err(|e| werr(&e))?;
-                hashes.insert(name, hw.finish().0);
+                content.write_to(&mut w).map_err(|e| werr(&e))?;
             }
         }
     }
     let buf = w.finish().map_err(|e| werr(&e))?;
     let file = buf.into_inner().map_err(|e| werr(&e.error()))?;
-    Ok((file, hashes))
+    Ok(file)
 }
 
 /// Write a directory-form archive into `dir` (which exists and is empty).
-/// Returns the sha256 of each replaced member's content.
-pub fn write_dir(
-    src: &Archive,
-    new: &HashMap<String, Content<'_>>,
-    dir: &Path,
-) -> Result<NewHashes> {
-    let mut hashes = NewHashes::new();
+pub fn write_dir(src: &Archive, new: &mut HashMap<String, Content<'_>>, dir: &Path) -> Result<()> {
     for m in &src.members {
         let dst = dir.join(&m.name);
         if let Some(parent) = dst.parent() {
             fs::create_dir_all(parent).map_err(|e| Error::io(parent, "create", e))?;
         }
-        match new.get(&m.name) {
+        match new.get_mut(&m.name) {
             None => {
                 fs::copy(src.path.join(&m.name), &dst).map_err(|e| Error::io(&dst, "write", e))?;
             }
             Some(content) => {
                 let f = File::create(&dst).map_err(|e| Error::io(&dst, "create", e))?;
-                let mut r = open_content(content).map_err(|e| Error::io(&dst, "write", e))?;
-                let mut hw = HashingWriter::new(BufWriter::with_capacity(1 << 20, f));
-                io::copy(&mut r, &mut hw).map_err(|e| Error::io(&dst, "write", e))?;
-                let (h, mut bw) = hw.finish();
-                bw.flush().map_err(|e| Error::io(&dst, "write", e))?;
-                hashes.insert(m.name.clone(), h);
+                let mut bw = BufWriter::with_capacity(1 << 20, f);
+                content
+                    .write_to(&mut bw)
+                    .and_then(|_| bw.flush())
+                    .map_err(|e| Error::io(&dst, "write", e))?;
             }
         }
         File::open(&dst)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io(&dst, "sync", e))?;
     }
-    Ok(hashes)
+    Ok(())
 }
 
 /// Copy a directory tree (for an unchanged directory-form archive).
 pub fn copy_dir(src: &Archive, dir: &Path) -> Result<()> {
-    write_dir(src, &HashMap::new(), dir).map(|_| ())
+    write_dir(src, &mut HashMap::new(), dir)
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use std::collections::{HashMap, HashSet};
 use std::io::BufWriter;
 
 use serde_json::Value;
-use tempfile::NamedTempFile;
 
 use crate::archive::{self, Archive, Form};
 use crate::error::{Error, Result};
@@ -54,18 +53,50 @@ pub struct Inspection {
     pub keras_version: Option<String>,
     /// The text of config.json.
     pub config_text: String,
-    /// sha256 of every member's content.
-    pub hashes: HashMap<String, String>,
     /// One entry per Normalization layer.
     pub layers: Vec<LayerReport>,
     /// Archive-level findings.
     pub findings: Vec<Finding>,
     /// The changes a repair makes.
     pub actions: Vec<Action>,
-    /// A private copy of model.weights.h5.
-    pub weights_copy: Option<NamedTempFile>,
-    /// Keeps the copy registered for removal on an abrupt stop.
-    _guard: Option<crate::cleanup::Registered>,
+    /// model.weights.h5, open (for editing when [`Check::editable`]).
+    pub weights: Option<Weights>,
+}
+
+/// How thoroughly to inspect.
+#[derive(Clone, Copy, Debug)]
+pub struct Check {
+    /// Read every member except the weights through, checking its CRC-32
+    /// (or, in a directory, computing it). The caller checks the weights'
+    /// bytes (`repair` does it while hashing the input); a dry run reads
+    /// only what it needs.
+    pub members: bool,
+    /// Walk every HDF5 object and refuse unsafe structure
+    /// ([`Weights::check_structure`]).
+    pub structure: bool,
+    /// Open the weights for editing (the edits stay in memory).
+    pub editable: bool,
+}
+
+impl Check {
+    /// A dry run: only what the plan needs, plus the structure walk.
+    pub const DRY_RUN: Check = Check {
+        members: false,
+        structure: true,
+        editable: false,
+    };
+    /// The input of a repair.
+    pub const REPAIR: Check = Check {
+        members: true,
+        structure: true,
+        editable: true,
+    };
+    /// A repair's own output, re-read to verify it.
+    pub const VERIFY: Check = Check {
+        members: true,
+        structure: false,
+        editable: false,
+    };
 }
 
 impl Inspection {
@@ -86,21 +117,8 @@ fn parse_json(bytes: &[u8], label: &str, archive: &Archive) -> Result<Value> {
 }
 
 /// Inspect the archive at `path` under `policy`.
-pub fn inspect(path: &std::path::Path, policy: Policy) -> Result<Inspection> {
-    inspect_with(path, policy, None)
-}
-
-/// Inspect, reading the weights from `known = (file, sha256)` instead of
-/// extracting them, after checking that the archive's weights member hashes
-/// to `sha256`. The repair uses this to verify its output without copying
-/// the weights out of it a second time.
-pub fn inspect_with(
-    path: &std::path::Path,
-    policy: Policy,
-    known: Option<(&std::path::Path, &str)>,
-) -> Result<Inspection> {
+pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<Inspection> {
     let mut archive = Archive::open(path)?;
-    let mut hashes = HashMap::new();
     let mut findings = Vec::new();
 
     if archive.member(archive::CONFIG).is_none() {
@@ -115,8 +133,7 @@ pub fn inspect_with(
     let keras_version = match archive.member(archive::METADATA) {
         None => None,
         Some(_) => {
-            let (bytes, h) = archive.read_member(archive::METADATA, archive::MAX_METADATA_BYTES)?;
-            hashes.insert(archive::METADATA.to_string(), h);
+            let bytes = archive.read_member(archive::METADATA, archive::MAX_METADATA_BYTES)?;
             let meta = parse_json(&bytes, "metadata.json", &archive)?;
             if !meta.is_object() {
                 return Err(Error::format(path, "metadata.json is not a JSON object"));
@@ -139,8 +156,7 @@ pub fn inspect_with(
             "metadata.json is missing or names no keras_version: the saving Keras version is unknown",
         ));
     }
-    let (config_bytes, h) = archive.read_member(archive::CONFIG, archive::MAX_CONFIG_BYTES)?;
-    hashes.insert(archive::CONFIG.to_string(), h);
+    let config_bytes = archive.read_member(archive::CONFIG, archive::MAX_CONFIG_BYTES)?;
     let config = parse_json(&config_bytes, "config.json", &archive)?;
     let config_text = String::from_utf8(config_bytes).expect("checked above");
     let sites = model::find_normalizations(&config)
@@ -160,68 +176,57 @@ pub fn inspect_with(
         };
         return Err(Error::format(path, what));
     }
-    let (weights_copy, guard, weights_path) = match known {
-        Some((p, sha)) => {
-            // A zip member's CRC-32 proves the bytes read back are the
-            // bytes hashed while written; a directory has no CRC, so hash.
-            let h = if archive.form == Form::Zip {
-                archive.check_member(archive::WEIGHTS)?;
-                sha.to_string()
-            } else {
-                archive.hash_member(archive::WEIGHTS)?
-            };
-            if h != sha {
-                return Err(Error::format(
-                    path,
-                    "model.weights.h5 differs from the bytes written",
-                ));
-            }
-            hashes.insert(archive::WEIGHTS.to_string(), h);
-            (None, None, p.to_path_buf())
+    let label = format!("{}!{}", path.display(), archive::WEIGHTS);
+    let weights = match archive.in_place(archive::WEIGHTS) {
+        Some((file, range)) => {
+            let f = std::fs::File::open(&file).map_err(|e| Error::io(&file, "open", e))?;
+            Weights::open_at(
+                &f,
+                range.start,
+                range.end - range.start,
+                &label,
+                check.editable,
+            )?
         }
         None => {
+            // A compressed member: inflate it (checking its CRC-32) into a
+            // temporary file, map that, and remove the file at once.
             let tmp = tempfile::Builder::new()
                 .prefix(".krepair-")
                 .suffix(".h5")
                 .tempfile()
                 .map_err(|e| Error::io(std::env::temp_dir(), "create a temporary file", e))?;
-            let guard = crate::cleanup::register(tmp.path());
+            let _guard = crate::cleanup::register(tmp.path());
             let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-            let h = archive.copy_member(archive::WEIGHTS, &mut w, u64::MAX)?;
+            archive.copy_member(archive::WEIGHTS, &mut w, u64::MAX)?;
             std::io::Write::flush(&mut w).map_err(|e| Error::io(tmp.path(), "write", e))?;
             drop(w);
-            hashes.insert(archive::WEIGHTS.to_string(), h);
-            let p = tmp.path().to_path_buf();
-            (Some(tmp), Some(guard), p)
+            let len = tmp
+                .as_file()
+                .metadata()
+                .map_err(|e| Error::io(tmp.path(), "stat", e))?
+                .len();
+            Weights::open_at(tmp.as_file(), 0, len, &label, check.editable)?
         }
     };
-    let mut head = [0u8; 8];
-    let n = std::fs::File::open(&weights_path)
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-        .map_err(|e| Error::io(&weights_path, "read", e))?;
-    if n < 8 || &head != archive::HDF5_MAGIC {
-        return Err(Error::format(
-            path,
-            "model.weights.h5 is not an HDF5 file (no HDF5 signature)",
-        ));
-    }
-    // Hash every member not read above (also checks its CRC).
-    let names: Vec<String> = archive.members.iter().map(|m| m.name.clone()).collect();
-    for name in names {
-        if !hashes.contains_key(&name) && !name.ends_with('/') {
-            let h = archive.hash_member(&name)?;
-            hashes.insert(name, h);
+    if check.members {
+        let names: Vec<String> = archive
+            .members
+            .iter()
+            .filter(|m| m.name != archive::WEIGHTS && !m.name.ends_with('/'))
+            .filter(|m| m.name != archive::CONFIG && m.name != archive::METADATA)
+            .map(|m| m.name.clone())
+            .collect();
+        for name in names {
+            archive.check_member(&name)?;
+        }
+        if archive.form == Form::Directory {
+            archive.check_member(archive::WEIGHTS)?;
         }
     }
-
-    let label = format!("{}!{}", path.display(), archive::WEIGHTS);
-    let weights = Weights::open(&weights_path, &label)?;
-    if known.is_none() {
-        // A known copy is krepair's own edit of a file already checked
-        // (deleting datasets and writing values adds no link or dataset).
+    if check.structure {
         weights.check_structure()?;
     }
-    let weights = Some(weights);
     let mut layers = Vec::new();
     let mut actions = Vec::new();
     let mut claimed = HashSet::new();
@@ -229,7 +234,7 @@ pub fn inspect_with(
     for site in &sites {
         let (report, action) = analyze(
             site,
-            weights.as_ref(),
+            Some(&weights),
             keras_version.as_deref(),
             policy,
             &mut claimed,
@@ -240,17 +245,14 @@ pub fn inspect_with(
             actions.push(a);
         }
     }
-    drop(weights);
     Ok(Inspection {
         archive,
         keras_version,
         config_text,
-        hashes,
         layers,
         findings,
         actions,
-        weights_copy,
-        _guard: guard,
+        weights: Some(weights),
     })
 }
 

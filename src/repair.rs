@@ -18,7 +18,6 @@ use crate::plan::Policy;
 use crate::report::{
     ErrorInfo, FileInfo, MemberReport, Outcome, Report, Status, Tool, SCHEMA_VERSION,
 };
-use crate::weights::Weights;
 
 /// What to do with one archive.
 #[derive(Clone, Debug)]
@@ -129,19 +128,78 @@ fn check_output(input: &Path, output: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// The report's member list, from the input as inspected.
+fn fill_members(report: &mut Report, archive: &archive::Archive) {
+    report.members = archive
+        .members
+        .iter()
+        .filter(|m| !m.name.ends_with('/'))
+        .map(|m| MemberReport {
+            name: m.name.clone(),
+            size_before: m.size,
+            crc32_before: m.crc32.map(crc_hex),
+            size_after: None,
+            crc32_after: None,
+            changed: false,
+        })
+        .collect();
+}
+
+/// CRC-32 as the report writes it.
+fn crc_hex(c: u32) -> String {
+    format!("{c:08x}")
+}
+
+/// A background scan: the file's sha256 and its weights' CRC-32.
+type Scan = std::thread::JoinHandle<Result<(String, Option<u32>)>>;
+
+/// Hash a zip file on the other core, checking the CRC-32 of its stored
+/// weights member in the same pass (the inspection maps those bytes but
+/// does not read them all).
+fn scan_in_background(archive: &archive::Archive) -> Option<Scan> {
+    if archive.form != Form::Zip {
+        return None;
+    }
+    let path = archive.path.clone();
+    let range = archive
+        .member(archive::WEIGHTS)
+        .and_then(|m| m.stored_at.clone());
+    Some(std::thread::spawn(move || archive::scan_file(&path, range)))
+}
+
+/// Join a scan: the file's sha256, after checking the weights' CRC-32.
+fn finish_scan(scan: Option<Scan>, archive: &archive::Archive) -> Result<Option<String>> {
+    let Some(h) = scan else { return Ok(None) };
+    let (sha, crc) = h.join().expect("hashing thread")?;
+    let m = archive.member(archive::WEIGHTS);
+    if let (Some(crc), Some(m)) = (crc, m) {
+        if Some(crc) != m.crc32 {
+            return Err(Error::format(
+                format!("{}!{}", archive.path.display(), archive::WEIGHTS),
+                "invalid checksum: the stored bytes do not match the zip's CRC-32",
+            ));
+        }
+    }
+    Ok(Some(sha))
+}
+
 fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
     if let Some(out) = &opts.output {
         check_output(&opts.input, out, opts.force)?;
     }
-    // Hash the whole input on the other core while inspection reads it.
-    let input_hash = fs::metadata(&opts.input)
-        .map(|m| m.is_file())
-        .unwrap_or(false)
-        .then(|| {
-            let p = opts.input.clone();
-            std::thread::spawn(move || archive::sha256_file(&p))
-        });
-    let mut insp = inspect::inspect(&opts.input, opts.policy)?;
+    let check = if opts.output.is_some() {
+        inspect::Check::REPAIR
+    } else {
+        inspect::Check::DRY_RUN
+    };
+    let mut insp = inspect::inspect(&opts.input, opts.policy, check)?;
+    // A repair hashes the whole input on the other core while it works; a
+    // dry run reads only what it needs.
+    let input_scan = if opts.output.is_some() {
+        scan_in_background(&insp.archive)
+    } else {
+        None
+    };
     report.input.form = insp.archive.form;
     report.input.size = match insp.archive.form {
         Form::Zip => fs::metadata(&opts.input)
@@ -149,34 +207,21 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
             .len(),
         Form::Directory => insp.archive.members.iter().map(|m| m.size).sum(),
     };
-    if let Some(h) = input_hash {
-        report.input.sha256 = Some(h.join().expect("hashing thread")?);
-    }
     report.keras_version = insp.keras_version.clone();
     report.findings = insp.findings.clone();
     report.layers = insp.layers.clone();
-    report.members = insp
-        .archive
-        .members
-        .iter()
-        .filter(|m| !m.name.ends_with('/'))
-        .map(|m| MemberReport {
-            name: m.name.clone(),
-            size_before: m.size,
-            sha256_before: insp.hashes.get(&m.name).cloned().unwrap_or_default(),
-            size_after: None,
-            sha256_after: None,
-            changed: false,
-        })
-        .collect();
-    if let Some((layer, reason)) = insp.refusal() {
-        return Err(Error::Refused {
-            path: opts.input.clone(),
-            layer: layer.to_string(),
-            reason: reason.to_string(),
-        });
-    }
+    let refusal = insp
+        .refusal()
+        .map(|(layer, reason)| (layer.to_string(), reason.to_string()));
     let Some(output) = opts.output.clone() else {
+        fill_members(report, &insp.archive);
+        if let Some((layer, reason)) = refusal {
+            return Err(Error::Refused {
+                path: opts.input.clone(),
+                layer,
+                reason,
+            });
+        }
         report.outcome = if insp.actions.is_empty() {
             Outcome::NothingToRepair
         } else {
@@ -189,41 +234,38 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
         _ => PathBuf::from("."),
     };
     let changed = !insp.actions.is_empty();
-    let (staged, written) = stage(&mut insp, &parent, &output)?;
-    let output_hash = (insp.archive.form == Form::Zip).then(|| {
-        let p = staged.path().to_path_buf();
-        std::thread::spawn(move || archive::sha256_file(&p))
-    });
-    // (name -> (size, sha256)) of the output's members.
-    let mut after: HashMap<String, (u64, String)> = HashMap::new();
-    let exact_zip_copy = !changed && insp.archive.form == Form::Zip;
-    if !exact_zip_copy {
-        let a = verify(&staged, &written, &insp, opts.policy, &output)?;
-        for m in &a.archive.members {
-            if let Some(h) = a.hashes.get(&m.name) {
-                after.insert(m.name.clone(), (m.size, h.clone()));
-            }
-        }
-    }
-    let output_sha = match output_hash {
-        Some(h) => Some(h.join().expect("hashing thread")?),
-        None => None,
+    let staged = if refusal.is_none() {
+        Some(stage(&mut insp, &parent, &output))
+    } else {
+        None
     };
-    if exact_zip_copy {
+    // The input's bytes are checked before anything is reported or kept.
+    report.input.sha256 = finish_scan(input_scan, &insp.archive)?;
+    fill_members(report, &insp.archive);
+    if let Some((layer, reason)) = refusal {
+        return Err(Error::Refused {
+            path: opts.input.clone(),
+            layer,
+            reason,
+        });
+    }
+    let staged = staged.expect("staged unless refused")?;
+    let exact_zip_copy = !changed && insp.archive.form == Form::Zip;
+    let (output_sha, after) = if exact_zip_copy {
         // Nothing to repair: the copy is verified by its hash, which must
         // be the input's, so it inspects exactly as the input did.
-        if output_sha.is_none() || output_sha != report.input.sha256 {
+        let (sha, _) = archive::scan_file(staged.path(), None)?;
+        if Some(&sha) != report.input.sha256.as_ref() {
             return Err(Error::Verify {
                 path: output.clone(),
                 problem: "the copy differs from the input".into(),
             });
         }
-        for m in &insp.archive.members {
-            if let Some(h) = insp.hashes.get(&m.name) {
-                after.insert(m.name.clone(), (m.size, h.clone()));
-            }
-        }
-    }
+        (Some(sha), insp.archive.members.clone())
+    } else {
+        let a = verify(&staged, &insp, opts.policy, &output)?;
+        (a.0, a.1)
+    };
     staged.persist(&opts.input, &output, opts.force)?;
 
     for l in &mut report.layers {
@@ -232,10 +274,10 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
         }
     }
     for m in &mut report.members {
-        let a = after.get(&m.name);
-        m.size_after = a.map(|x| x.0);
-        m.changed = a.map(|x| x.1.as_str()) != Some(m.sha256_before.as_str());
-        m.sha256_after = a.map(|x| x.1.clone());
+        let a = after.iter().find(|a| a.name == m.name);
+        m.size_after = a.map(|x| x.size);
+        m.crc32_after = a.and_then(|x| x.crc32).map(crc_hex);
+        m.changed = m.size_after != Some(m.size_before) || m.crc32_after != m.crc32_before;
     }
     report.output = Some(FileInfo {
         path: output.display().to_string(),
@@ -244,7 +286,7 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
             Form::Zip => fs::metadata(&output)
                 .map_err(|e| Error::io(&output, "stat", e))?
                 .len(),
-            Form::Directory => after.values().map(|x| x.0).sum(),
+            Form::Directory => after.iter().map(|x| x.size).sum(),
         },
         sha256: output_sha,
     });
@@ -327,11 +369,7 @@ impl Staged {
 }
 
 /// Apply the plan and write the output to a temporary path in `parent`.
-fn stage(
-    insp: &mut Inspection,
-    parent: &Path,
-    output: &Path,
-) -> Result<(Staged, archive::NewHashes)> {
+fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> {
     let tmp_err = |e| Error::io(parent, "create a temporary file in", e);
     let form = insp.archive.form;
     if insp.actions.is_empty() {
@@ -348,21 +386,17 @@ fn stage(
                 t.as_file()
                     .sync_all()
                     .map_err(|e| Error::io(output, "sync", e))?;
-                {
-                    let g = crate::cleanup::register(t.path());
-                    Ok((Staged::File(t, g), archive::NewHashes::new()))
-                }
+                let g = crate::cleanup::register(t.path());
+                Ok(Staged::File(t, g))
             }
             Form::Directory => {
                 let d = tempfile::Builder::new()
                     .prefix(".krepair-")
                     .tempdir_in(parent)
                     .map_err(tmp_err)?;
+                let g = crate::cleanup::register(d.path());
                 archive::copy_dir(&insp.archive, d.path())?;
-                {
-                    let g = crate::cleanup::register(d.path());
-                    Ok((Staged::Dir(d, g), archive::NewHashes::new()))
-                }
+                Ok(Staged::Dir(d, g))
             }
         };
     }
@@ -398,13 +432,11 @@ fn stage(
         )
     })?;
 
-    // model.weights.h5: edit the private copy.
-    let copy = insp
-        .weights_copy
-        .as_ref()
+    // model.weights.h5: edit the private mapping.
+    let w = insp
+        .weights
+        .take()
         .expect("actions exist only when weights were read");
-    let label = format!("{}!{}", insp.archive.path.display(), archive::WEIGHTS);
-    let w = Weights::open_rw(copy.path(), &label)?;
     for a in &insp.actions {
         match a {
             Action::EmbedConfig { group, .. } => {
@@ -422,14 +454,14 @@ fn stage(
             }
         }
     }
-    w.close()?;
+    let mut image = w.finish()?;
 
     let mut new = HashMap::new();
     new.insert(
         archive::CONFIG.to_string(),
         Content::Bytes(new_config.as_bytes()),
     );
-    new.insert(archive::WEIGHTS.to_string(), Content::File(copy.path()));
+    new.insert(archive::WEIGHTS.to_string(), Content::Image(&mut image));
     match form {
         Form::Zip => {
             let t = tempfile::Builder::new()
@@ -437,51 +469,42 @@ fn stage(
                 .suffix(".tmp")
                 .tempfile_in(parent)
                 .map_err(tmp_err)?;
+            let g = crate::cleanup::register(t.path());
             let f = t.reopen().map_err(|e| Error::io(t.path(), "open", e))?;
-            let (f, written) = archive::write_zip(&mut insp.archive, &new, f, output)?;
+            let f = archive::write_zip(&mut insp.archive, &mut new, f, output)?;
             f.sync_all().map_err(|e| Error::io(output, "sync", e))?;
-            {
-                let g = crate::cleanup::register(t.path());
-                Ok((Staged::File(t, g), written))
-            }
+            Ok(Staged::File(t, g))
         }
         Form::Directory => {
             let d = tempfile::Builder::new()
                 .prefix(".krepair-")
                 .tempdir_in(parent)
                 .map_err(tmp_err)?;
-            let written = archive::write_dir(&insp.archive, &new, d.path())?;
-            {
-                let g = crate::cleanup::register(d.path());
-                Ok((Staged::Dir(d, g), written))
-            }
+            let g = crate::cleanup::register(d.path());
+            archive::write_dir(&insp.archive, &mut new, d.path())?;
+            Ok(Staged::Dir(d, g))
         }
     }
 }
 
 /// Re-open the staged output and check it: it parses, has the same
 /// members in the same order, the same Keras version, the same layers, and
-/// inspecting it again plans nothing.
+/// inspecting it again plans nothing. Returns the output's sha256 (a zip)
+/// and its members.
 fn verify(
     staged: &Staged,
-    written: &archive::NewHashes,
     before: &Inspection,
     policy: Policy,
     output: &Path,
-) -> Result<Inspection> {
+) -> Result<(Option<String>, Vec<archive::Member>)> {
     let fail = |problem: String| Error::Verify {
         path: output.to_path_buf(),
         problem,
     };
-    // The edited weights were hashed while written; the output's weights
-    // member must hash the same, and then the edited copy can be
-    // re-inspected instead of being extracted from the output again.
-    let known = match (written.get(archive::WEIGHTS), &before.weights_copy) {
-        (Some(h), Some(copy)) => Some((copy.path(), h.as_str())),
-        _ => None,
-    };
-    let after =
-        inspect::inspect_with(staged.path(), policy, known).map_err(|e| fail(e.to_string()))?;
+    let after = inspect::inspect(staged.path(), policy, inspect::Check::VERIFY)
+        .map_err(|e| fail(e.to_string()))?;
+    // Hash the output and check its weights' CRC-32 while it is inspected.
+    let scan = scan_in_background(&after.archive);
     let names = |i: &Inspection| {
         i.archive
             .members
@@ -539,16 +562,18 @@ fn verify(
             }
         }
     }
-    if before.actions.is_empty() {
-        for (name, h) in &before.hashes {
-            if after.hashes.get(name) != Some(h) {
-                return Err(fail(format!(
-                    "member `{name}` changed in what should be an exact copy"
-                )));
-            }
+    for (b, a) in before.archive.members.iter().zip(&after.archive.members) {
+        let rewritten =
+            !before.actions.is_empty() && (b.name == archive::CONFIG || b.name == archive::WEIGHTS);
+        if !rewritten && (b.size, b.crc32) != (a.size, a.crc32) {
+            return Err(fail(format!(
+                "member `{}` changed in what should be an exact copy",
+                b.name
+            )));
         }
     }
-    Ok(after)
+    let sha = finish_scan(scan, &after.archive).map_err(|e| fail(e.to_string()))?;
+    Ok((sha, after.archive.members.clone()))
 }
 
 fn value_at<'a>(v: &'a serde_json::Value, path: &[Seg]) -> Option<&'a serde_json::Value> {

@@ -8,7 +8,7 @@ use crate::archive::Form;
 use crate::plan::{Choice, Finding, Policy, Severity};
 
 /// Version of the report schema; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The whole report for one archive.
 #[derive(Clone, Debug, Serialize)]
@@ -57,7 +57,8 @@ pub struct FileInfo {
     pub form: Form,
     /// Bytes (the sum of member sizes for a directory).
     pub size: u64,
-    /// sha256 of the file; null for a directory (see `members`).
+    /// sha256 of the zip file; null for a directory and in a dry run
+    /// (which reads only what it needs).
     pub sha256: Option<String>,
 }
 
@@ -93,12 +94,14 @@ pub struct MemberReport {
     pub name: String,
     /// Uncompressed size before.
     pub size_before: u64,
-    /// sha256 of its content before.
-    pub sha256_before: String,
+    /// CRC-32 of its content before, as 8 hex digits: the zip's own
+    /// (checked when read); null for a directory's file a dry run did not
+    /// read.
+    pub crc32_before: Option<String>,
     /// Uncompressed size after (null without output).
     pub size_after: Option<u64>,
-    /// sha256 of its content after (null without output).
-    pub sha256_after: Option<String>,
+    /// CRC-32 of its content after (null without output).
+    pub crc32_after: Option<String>,
     /// Whether the content changed.
     pub changed: bool,
 }

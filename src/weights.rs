@@ -6,7 +6,7 @@
 //! dataset in place). Everything goes through the `hdf5` crate
 //! (hdf5-metno), which serializes calls behind one global lock.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -101,11 +101,16 @@ pub fn busy_for() -> Option<Duration> {
     v.iter().map(|(_, t)| t.elapsed()).max()
 }
 
-/// An open weights file.
+mod image;
+
+pub use image::{Image, ImageReader};
+
+/// An open weights file: HDF5 working on a private mapping of the bytes
+/// (see [`Image`]).
 pub struct Weights {
+    // Declared first so it is closed before the mapping goes away.
     file: hdf5::File,
-    /// Path on disk, for messages.
-    path: PathBuf,
+    image: Image,
     /// How the archive names this member, for messages.
     label: String,
 }
@@ -118,27 +123,34 @@ fn h5err(label: &str, what: &str, e: hdf5::Error) -> Error {
 }
 
 impl Weights {
-    /// Open read-only. `label` names the file in messages
-    /// (e.g. `model.keras!model.weights.h5`).
-    pub fn open(path: &Path, label: &str) -> Result<Self> {
+    /// Open the `len` bytes at `offset` of `file` as an HDF5 file, in
+    /// place: nothing is copied, and with `writable` the edits stay in
+    /// memory until [`Weights::finish`] hands them over. `label` names the
+    /// member in messages (e.g. `model.keras!model.weights.h5`).
+    pub fn open_at(
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+        label: &str,
+        writable: bool,
+    ) -> Result<Self> {
+        let mut image = Image::map(file, offset, len, writable).map_err(|e| Error::Format {
+            path: PathBuf::from(label),
+            problem: format!("cannot map the weights: {e}"),
+        })?;
+        if !image.starts_with(crate::archive::HDF5_MAGIC) {
+            return Err(Error::format(
+                label,
+                "not an HDF5 file (no HDF5 signature at its start)",
+            ));
+        }
         let _busy = Busy::enter();
-        let file =
-            hdf5::File::open(path).map_err(|e| h5err(label, "not a readable HDF5 file", e))?;
+        let file = image
+            .open(writable)
+            .map_err(|e| h5err(label, "not a readable HDF5 file", e))?;
         Ok(Weights {
             file,
-            path: path.to_path_buf(),
-            label: label.to_string(),
-        })
-    }
-
-    /// Open for editing.
-    pub fn open_rw(path: &Path, label: &str) -> Result<Self> {
-        let _busy = Busy::enter();
-        let file = hdf5::File::open_rw(path)
-            .map_err(|e| h5err(label, "cannot open HDF5 file for editing", e))?;
-        Ok(Weights {
-            file,
-            path: path.to_path_buf(),
+            image,
             label: label.to_string(),
         })
     }
@@ -457,15 +469,14 @@ impl Weights {
         Ok(())
     }
 
-    /// Flush and close.
-    pub fn close(self) -> Result<()> {
+    /// Flush, close, and return the (edited) bytes.
+    pub fn finish(self) -> Result<Image> {
         let _busy = Busy::enter();
-        self.file
-            .flush()
-            .map_err(|e| h5err(&self.label, "flushing HDF5 file", e))?;
-        let path = self.path.clone();
-        self.file
-            .close()
-            .map_err(|e| h5err(&path.display().to_string(), "closing HDF5 file", e))
+        let Weights { file, image, label } = self;
+        file.flush()
+            .map_err(|e| h5err(&label, "flushing HDF5 file", e))?;
+        file.close()
+            .map_err(|e| h5err(&label, "closing HDF5 file", e))?;
+        Ok(image)
     }
 }

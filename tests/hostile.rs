@@ -55,6 +55,18 @@ fn broken_zip_containers() {
     refuses(&put(t.path(), "crc.keras", &b), &[], "checksum");
     fs::remove_file(t.path().join("crc.keras")).unwrap();
 
+    // A stored weights member whose bytes do not match its CRC-32 (set
+    // wrong in both headers): krepair maps those bytes rather than reading
+    // them through the zip reader, and checks them while hashing.
+    let mut b = zip_bytes(&base());
+    let c = central_entry(&b, b"model.weights.h5");
+    let local = u32::from_le_bytes(b[c + 42..c + 46].try_into().unwrap()) as usize;
+    for at in [c + 16, local + 14] {
+        b[at] ^= 0x01;
+    }
+    refuses(&put(t.path(), "wcrc.keras", &b), &[], "checksum");
+    fs::remove_file(t.path().join("wcrc.keras")).unwrap();
+
     // Duplicate member names.
     let mut m = base();
     m.push(("config.jsoX".into(), b"{}".to_vec()));

@@ -119,7 +119,9 @@ fn every_fixture_every_policy() {
 
             let weights = tempfile::NamedTempFile::new().unwrap();
             fs::write(weights.path(), member(&out, "model.weights.h5")).unwrap();
-            let w = krepair::weights::Weights::open(weights.path(), "out").unwrap();
+            let wf = fs::File::open(weights.path()).unwrap();
+            let len = wf.metadata().unwrap().len();
+            let w = krepair::weights::Weights::open_at(&wf, 0, len, "out", false).unwrap();
 
             let mut changed = false;
             for l in &f.expected.layers {
@@ -342,11 +344,12 @@ fn report_records_the_stored_statistics_exactly() {
     let o = krepair(&[&"--dry-run", &"--report", &"-", &f.archive()]);
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["schema_version"], 2);
     assert_eq!(report["keras_version"], "3.5.0");
     assert_eq!(report["outcome"], "would-repair");
     assert!(report["output"].is_null());
-    assert_eq!(report["input"]["sha256"], sha(&f.archive()));
+    // A dry run reads only what it needs: no hash of the whole input.
+    assert!(report["input"]["sha256"].is_null());
     for (l, r) in f
         .expected
         .layers
@@ -361,4 +364,72 @@ fn report_records_the_stored_statistics_exactly() {
         assert_eq!(std, var.iter().map(|v| v.sqrt()).collect::<Vec<_>>());
         assert_eq!(r["status"], "would-repair");
     }
+}
+
+/// The CRC-32 of every member of a zip, by name, as the report writes it.
+fn crcs(path: &Path) -> Vec<(String, String)> {
+    let mut z = zip::ZipArchive::new(fs::File::open(path).unwrap()).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let m = z.by_index(i).unwrap();
+            (m.name().unwrap().to_string(), format!("{:08x}", m.crc32()))
+        })
+        .collect()
+}
+
+#[test]
+fn report_hashes_both_files_and_checksums_every_member() {
+    let f = fixture("3.5", "two_norms");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.keras");
+    let o = krepair(&[&"-q", &"--report", &"-", &f.archive(), &out]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["input"]["sha256"], sha(&f.archive()));
+    assert_eq!(report["output"]["sha256"], sha(&out));
+    let (before, after) = (crcs(&f.archive()), crcs(&out));
+    let members = report["members"].as_array().unwrap();
+    assert_eq!(members.len(), before.len());
+    for ((m, b), a) in members.iter().zip(&before).zip(&after) {
+        assert_eq!(m["name"], b.0.as_str());
+        assert_eq!(m["crc32_before"], b.1.as_str(), "{}", b.0);
+        assert_eq!(m["crc32_after"], a.1.as_str(), "{}", b.0);
+        let rewritten = b.0 == "config.json" || b.0 == "model.weights.h5";
+        assert_eq!(m["changed"], rewritten, "{}", b.0);
+        assert_eq!(b.1 != a.1, rewritten, "{}", b.0);
+    }
+}
+
+#[test]
+fn compressed_weights_are_repaired_like_stored_ones() {
+    // Keras stores the weights uncompressed, and krepair edits them in
+    // place; a re-zipped archive with a deflated weights member takes the
+    // inflate-to-a-temporary-file route and must give the same content.
+    let f = fixture("3.15", "two_norms");
+    let tmp = tempfile::tempdir().unwrap();
+    let deflated = tmp.path().join("deflated.keras");
+    {
+        let mut w = zip::ZipWriter::new(fs::File::create(&deflated).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (n, b) in members(&f.archive()) {
+            w.start_file(n.as_str(), opts).unwrap();
+            std::io::Write::write_all(&mut w, &b).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    let (a, b) = (tmp.path().join("a.keras"), tmp.path().join("b.keras"));
+    assert_eq!(code(&krepair(&[&"-q", &f.archive(), &a])), 0);
+    let o = krepair(&[&"-q", &deflated, &b]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(members(&a), members(&b));
+    let mut z = zip::ZipArchive::new(fs::File::open(&b).unwrap()).unwrap();
+    assert_eq!(
+        z.by_name("model.weights.h5").unwrap().compression(),
+        zip::CompressionMethod::Deflated
+    );
+    assert_ne!(
+        member(&a, "model.weights.h5"),
+        member(&f.archive(), "model.weights.h5")
+    );
 }

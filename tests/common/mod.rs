@@ -192,10 +192,13 @@ pub fn write_zip(path: &Path, members: &[(String, Vec<u8>)]) {
 pub fn edit_weights(bytes: &[u8], edit: impl FnOnce(&krepair::weights::Weights)) -> Vec<u8> {
     let t = tempfile::NamedTempFile::new().unwrap();
     fs::write(t.path(), bytes).unwrap();
-    let w = krepair::weights::Weights::open_rw(t.path(), "test").unwrap();
+    let f = fs::File::open(t.path()).unwrap();
+    let w = krepair::weights::Weights::open_at(&f, 0, bytes.len() as u64, "test", true).unwrap();
     edit(&w);
-    w.close().unwrap();
-    fs::read(t.path()).unwrap()
+    let mut image = w.finish().unwrap();
+    let mut out = Vec::new();
+    std::io::copy(&mut image.reader(), &mut out).unwrap();
+    out
 }
 
 /// A copy of a fixture's zip with `f` applied to its members.

@@ -1,0 +1,314 @@
+//! Open an HDF5 file that lives inside another file (a stored zip member)
+//! without copying it out.
+//!
+//! The member's bytes are mapped privately (copy-on-write) and handed to
+//! HDF5's in-memory ("core") driver as a file image, with callbacks that
+//! make the driver use the mapping itself instead of copying it: the
+//! technique of `H5LTopen_file_image` with `H5LT_FILE_IMAGE_DONT_COPY`.
+//! Reading touches only the pages HDF5 asks for (object headers, the
+//! Normalization statistics), so inspecting a 1 GiB archive reads a few
+//! hundred kilobytes. Edits land in private pages, never in the file; the
+//! edited image is then streamed into the output archive.
+//!
+//! This is the only `unsafe` code in krepair. The invariants:
+//! - the mapping outlives every HDF5 handle that can reach it (the
+//!   [`super::Weights`] field order closes the file first);
+//! - HDF5 gets the same pointer back for every allocation and never a
+//!   pointer it may free or grow beyond the reserved length;
+//! - the callbacks' user data is the [`State`] boxed at a fixed address.
+
+#![allow(unsafe_code)]
+
+use std::ffi::{c_void, CString};
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hdf5_sys::h5::herr_t;
+use hdf5_sys::h5f::{H5Fopen, H5F_ACC_RDONLY, H5F_ACC_RDWR};
+use hdf5_sys::h5fd::{H5FD_file_image_callbacks_t, H5FD_file_image_op_t};
+use hdf5_sys::h5p::{H5Pset_file_image, H5Pset_file_image_callbacks};
+
+/// Room reserved after the image for HDF5 to grow it while editing.
+/// Deleting links and overwriting values in place never grew a Keras file
+/// in the tests; more growth than this fails the edit cleanly.
+const GROWTH: usize = 1 << 20;
+
+/// Pages released behind the reader, so a streamed 1 GiB image never stays
+/// resident.
+const RELEASE_EVERY: usize = 8 << 20;
+
+/// What the callbacks see.
+struct State {
+    /// Start of the image.
+    ptr: *mut u8,
+    /// Its current length, as HDF5 last set it.
+    len: usize,
+    /// Bytes usable from `ptr` (image plus growth room).
+    cap: usize,
+}
+
+/// A private mapping of `len` bytes at `offset` of a file, with room to
+/// grow.
+pub struct Image {
+    base: *mut c_void,
+    map_len: usize,
+    state: Box<State>,
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
+impl Image {
+    /// Map `len` bytes of `file` starting at `offset`.
+    pub fn map(file: &File, offset: u64, len: u64, writable: bool) -> io::Result<Image> {
+        let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "image too large to map");
+        let len = usize::try_from(len).map_err(|_| too_big())?;
+        let page = page_size();
+        let delta = (offset % page as u64) as usize;
+        let aligned = offset - delta as u64;
+        let room = if writable { GROWTH } else { 0 };
+        let file_part = (delta.checked_add(len).ok_or_else(too_big)?).div_ceil(page) * page;
+        let map_len = file_part
+            .checked_add(room.div_ceil(page) * page)
+            .ok_or_else(too_big)?;
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: a fresh anonymous private mapping; checked below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let off = libc::off_t::try_from(aligned).map_err(|_| too_big())?;
+        // SAFETY: replaces the first `file_part` bytes of our own reservation
+        // with a private (copy-on-write) view of the file; writes never
+        // reach the file.
+        let fixed = unsafe {
+            libc::mmap(
+                base,
+                file_part,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_FIXED,
+                file.as_raw_fd(),
+                off,
+            )
+        };
+        if fixed == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            // SAFETY: unmapping the reservation made above.
+            unsafe { libc::munmap(base, map_len) };
+            return Err(e);
+        }
+        // SAFETY: `delta < page <= map_len`.
+        let ptr = unsafe { (base as *mut u8).add(delta) };
+        Ok(Image {
+            base,
+            map_len,
+            state: Box::new(State {
+                ptr,
+                len,
+                cap: map_len - delta,
+            }),
+        })
+    }
+
+    /// Does the image begin with `prefix`?
+    pub fn starts_with(&self, prefix: &[u8]) -> bool {
+        let st = &self.state;
+        // SAFETY: at most `len` mapped bytes, read while no HDF5 file is
+        // open on them.
+        st.len >= prefix.len()
+            && unsafe { std::slice::from_raw_parts(st.ptr, prefix.len()) } == prefix
+    }
+
+    /// Is the image empty?
+    pub fn is_empty(&self) -> bool {
+        self.state.len == 0
+    }
+
+    /// The image's current length.
+    pub fn len(&self) -> usize {
+        self.state.len
+    }
+
+    /// A reader over the image that releases the pages behind it. Call
+    /// it once, after HDF5 has closed the file: what was read is gone.
+    pub fn reader(&mut self) -> ImageReader<'_> {
+        ImageReader {
+            image: self,
+            pos: 0,
+            released: 0,
+        }
+    }
+
+    /// Open the image with HDF5 (read-only or read-write). The file must
+    /// be closed before the image is dropped.
+    pub fn open(&mut self, writable: bool) -> hdf5::Result<hdf5::File> {
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
+        // The core driver refuses a name that exists on disk and treats two
+        // open images of one name as one file: make it unique and absent.
+        let name = format!(
+            "/nonexistent/krepair-image-{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        );
+        let name = CString::new(name).expect("no NUL");
+        let fapl = hdf5::file::FileAccess::build()
+            .core_options(64 << 10, false)
+            .finish()?;
+        let mut callbacks = H5FD_file_image_callbacks_t {
+            image_malloc: Some(image_malloc),
+            image_memcpy: Some(image_memcpy),
+            image_realloc: Some(image_realloc),
+            image_free: Some(image_free),
+            udata_copy: Some(udata_copy),
+            udata_free: Some(udata_free),
+            udata: &mut *self.state as *mut State as *mut c_void,
+        };
+        let ptr = self.state.ptr as *mut c_void;
+        let len = self.state.len;
+        let flags = if writable {
+            H5F_ACC_RDWR
+        } else {
+            H5F_ACC_RDONLY
+        };
+        hdf5::sync::sync(|| {
+            // SAFETY: `fapl` is a valid file-access list; the callbacks and
+            // their user data stay valid while the file is open (see the
+            // module invariants); `ptr..ptr+len` is mapped.
+            unsafe {
+                hdf5::h5check(H5Pset_file_image_callbacks(fapl.id(), &mut callbacks))?;
+                hdf5::h5check(H5Pset_file_image(fapl.id(), ptr, len))?;
+                let id = hdf5::h5check(H5Fopen(name.as_ptr(), flags, fapl.id()))?;
+                hdf5::from_id::<hdf5::File>(id)
+            }
+        })
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        // SAFETY: the whole mapping made in `map`; no HDF5 handle reaches it
+        // any more (module invariants).
+        unsafe { libc::munmap(self.base, self.map_len) };
+    }
+}
+
+/// Streams an [`Image`], releasing consumed pages.
+pub struct ImageReader<'a> {
+    image: &'a mut Image,
+    pos: usize,
+    released: usize,
+}
+
+impl io::Read for ImageReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let st = &self.image.state;
+        let n = buf.len().min(st.len - self.pos);
+        // SAFETY: `pos + n <= len <= cap`, all mapped; no other reference
+        // to these bytes is alive.
+        let src = unsafe { std::slice::from_raw_parts(st.ptr.add(self.pos), n) };
+        buf[..n].copy_from_slice(src);
+        self.pos += n;
+        let page = page_size();
+        let delta = st.ptr as usize - self.image.base as usize;
+        let done = (delta + self.pos) / page * page;
+        if done - self.released >= RELEASE_EVERY || (self.pos == st.len && done > self.released) {
+            // SAFETY: releases whole pages of our mapping already read; the
+            // reader never goes back. Private pages revert to the file.
+            unsafe {
+                libc::madvise(
+                    (self.image.base as *mut u8).add(self.released) as *mut c_void,
+                    done - self.released,
+                    libc::MADV_DONTNEED,
+                );
+            }
+            self.released = done;
+        }
+        Ok(n)
+    }
+}
+
+fn state<'a>(udata: *mut c_void) -> &'a mut State {
+    // SAFETY: HDF5 passes back the `udata` given in `open`: a live `State`.
+    unsafe { &mut *(udata as *mut State) }
+}
+
+extern "C" fn image_malloc(
+    size: usize,
+    _op: H5FD_file_image_op_t,
+    udata: *mut c_void,
+) -> *mut c_void {
+    let st = state(udata);
+    if size <= st.cap {
+        st.ptr as *mut c_void
+    } else {
+        std::ptr::null_mut()
+    }
+}
+
+extern "C" fn image_memcpy(
+    dest: *mut c_void,
+    src: *const c_void,
+    size: usize,
+    _op: H5FD_file_image_op_t,
+    _udata: *mut c_void,
+) -> *mut c_void {
+    if !std::ptr::eq(dest, src) {
+        // SAFETY: HDF5 asks for a copy between two buffers of `size` bytes.
+        unsafe { std::ptr::copy(src as *const u8, dest as *mut u8, size) };
+    }
+    dest
+}
+
+extern "C" fn image_realloc(
+    ptr: *mut c_void,
+    size: usize,
+    _op: H5FD_file_image_op_t,
+    udata: *mut c_void,
+) -> *mut c_void {
+    let st = state(udata);
+    if ptr == st.ptr as *mut c_void && size <= st.cap {
+        if size > st.len {
+            // SAFETY: `len..size` is inside the mapping; the core driver
+            // expects new space to read as zeros.
+            unsafe { std::ptr::write_bytes(st.ptr.add(st.len), 0, size - st.len) };
+        }
+        st.len = size;
+        ptr
+    } else {
+        std::ptr::null_mut()
+    }
+}
+
+extern "C" fn image_free(
+    _ptr: *mut c_void,
+    _op: H5FD_file_image_op_t,
+    _udata: *mut c_void,
+) -> herr_t {
+    0
+}
+
+unsafe extern "C" fn udata_copy(udata: *mut c_void) -> *mut c_void {
+    udata
+}
+
+unsafe extern "C" fn udata_free(_udata: *mut c_void) -> herr_t {
+    0
+}
