@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
@@ -91,25 +91,19 @@ pub fn hex(d: &[u8]) -> String {
 /// range of it (a stored member, checked in the same pass).
 pub fn scan_file(path: &Path, crc_of: Option<Range<u64>>) -> Result<(String, Option<u32>)> {
     let f = File::open(path).map_err(|e| Error::io(path, "read", e))?;
-    let mut r = BufReader::with_capacity(1 << 20, f);
     let mut sha = Sha256::new();
     let mut crc = crc32fast::Hasher::new();
     let mut pos = 0u64;
-    loop {
-        let buf = r.fill_buf().map_err(|e| Error::io(path, "read", e))?;
-        if buf.is_empty() {
-            break;
-        }
+    crate::mapped::for_each_window(&f, |buf| {
         sha.update(buf);
         if let Some(range) = &crc_of {
             let start = range.start.clamp(pos, pos + buf.len() as u64);
             let end = range.end.clamp(pos, pos + buf.len() as u64);
             crc.update(&buf[(start - pos) as usize..(end - pos) as usize]);
         }
-        let n = buf.len();
-        pos += n as u64;
-        r.consume(n);
-    }
+        pos += buf.len() as u64;
+    })
+    .map_err(|e| Error::io(path, "read", e))?;
     Ok((hex(&sha.finalize()), crc_of.map(|_| crc.finalize())))
 }
 
@@ -310,24 +304,25 @@ impl Archive {
             if !seen.insert(name.trim_end_matches('/').to_string()) {
                 return Err(Error::format(path, format!("duplicate member `{name}`")));
             }
-            let stored_at =
-                match (m.compression(), m.data_start()) {
-                    (zip::CompressionMethod::Stored, Some(start))
-                        if m.size() == m.compressed_size() =>
-                    {
-                        let end = start.checked_add(m.size()).filter(|&e| e <= file_len);
-                        match end {
-                            Some(end) => Some(start..end),
-                            None => return Err(Error::format(
+            let stored_at = match (m.compression(), m.data_start()) {
+                (zip::CompressionMethod::Stored, Some(start))
+                    if m.size() == m.compressed_size() =>
+                {
+                    let end = start.checked_add(m.size()).filter(|&e| e <= file_len);
+                    match end {
+                        Some(end) => Some(start..end),
+                        None => {
+                            return Err(Error::format(
                                 path,
                                 format!(
                                     "member `{name}` extends past the end of the file (truncated?)"
                                 ),
-                            )),
+                            ))
                         }
                     }
-                    _ => None,
-                };
+                }
+                _ => None,
+            };
             members.push(Member {
                 name,
                 size: m.size(),
@@ -506,10 +501,10 @@ impl Content<'_> {
         }
     }
 
-    fn write_to(&mut self, out: &mut impl Write) -> io::Result<u64> {
+    fn write_to(&mut self, out: &mut impl Write) -> io::Result<()> {
         match self {
-            Content::Bytes(b) => io::copy(&mut &b[..], out),
-            Content::Image(i) => io::copy(&mut i.reader(), out),
+            Content::Bytes(b) => out.write_all(b),
+            Content::Image(i) => i.drain(|chunk| out.write_all(chunk)),
         }
     }
 }
@@ -591,6 +586,23 @@ pub fn copy_dir(src: &Archive, dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scan_hashes_the_file_and_checks_a_range_in_one_pass() {
+        let t = tempfile::NamedTempFile::new().unwrap();
+        // Longer than one mapping window, so the range straddles two.
+        let bytes: Vec<u8> = (0..(9u32 << 20)).map(|i| (i * 7 + i / 251) as u8).collect();
+        fs::write(t.path(), &bytes).unwrap();
+        let range = (8u64 << 20) - 5..(8u64 << 20) + 1000;
+        let (sha, crc) = scan_file(t.path(), Some(range.clone())).unwrap();
+        assert_eq!(sha, hex(&Sha256::digest(&bytes)));
+        let want = crc32fast::hash(&bytes[range.start as usize..range.end as usize]);
+        assert_eq!(crc, Some(want));
+        let e = tempfile::NamedTempFile::new().unwrap();
+        let (sha, crc) = scan_file(e.path(), None).unwrap();
+        assert_eq!(sha, hex(&Sha256::digest(b"")));
+        assert_eq!(crc, None);
+    }
 
     #[test]
     fn names_are_checked() {

@@ -85,10 +85,10 @@ impl Check {
         structure: true,
         editable: false,
     };
-    /// The input of a repair.
+    /// The input of a repair (which walks the structure beside its work).
     pub const REPAIR: Check = Check {
         members: true,
-        structure: true,
+        structure: false,
         editable: true,
     };
     /// A repair's own output, re-read to verify it.

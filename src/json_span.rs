@@ -61,22 +61,38 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// Skip a string starting at the current `"`; return its decoded text.
-    fn string(&mut self) -> SpanResult<String> {
+    /// Skip a string starting at the current `"`; return its span,
+    /// quotes included.
+    fn skip_string(&mut self) -> SpanResult<Range<usize>> {
+        self.ws();
         let start = self.i;
         self.expect(b'"')?;
         loop {
-            match self.peek()? {
-                b'"' => {
-                    self.i += 1;
-                    break;
-                }
-                b'\\' => self.i += 2,
-                _ => self.i += 1,
+            // Jump to the next quote or backslash.
+            match self.b[self.i..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\')
+            {
+                None => return Err("unexpected end of JSON".to_string()),
+                Some(k) => self.i += k,
             }
+            if self.b[self.i] == b'"' {
+                self.i += 1;
+                return Ok(start..self.i);
+            }
+            self.i = (self.i + 2).min(self.b.len());
         }
-        let raw = std::str::from_utf8(&self.b[start..self.i]).map_err(|e| e.to_string())?;
-        serde_json::from_str::<String>(raw).map_err(|e| e.to_string())
+    }
+
+    /// Does the string at `span` (quotes included) decode to `key`?
+    fn string_is(&self, span: Range<usize>, key: &str) -> SpanResult<bool> {
+        let raw = &self.b[span];
+        let inner = &raw[1..raw.len() - 1];
+        if !inner.contains(&b'\\') {
+            return Ok(inner == key.as_bytes());
+        }
+        let text = std::str::from_utf8(raw).map_err(|e| e.to_string())?;
+        Ok(serde_json::from_str::<String>(text).map_err(|e| e.to_string())? == key)
     }
 
     /// Skip one value; return its span (without surrounding whitespace).
@@ -85,7 +101,7 @@ impl<'a> Scanner<'a> {
         let start = self.i;
         match self.peek()? {
             b'"' => {
-                self.string()?;
+                self.skip_string()?;
             }
             b'{' => {
                 self.i += 1;
@@ -94,8 +110,7 @@ impl<'a> Scanner<'a> {
                     self.i += 1;
                 } else {
                     loop {
-                        self.ws();
-                        self.string()?;
+                        self.skip_string()?;
                         self.expect(b':')?;
                         self.value()?;
                         self.ws();
@@ -169,11 +184,10 @@ impl<'a> Scanner<'a> {
             return Err(format!("key `{key}` not found"));
         }
         loop {
-            self.ws();
-            let k = self.string()?;
+            let k = self.skip_string()?;
             self.expect(b':')?;
             let span = self.value()?;
-            if k == key {
+            if self.string_is(k, key)? {
                 if found.is_some() {
                     return Err(format!("key `{key}` appears twice"));
                 }

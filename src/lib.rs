@@ -22,6 +22,7 @@ pub mod cleanup;
 pub mod error;
 pub mod inspect;
 pub mod json_span;
+mod mapped;
 pub mod model;
 pub mod plan;
 pub mod repair;

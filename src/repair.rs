@@ -18,6 +18,7 @@ use crate::plan::Policy;
 use crate::report::{
     ErrorInfo, FileInfo, MemberReport, Outcome, Report, Status, Tool, SCHEMA_VERSION,
 };
+use crate::weights::Weights;
 
 /// What to do with one archive.
 #[derive(Clone, Debug)]
@@ -192,14 +193,13 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
     } else {
         inspect::Check::DRY_RUN
     };
-    let mut insp = inspect::inspect(&opts.input, opts.policy, check)?;
     // A repair hashes the whole input on the other core while it works; a
     // dry run reads only what it needs.
-    let input_scan = if opts.output.is_some() {
-        scan_in_background(&insp.archive)
-    } else {
-        None
+    let input_scan = match &opts.output {
+        Some(_) => scan_in_background(&archive::Archive::open(&opts.input)?),
+        None => None,
     };
+    let mut insp = inspect::inspect(&opts.input, opts.policy, check)?;
     report.input.form = insp.archive.form;
     report.input.size = match insp.archive.form {
         Form::Zip => fs::metadata(&opts.input)
@@ -233,12 +233,35 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // The structure walk (thousands of HDF5 objects in a large model) runs
+    // beside the repair on its own read-only view of the input, and must
+    // pass before anything is reported or kept.
+    let structure = match insp.archive.in_place(archive::WEIGHTS) {
+        Some((file, range)) => {
+            let label = format!("{}!{}", opts.input.display(), archive::WEIGHTS);
+            Some(std::thread::spawn(move || -> Result<()> {
+                let f = fs::File::open(&file).map_err(|e| Error::io(&file, "open", e))?;
+                Weights::open_at(&f, range.start, range.end - range.start, &label, false)?
+                    .check_structure()
+            }))
+        }
+        None => {
+            // Inflated into memory: walk it before editing it.
+            if let Some(w) = &insp.weights {
+                w.check_structure()?;
+            }
+            None
+        }
+    };
     let changed = !insp.actions.is_empty();
     let staged = if refusal.is_none() {
         Some(stage(&mut insp, &parent, &output))
     } else {
         None
     };
+    if let Some(h) = structure {
+        h.join().expect("structure thread")?;
+    }
     // The input's bytes are checked before anything is reported or kept.
     report.input.sha256 = finish_scan(input_scan, &insp.archive)?;
     fill_members(report, &insp.archive);
@@ -249,22 +272,21 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
             reason,
         });
     }
-    let staged = staged.expect("staged unless refused")?;
+    let (staged, output_scan) = staged.expect("staged unless refused")?;
     let exact_zip_copy = !changed && insp.archive.form == Form::Zip;
     let (output_sha, after) = if exact_zip_copy {
         // Nothing to repair: the copy is verified by its hash, which must
         // be the input's, so it inspects exactly as the input did.
-        let (sha, _) = archive::scan_file(staged.path(), None)?;
-        if Some(&sha) != report.input.sha256.as_ref() {
+        let sha = finish_scan(output_scan, &insp.archive)?;
+        if sha.is_none() || sha != report.input.sha256 {
             return Err(Error::Verify {
                 path: output.clone(),
                 problem: "the copy differs from the input".into(),
             });
         }
-        (Some(sha), insp.archive.members.clone())
+        (sha, insp.archive.members.clone())
     } else {
-        let a = verify(&staged, &insp, opts.policy, &output)?;
-        (a.0, a.1)
+        verify(&staged, output_scan, &insp, opts.policy, &output)?
     };
     staged.persist(&opts.input, &output, opts.force)?;
 
@@ -369,7 +391,10 @@ impl Staged {
 }
 
 /// Apply the plan and write the output to a temporary path in `parent`.
-fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> {
+/// Returns the staged output and, for a zip, the scan of it (started as
+/// soon as it is written, so hashing overlaps the sync and the
+/// verification).
+fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged, Option<Scan>)> {
     let tmp_err = |e| Error::io(parent, "create a temporary file in", e);
     let form = insp.archive.form;
     if insp.actions.is_empty() {
@@ -381,13 +406,14 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> 
                     .suffix(".tmp")
                     .tempfile_in(parent)
                     .map_err(tmp_err)?;
+                let g = crate::cleanup::register(t.path());
                 fs::copy(&insp.archive.path, t.path())
                     .map_err(|e| Error::io(output, "write", e))?;
+                let scan = scan_in_background(&archive::Archive::open(t.path())?);
                 t.as_file()
                     .sync_all()
                     .map_err(|e| Error::io(output, "sync", e))?;
-                let g = crate::cleanup::register(t.path());
-                Ok(Staged::File(t, g))
+                Ok((Staged::File(t, g), scan))
             }
             Form::Directory => {
                 let d = tempfile::Builder::new()
@@ -396,7 +422,7 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> 
                     .map_err(tmp_err)?;
                 let g = crate::cleanup::register(d.path());
                 archive::copy_dir(&insp.archive, d.path())?;
-                Ok(Staged::Dir(d, g))
+                Ok((Staged::Dir(d, g), None))
             }
         };
     }
@@ -472,8 +498,14 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> 
             let g = crate::cleanup::register(t.path());
             let f = t.reopen().map_err(|e| Error::io(t.path(), "open", e))?;
             let f = archive::write_zip(&mut insp.archive, &mut new, f, output)?;
+            let scan = scan_in_background(&archive::Archive::open(t.path()).map_err(|e| {
+                Error::Verify {
+                    path: output.to_path_buf(),
+                    problem: e.to_string(),
+                }
+            })?);
             f.sync_all().map_err(|e| Error::io(output, "sync", e))?;
-            Ok(Staged::File(t, g))
+            Ok((Staged::File(t, g), scan))
         }
         Form::Directory => {
             let d = tempfile::Builder::new()
@@ -482,7 +514,7 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> 
                 .map_err(tmp_err)?;
             let g = crate::cleanup::register(d.path());
             archive::write_dir(&insp.archive, &mut new, d.path())?;
-            Ok(Staged::Dir(d, g))
+            Ok((Staged::Dir(d, g), None))
         }
     }
 }
@@ -493,6 +525,7 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<Staged> 
 /// and its members.
 fn verify(
     staged: &Staged,
+    scan: Option<Scan>,
     before: &Inspection,
     policy: Policy,
     output: &Path,
@@ -503,8 +536,6 @@ fn verify(
     };
     let after = inspect::inspect(staged.path(), policy, inspect::Check::VERIFY)
         .map_err(|e| fail(e.to_string()))?;
-    // Hash the output and check its weights' CRC-32 while it is inspected.
-    let scan = scan_in_background(&after.archive);
     let names = |i: &Inspection| {
         i.archive
             .members

@@ -147,14 +147,37 @@ impl Image {
         self.state.len
     }
 
-    /// A reader over the image that releases the pages behind it. Call
-    /// it once, after HDF5 has closed the file: what was read is gone.
-    pub fn reader(&mut self) -> ImageReader<'_> {
-        ImageReader {
-            image: self,
-            pos: 0,
-            released: 0,
+    /// Hand the image to `sink` in order, in chunks of [`RELEASE_EVERY`]
+    /// bytes, releasing each chunk's pages once it is consumed. Call it
+    /// once, after HDF5 has closed the file: what was handed over is gone.
+    pub fn drain(&mut self, mut sink: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        let (ptr, len) = (self.state.ptr, self.state.len);
+        let page = page_size();
+        let delta = ptr as usize - self.base as usize;
+        let mut released = 0;
+        let mut pos = 0;
+        while pos < len {
+            let n = RELEASE_EVERY.min(len - pos);
+            // SAFETY: `pos + n <= len <= cap`, all mapped; HDF5 no longer
+            // holds the image, and the slice is dropped before the pages
+            // are released below.
+            sink(unsafe { std::slice::from_raw_parts(ptr.add(pos), n) })?;
+            pos += n;
+            let done = (delta + pos) / page * page;
+            if done > released {
+                // SAFETY: whole pages of our mapping already consumed and
+                // never read again. Private pages revert to the file.
+                unsafe {
+                    libc::madvise(
+                        (self.base as *mut u8).add(released) as *mut c_void,
+                        done - released,
+                        libc::MADV_DONTNEED,
+                    )
+                };
+                released = done;
+            }
         }
+        Ok(())
     }
 
     /// Open the image with HDF5 (read-only or read-write). The file must
@@ -207,41 +230,6 @@ impl Drop for Image {
         // SAFETY: the whole mapping made in `map`; no HDF5 handle reaches it
         // any more (module invariants).
         unsafe { libc::munmap(self.base, self.map_len) };
-    }
-}
-
-/// Streams an [`Image`], releasing consumed pages.
-pub struct ImageReader<'a> {
-    image: &'a mut Image,
-    pos: usize,
-    released: usize,
-}
-
-impl io::Read for ImageReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let st = &self.image.state;
-        let n = buf.len().min(st.len - self.pos);
-        // SAFETY: `pos + n <= len <= cap`, all mapped; no other reference
-        // to these bytes is alive.
-        let src = unsafe { std::slice::from_raw_parts(st.ptr.add(self.pos), n) };
-        buf[..n].copy_from_slice(src);
-        self.pos += n;
-        let page = page_size();
-        let delta = st.ptr as usize - self.image.base as usize;
-        let done = (delta + self.pos) / page * page;
-        if done - self.released >= RELEASE_EVERY || (self.pos == st.len && done > self.released) {
-            // SAFETY: releases whole pages of our mapping already read; the
-            // reader never goes back. Private pages revert to the file.
-            unsafe {
-                libc::madvise(
-                    (self.image.base as *mut u8).add(self.released) as *mut c_void,
-                    done - self.released,
-                    libc::MADV_DONTNEED,
-                );
-            }
-            self.released = done;
-        }
-        Ok(n)
     }
 }
 

@@ -197,7 +197,12 @@ pub fn edit_weights(bytes: &[u8], edit: impl FnOnce(&krepair::weights::Weights))
     edit(&w);
     let mut image = w.finish().unwrap();
     let mut out = Vec::new();
-    std::io::copy(&mut image.reader(), &mut out).unwrap();
+    image
+        .drain(|chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        })
+        .unwrap();
     out
 }
 

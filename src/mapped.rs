@@ -1,0 +1,49 @@
+//! Read a file through memory mappings, window by window.
+//!
+//! Hashing a file with `read()` copies every byte from the page cache into
+//! a buffer first; mapping it hands the hasher the cached pages directly,
+//! which on a 47 MB model saves about as much CPU as the CRC-32 costs. Each
+//! window is unmapped before the next is mapped, so at most one window is
+//! ever resident on krepair's account, whatever the file size.
+
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// Bytes mapped at a time (a multiple of any page size).
+const WINDOW: u64 = 8 << 20;
+
+/// Call `f` with the file's bytes in order, one window at a time.
+pub fn for_each_window(file: &File, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+    let len = file.metadata()?.len();
+    let mut pos = 0u64;
+    while pos < len {
+        let n = WINDOW.min(len - pos) as usize;
+        let off = libc::off_t::try_from(pos)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
+        // SAFETY: a fresh read-only private mapping of `n` bytes that lie
+        // inside the file (checked against its length above).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                n,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                off,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `p..p+n` is mapped and readable until the munmap below;
+        // the slice does not outlive this iteration.
+        f(unsafe { std::slice::from_raw_parts(p as *const u8, n) });
+        // SAFETY: unmapping the mapping made above.
+        unsafe { libc::munmap(p, n) };
+        pos += n as u64;
+    }
+    Ok(())
+}
