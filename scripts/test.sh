@@ -6,8 +6,13 @@
 #   3. the real-Keras check: pinned Keras venvs (scripts/python-env.sh),
 #      the reporter's EfficientNetB0 model generated with Keras 3.5 and
 #      3.15, then every fixture repaired by the release binary and loaded
-#      in each Keras (scripts/check_keras.py).
-# Set KREPAIR_SKIP_KERAS=1 to stop after step 2 (no Python needed).
+#      in each Keras (scripts/check_keras.py);
+#   4. the Python wheel (scripts/build-wheel.sh): the static binary built
+#      with the bundled HDF5, packed by maturin, audited, installed into a
+#      fresh venv and used there to repair the bundled example; then the
+#      test suite's repair tests again with that static binary.
+# Set KREPAIR_SKIP_KERAS=1 to stop after step 2 (no Python needed), and
+# KREPAIR_SKIP_WHEEL=1 to skip step 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -73,4 +78,14 @@ for v in "${versions[@]}"; do
 done
 echo
 echo "real-keras: $total_passed passed, $total_failed failed"
+
+if [ "${KREPAIR_SKIP_WHEEL:-0}" != 1 ]; then
+  step "the Python wheel (static HDF5): build, audit, install in a fresh venv, use"
+  scripts/build-wheel.sh || status=1
+  step "the real-Keras check with the wheel's static binary (Keras 3.15)"
+  log="target/keras-check-static.log"
+  "${py[3.15]}" scripts/check_keras.py --krepair target/wheel-venv/bin/krepair \
+    --work target/keras-check-static testdata/fixtures/keras-* > "$log" 2>&1 || status=1
+  grep -v '^ok ' "$log" || true
+fi
 exit $status

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use krepair::batch::{self, BatchOptions, Job, Mode};
 use krepair::{Outcome, Policy};
 
@@ -100,6 +100,67 @@ enum Command {
     /// Picks up .keras files and unzipped .keras directories; everything
     /// else is skipped and counted. One failed archive never stops the run.
     Batch(BatchArgs),
+
+    /// Print a shell completion script to stdout.
+    ///
+    /// bash: `krepair completions bash > ~/.local/share/bash-completion/completions/krepair`;
+    /// zsh: save as `_krepair` in a directory of your `$fpath`;
+    /// fish: `krepair completions fish > ~/.config/fish/completions/krepair.fish`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+
+    /// Print the manual page (roff) to stdout: `krepair man | man -l -`.
+    Man,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The version line: krepair's version and the HDF5 library it runs with
+/// (bundled and linked in, or the system's shared library).
+fn long_version() -> String {
+    let (a, b, c) = hdf5::library_version();
+    let how = if cfg!(feature = "static") {
+        "bundled, statically linked"
+    } else {
+        "system library"
+    };
+    format!("{} (HDF5 {a}.{b}.{c}, {how})", env!("CARGO_PKG_VERSION"))
+}
+
+/// Print completions or the man page, generated from the parser's own
+/// definitions (without the run-time HDF5 version, so every build prints
+/// the same text).
+fn print_generated(command: &Command) -> u8 {
+    let mut cmd = Args::command();
+    let mut out = std::io::stdout().lock();
+    let res = match command {
+        Command::Completions { shell } => {
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut cmd, "krepair", &mut out);
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(cmd).render(&mut out),
+        Command::Batch(_) => unreachable!("not generated output"),
+    };
+    match res.and_then(|()| out.flush()) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("krepair: cannot write to stdout: {e}");
+            EXIT_FAILURE
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -203,15 +264,22 @@ fn write_report(path: &Path, text: &str) -> bool {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let version: &'static str = Box::leak(long_version().into_boxed_str());
+    let parsed = Args::command()
+        .version(version)
+        .try_get_matches()
+        .and_then(|m| Args::from_arg_matches(&m));
+    let args = match parsed {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
-    if let Some(Command::Batch(b)) = args.command {
-        return ExitCode::from(run_batch(b));
+    match args.command {
+        Some(Command::Batch(b)) => return ExitCode::from(run_batch(b)),
+        Some(c) => return ExitCode::from(print_generated(&c)),
+        None => {}
     }
     let input = args.input.clone().expect("clap requires INPUT");
     let opts = krepair::Options {

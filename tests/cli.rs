@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 
 use common::*;
 
@@ -89,9 +90,75 @@ fn help_and_version() {
     }
     let o = krepair(&[&"--version"]);
     assert_eq!(code(&o), OK);
-    assert!(String::from_utf8(o.stdout)
-        .unwrap()
-        .contains(env!("CARGO_PKG_VERSION")));
+    let line = String::from_utf8(o.stdout).unwrap();
+    // "krepair 0.2.0 (HDF5 1.10.8, system library)"
+    let (a, b, c) = hdf5::library_version();
+    let want = format!(
+        "krepair {} (HDF5 {a}.{b}.{c}, {})\n",
+        env!("CARGO_PKG_VERSION"),
+        if cfg!(feature = "static") {
+            "bundled, statically linked"
+        } else {
+            "system library"
+        }
+    );
+    assert_eq!(line, want);
+    assert!(a >= 1, "a real HDF5 version: {line}");
+}
+
+/// The committed completion scripts and man page are what the binary
+/// generates from its parser; `KREPAIR_BLESS=1 cargo test` rewrites them.
+#[test]
+fn completions_and_man_page_match_the_parser() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cases: [(&[&str], &str, &[&str]); 4] = [
+        (
+            &["completions", "bash"],
+            "docs/completions/krepair.bash",
+            &["--dry-run", "--stats", "batch", "--in-place"],
+        ),
+        (
+            &["completions", "zsh"],
+            "docs/completions/_krepair",
+            &["--dry-run", "--stats", "batch", "--in-place"],
+        ),
+        (
+            &["completions", "fish"],
+            "docs/completions/krepair.fish",
+            &["dry-run", "stats", "batch", "in-place"],
+        ),
+        (
+            &["man"],
+            "docs/man/krepair.1",
+            &[".TH krepair 1", "dry\\-run", "Exit codes"],
+        ),
+    ];
+    for (args, file, needles) in cases {
+        let argv: Vec<&dyn AsRef<std::ffi::OsStr>> = args
+            .iter()
+            .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
+            .collect();
+        let o = krepair(&argv);
+        assert_eq!(code(&o), OK, "{args:?}: {}", stderr(&o));
+        let text = String::from_utf8(o.stdout).unwrap();
+        for n in needles {
+            assert!(text.contains(n), "{args:?} lacks {n}");
+        }
+        let path = root.join(file);
+        if std::env::var_os("KREPAIR_BLESS").is_some() {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, &text).unwrap();
+        }
+        let committed = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{file}: {e} (KREPAIR_BLESS=1 cargo test writes it)"));
+        assert!(
+            committed == text,
+            "{file} differs from `krepair {}`: run KREPAIR_BLESS=1 cargo test",
+            args.join(" ")
+        );
+    }
+    let o = krepair(&[&"completions", &"tcsh"]);
+    assert_eq!(code(&o), USAGE);
 }
 
 #[test]

@@ -1,0 +1,60 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_krepair_global_optspecs
+    string join \n stats= dry-run report= force q/quiet h/help V/version
+end
+
+function __fish_krepair_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_krepair_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_krepair_using_subcommand
+    set -l cmd (__fish_krepair_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c krepair -n "__fish_krepair_needs_command" -l stats -d 'What repaired layers compute: `auto` (what the model computed when it was saved), `adapted` (the stored statistics) or `identity` (mean 0, variance 1)' -r -f -a "auto\t'What the model computed when it was saved (see docs/version-matrix.md)'
+adapted\t'The stored statistics'
+identity\t'Mean 0, variance 1'"
+complete -c krepair -n "__fish_krepair_needs_command" -l report -d 'Write the audit report as JSON to FILE (`-` for stdout)' -r -F
+complete -c krepair -n "__fish_krepair_needs_command" -l dry-run -d 'Inspect and plan only; create no file (except --report)'
+complete -c krepair -n "__fish_krepair_needs_command" -l force -d 'Replace OUTPUT if it exists'
+complete -c krepair -n "__fish_krepair_needs_command" -s q -l quiet -d 'Print nothing but errors'
+complete -c krepair -n "__fish_krepair_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c krepair -n "__fish_krepair_needs_command" -s V -l version -d 'Print version'
+complete -c krepair -n "__fish_krepair_needs_command" -a "batch" -d 'Find, check and repair every .keras archive under PATHs'
+complete -c krepair -n "__fish_krepair_needs_command" -a "completions" -d 'Print a shell completion script to stdout'
+complete -c krepair -n "__fish_krepair_needs_command" -a "man" -d 'Print the manual page (roff) to stdout: `krepair man | man -l -`'
+complete -c krepair -n "__fish_krepair_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l out -d 'Write each archive to the same relative path under OUTDIR (archives with nothing to repair are copied)' -r -F
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l backup -d 'With --in-place: keep each original beside it, named NAME+SUFFIX (and skip archives whose names end with SUFFIX: they are backups)' -r
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l stats -d 'What repaired layers compute (as for a single archive)' -r -f -a "auto\t'What the model computed when it was saved (see docs/version-matrix.md)'
+adapted\t'The stored statistics'
+identity\t'Mean 0, variance 1'"
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -s j -l jobs -d 'Archives processed at once (default: the number of cores)' -r
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l report -d 'Write the run report to FILE (`-` for stdout)' -r -F
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l report-format -d 'Format of the run report' -r -f -a "json\t''
+md\t''"
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l in-place -d 'Replace each archive, once its replacement is verified'
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l dry-run -d 'Write nothing but the report'
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l follow-links -d 'Follow symbolic links (loops are detected)'
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l force -d 'Replace existing outputs under OUTDIR'
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -s q -l quiet -d 'Print nothing but errors; no progress bar'
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c krepair -n "__fish_krepair_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c krepair -n "__fish_krepair_using_subcommand man" -s h -l help -d 'Print help'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions man help" -f -a "batch" -d 'Find, check and repair every .keras archive under PATHs'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions man help" -f -a "completions" -d 'Print a shell completion script to stdout'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions man help" -f -a "man" -d 'Print the manual page (roff) to stdout: `krepair man | man -l -`'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
