@@ -165,6 +165,9 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     for (code, message) in model::code_findings(&config) {
         findings.push(finding(code, message));
     }
+    // The parsed tree takes about ten times the text's size: let it go
+    // before the weights are opened.
+    drop(config);
 
     // The weights are always checked, even when no layer needs them: an
     // archive is never handed back as healthy with a file Keras would refuse.

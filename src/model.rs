@@ -39,7 +39,9 @@ pub struct Consumer {
     pub class_name: String,
     /// Its layer name.
     pub name: String,
-    /// Its config (for Rescaling: `scale`, `offset`).
+    /// Its config, kept for a Rescaling only (`scale`, `offset`: the
+    /// EfficientNet signature); null for other classes, so a layer feeding
+    /// thousands of others does not copy all their configs.
     pub config: Value,
 }
 
@@ -403,10 +405,14 @@ impl Walker {
 }
 
 fn consumer_of(l: &Value) -> Consumer {
+    let class = class_name(l).unwrap_or("");
     Consumer {
-        class_name: class_name(l).unwrap_or("").to_string(),
+        class_name: class.to_string(),
         name: layer_name(l),
-        config: l.get("config").cloned().unwrap_or(Value::Null),
+        config: match class {
+            "Rescaling" => l.get("config").cloned().unwrap_or(Value::Null),
+            _ => Value::Null,
+        },
     }
 }
 

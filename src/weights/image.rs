@@ -192,8 +192,12 @@ impl Image {
             SERIAL.fetch_add(1, Ordering::Relaxed)
         );
         let name = CString::new(name).expect("no NUL");
+        // Objects leave the metadata cache when closed: krepair visits each
+        // once, and a model with thousands of layers would otherwise grow
+        // the cache (and the process) by tens of MiB.
         let fapl = hdf5::file::FileAccess::build()
             .core_options(64 << 10, false)
+            .evict_on_close(true)
             .finish()?;
         let mut callbacks = H5FD_file_image_callbacks_t {
             image_malloc: Some(image_malloc),
