@@ -4,7 +4,8 @@
         [--keras-python .venvs/keras-3.5/bin/python] INPUT.keras [INPUT.keras ...]
 
 For each input: the median wall time and peak memory (max RSS, from GNU
-time) of `cp`, `krepair IN OUT`, `krepair --dry-run IN`, and, when a Keras
+time) of `cp`, `cp` followed by `sync` of the copy (krepair syncs its
+output before renaming it into place), `krepair IN OUT`, `krepair --dry-run IN`, and, when a Keras
 venv is given, the Python route (scripts/python_route.py). Caches are warm
 (every command reads the same file from the page cache). Prints a Markdown
 table and the ratios.
@@ -67,6 +68,8 @@ def main():
         out = os.path.join(a.work, "out.keras")
         runs = a.runs
         cp_t = timed(["cp", inp, out], out, runs)
+        # The durable floor: krepair syncs its output before the rename.
+        sync_t = timed(["sh", "-c", 'cp "$1" "$2" && sync "$2"', "sh", inp, out], out, runs)
         _, cp_m = measure(["cp", inp, out], out, 1)
         kr_t = timed([a.krepair, "-q", inp, out], out, runs)
         _, kr_m = measure([a.krepair, "-q", inp, out], out, 1)
@@ -76,14 +79,14 @@ def main():
         if a.keras_python:
             py = measure([a.keras_python, os.path.join(HERE, "python_route.py"), inp, out], out, 3)
         rows.append((os.path.basename(os.path.dirname(inp)) + "/" + os.path.basename(inp), size,
-                     cp_t, cp_m, kr_t, kr_m, dr_t, dr_m, py))
-    print("| input | size MiB | cp s | krepair s | dry run s | Python route s | krepair / cp | Python / krepair | dry run / repair | peak MiB cp / krepair / dry run / Python |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for name, size, cp_t, cp_m, kr_t, kr_m, dr_t, dr_m, py in rows:
+                     cp_t, sync_t, cp_m, kr_t, kr_m, dr_t, dr_m, py))
+    print("| input | size MiB | cp s | cp+sync s | krepair s | dry run s | Python route s | krepair / cp | krepair / cp+sync | Python / krepair | dry run / repair | peak MiB cp / krepair / dry run / Python |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name, size, cp_t, sync_t, cp_m, kr_t, kr_m, dr_t, dr_m, py in rows:
         py_t = f"{py[0]:.2f}" if py else "-"
         py_ratio = f"{py[0] / kr_t:.0f}x" if py else "-"
         py_m = f"{py[1]:.0f}" if py else "-"
-        print(f"| {name} | {size:.1f} | {cp_t:.4f} | {kr_t:.4f} | {dr_t:.4f} | {py_t} | {kr_t / cp_t:.2f}x | {py_ratio} | {dr_t / kr_t:.1%} | {cp_m:.0f} / {kr_m:.0f} / {dr_m:.0f} / {py_m} |")
+        print(f"| {name} | {size:.1f} | {cp_t:.4f} | {sync_t:.4f} | {kr_t:.4f} | {dr_t:.4f} | {py_t} | {kr_t / cp_t:.2f}x | {kr_t / sync_t:.2f}x | {py_ratio} | {dr_t / kr_t:.1%} | {cp_m:.0f} / {kr_m:.0f} / {dr_m:.0f} / {py_m} |")
 
 
 if __name__ == "__main__":
