@@ -88,13 +88,21 @@ pub fn hex(d: &[u8]) -> String {
 }
 
 /// One streamed read of a file: its sha256 and the CRC-32 of one byte
-/// range of it (a stored member, checked in the same pass).
-pub fn scan_file(path: &Path, crc_of: Option<Range<u64>>) -> Result<(String, Option<u32>)> {
+/// range of it (a stored member, checked in the same pass). Gives up (with
+/// an error) as soon as `stop` is set.
+pub fn scan_file(
+    path: &Path,
+    crc_of: Option<Range<u64>>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(String, Option<u32>)> {
     let f = File::open(path).map_err(|e| Error::io(path, "read", e))?;
     let mut sha = Sha256::new();
     let mut crc = crc32fast::Hasher::new();
     let mut pos = 0u64;
-    crate::mapped::for_each_window(&f, |buf| {
+    let done = crate::mapped::for_each_window(&f, |buf| {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
         sha.update(buf);
         if let Some(range) = &crc_of {
             let start = range.start.clamp(pos, pos + buf.len() as u64);
@@ -102,8 +110,16 @@ pub fn scan_file(path: &Path, crc_of: Option<Range<u64>>) -> Result<(String, Opt
             crc.update(&buf[(start - pos) as usize..(end - pos) as usize]);
         }
         pos += buf.len() as u64;
+        true
     })
     .map_err(|e| Error::io(path, "read", e))?;
+    if !done {
+        return Err(Error::io(
+            path,
+            "hash",
+            io::Error::new(io::ErrorKind::Interrupted, "no longer needed"),
+        ));
+    }
     Ok((hex(&sha.finalize()), crc_of.map(|_| crc.finalize())))
 }
 
@@ -594,14 +610,17 @@ mod tests {
         let bytes: Vec<u8> = (0..(9u32 << 20)).map(|i| (i * 7 + i / 251) as u8).collect();
         fs::write(t.path(), &bytes).unwrap();
         let range = (8u64 << 20) - 5..(8u64 << 20) + 1000;
-        let (sha, crc) = scan_file(t.path(), Some(range.clone())).unwrap();
+        let go = std::sync::atomic::AtomicBool::new(false);
+        let (sha, crc) = scan_file(t.path(), Some(range.clone()), &go).unwrap();
         assert_eq!(sha, hex(&Sha256::digest(&bytes)));
         let want = crc32fast::hash(&bytes[range.start as usize..range.end as usize]);
         assert_eq!(crc, Some(want));
         let e = tempfile::NamedTempFile::new().unwrap();
-        let (sha, crc) = scan_file(e.path(), None).unwrap();
+        let (sha, crc) = scan_file(e.path(), None, &go).unwrap();
         assert_eq!(sha, hex(&Sha256::digest(b"")));
         assert_eq!(crc, None);
+        let stop = std::sync::atomic::AtomicBool::new(true);
+        assert!(scan_file(t.path(), None, &stop).is_err());
     }
 
     #[test]

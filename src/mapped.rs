@@ -15,8 +15,9 @@ use std::os::fd::AsRawFd;
 /// Bytes mapped at a time (a multiple of any page size).
 const WINDOW: u64 = 8 << 20;
 
-/// Call `f` with the file's bytes in order, one window at a time.
-pub fn for_each_window(file: &File, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+/// Call `f` with the file's bytes in order, one window at a time, until
+/// it returns false. Returns whether every window was seen.
+pub fn for_each_window(file: &File, mut f: impl FnMut(&[u8]) -> bool) -> io::Result<bool> {
     let len = file.metadata()?.len();
     let mut pos = 0u64;
     while pos < len {
@@ -40,10 +41,13 @@ pub fn for_each_window(file: &File, mut f: impl FnMut(&[u8])) -> io::Result<()> 
         }
         // SAFETY: `p..p+n` is mapped and readable until the munmap below;
         // the slice does not outlive this iteration.
-        f(unsafe { std::slice::from_raw_parts(p as *const u8, n) });
+        let go_on = f(unsafe { std::slice::from_raw_parts(p as *const u8, n) });
         // SAFETY: unmapping the mapping made above.
         unsafe { libc::munmap(p, n) };
+        if !go_on {
+            return Ok(false);
+        }
         pos += n as u64;
     }
-    Ok(())
+    Ok(true)
 }

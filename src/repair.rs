@@ -151,8 +151,22 @@ fn crc_hex(c: u32) -> String {
     format!("{c:08x}")
 }
 
-/// A background scan: the file's sha256 and its weights' CRC-32.
-type Scan = std::thread::JoinHandle<Result<(String, Option<u32>)>>;
+/// A file's sha256 and its weights' CRC-32.
+type ScanResult = Result<(String, Option<u32>)>;
+
+/// A background scan of a zip file: its sha256 and its weights' CRC-32.
+/// Dropping it unjoined (an early error) stops the thread at its next
+/// window, so a failed archive does not keep a core busy hashing.
+struct Scan {
+    handle: Option<std::thread::JoinHandle<ScanResult>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Scan {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// Hash a zip file on the other core, checking the CRC-32 of its stored
 /// weights member in the same pass (the inspection maps those bytes but
@@ -165,13 +179,23 @@ fn scan_in_background(archive: &archive::Archive) -> Option<Scan> {
     let range = archive
         .member(archive::WEIGHTS)
         .and_then(|m| m.stored_at.clone());
-    Some(std::thread::spawn(move || archive::scan_file(&path, range)))
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    Some(Scan {
+        handle: Some(std::thread::spawn(move || {
+            archive::scan_file(&path, range, &flag)
+        })),
+        stop,
+    })
 }
 
 /// Join a scan: the file's sha256, after checking the weights' CRC-32.
 fn finish_scan(scan: Option<Scan>, archive: &archive::Archive) -> Result<Option<String>> {
-    let Some(h) = scan else { return Ok(None) };
-    let (sha, crc) = h.join().expect("hashing thread")?;
+    let Some(mut scan) = scan else {
+        return Ok(None);
+    };
+    let handle = scan.handle.take().expect("joined once");
+    let (sha, crc) = handle.join().expect("hashing thread")?;
     let m = archive.member(archive::WEIGHTS);
     if let (Some(crc), Some(m)) = (crc, m) {
         if Some(crc) != m.crc32 {
@@ -210,17 +234,15 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
     report.keras_version = insp.keras_version.clone();
     report.findings = insp.findings.clone();
     report.layers = insp.layers.clone();
-    let refusal = insp
-        .refusal()
-        .map(|(layer, reason)| (layer.to_string(), reason.to_string()));
+    let refusal = insp.refusal().map(|(layer, reason)| Error::Refused {
+        path: opts.input.clone(),
+        layer: layer.to_string(),
+        reason: reason.to_string(),
+    });
     let Some(output) = opts.output.clone() else {
         fill_members(report, &insp.archive);
-        if let Some((layer, reason)) = refusal {
-            return Err(Error::Refused {
-                path: opts.input.clone(),
-                layer,
-                reason,
-            });
+        if let Some(e) = refusal {
+            return Err(e);
         }
         report.outcome = if insp.actions.is_empty() {
             Outcome::NothingToRepair
@@ -265,12 +287,8 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
     // The input's bytes are checked before anything is reported or kept.
     report.input.sha256 = finish_scan(input_scan, &insp.archive)?;
     fill_members(report, &insp.archive);
-    if let Some((layer, reason)) = refusal {
-        return Err(Error::Refused {
-            path: opts.input.clone(),
-            layer,
-            reason,
-        });
+    if let Some(e) = refusal {
+        return Err(e);
     }
     let (staged, output_scan) = staged.expect("staged unless refused")?;
     let exact_zip_copy = !changed && insp.archive.form == Form::Zip;
