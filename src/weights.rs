@@ -134,6 +134,12 @@ impl Weights {
         label: &str,
         writable: bool,
     ) -> Result<Self> {
+        if len < crate::archive::HDF5_MAGIC.len() as u64 {
+            return Err(Error::format(
+                label,
+                format!("not an HDF5 file ({len} bytes, no HDF5 signature)"),
+            ));
+        }
         let mut image = Image::map(file, offset, len, writable).map_err(|e| Error::Format {
             path: PathBuf::from(label),
             problem: format!("cannot map the weights: {e}"),

@@ -194,6 +194,16 @@ fn bad_json_members() {
             Box::new(|m| m[2].1.truncate(600)),
             "not a readable HDF5 file",
         ),
+        (
+            "weights empty",
+            Box::new(|m| m[2].1.clear()),
+            "not an HDF5 file (0 bytes",
+        ),
+        (
+            "weights shorter than the signature",
+            Box::new(|m| m[2].1.truncate(5)),
+            "not an HDF5 file (5 bytes",
+        ),
     ];
     for (_what, edit, needle) in cases {
         let mut m = base();
