@@ -181,16 +181,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     }
     let label = format!("{}!{}", path.display(), archive::WEIGHTS);
     let weights = match archive.in_place(archive::WEIGHTS) {
-        Some((file, range)) => {
-            let f = std::fs::File::open(&file).map_err(|e| Error::io(&file, "open", e))?;
-            Weights::open_at(
-                &f,
-                range.start,
-                range.end - range.start,
-                &label,
-                check.editable,
-            )?
-        }
+        Some((file, range)) => Weights::open_in(&file, range, &label, check.editable)?,
         None => {
             // A compressed member: inflate it (checking its CRC-32) into a
             // temporary file, map that, and remove the file at once.
@@ -237,7 +228,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     for site in &sites {
         let (report, action) = analyze(
             site,
-            Some(&weights),
+            &weights,
             keras_version.as_deref(),
             policy,
             &mut claimed,
@@ -412,7 +403,7 @@ fn resolve(
 
 fn analyze(
     site: &NormSite,
-    weights: Option<&Weights>,
+    w: &Weights,
     version: Option<&str>,
     policy: Policy,
     claimed: &mut HashSet<String>,
@@ -441,7 +432,6 @@ fn analyze(
         "adapt-mode",
         "mean and variance are null in the config: the layer depends on finalize_state()",
     ));
-    let w = weights.expect("weights are opened when an adapt-mode layer exists");
     let group = match resolve(site, w, claimed, within_counts) {
         Ok(g) => g,
         Err((code, reason)) => return Ok(refuse(r, code, reason)),

@@ -261,10 +261,8 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
     let structure = match insp.archive.in_place(archive::WEIGHTS) {
         Some((file, range)) => {
             let label = format!("{}!{}", opts.input.display(), archive::WEIGHTS);
-            Some(std::thread::spawn(move || -> Result<()> {
-                let f = fs::File::open(&file).map_err(|e| Error::io(&file, "open", e))?;
-                Weights::open_at(&f, range.start, range.end - range.start, &label, false)?
-                    .check_structure()
+            Some(std::thread::spawn(move || {
+                Weights::open_in(&file, range, &label, false)?.check_structure()
             }))
         }
         None => {
@@ -413,35 +411,16 @@ impl Staged {
 /// soon as it is written, so hashing overlaps the sync and the
 /// verification).
 fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged, Option<Scan>)> {
-    let tmp_err = |e| Error::io(parent, "create a temporary file in", e);
     let form = insp.archive.form;
     if insp.actions.is_empty() {
         // Nothing to repair: an exact copy.
         return match form {
-            Form::Zip => {
-                let t = tempfile::Builder::new()
-                    .prefix(".krepair-")
-                    .suffix(".tmp")
-                    .tempfile_in(parent)
-                    .map_err(tmp_err)?;
-                let g = crate::cleanup::register(t.path());
+            Form::Zip => stage_zip(parent, output, |t| {
                 fs::copy(&insp.archive.path, t.path())
-                    .map_err(|e| Error::io(output, "write", e))?;
-                let scan = scan_in_background(&archive::Archive::open(t.path())?);
-                t.as_file()
-                    .sync_all()
-                    .map_err(|e| Error::io(output, "sync", e))?;
-                Ok((Staged::File(t, g), scan))
-            }
-            Form::Directory => {
-                let d = tempfile::Builder::new()
-                    .prefix(".krepair-")
-                    .tempdir_in(parent)
-                    .map_err(tmp_err)?;
-                let g = crate::cleanup::register(d.path());
-                archive::copy_dir(&insp.archive, d.path())?;
-                Ok((Staged::Dir(d, g), None))
-            }
+                    .map(drop)
+                    .map_err(|e| Error::io(output, "write", e))
+            }),
+            Form::Directory => stage_dir(parent, |d| archive::copy_dir(&insp.archive, d)),
         };
     }
 
@@ -508,34 +487,57 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
     );
     new.insert(archive::WEIGHTS.to_string(), Content::Image(&mut image));
     match form {
-        Form::Zip => {
-            let t = tempfile::Builder::new()
-                .prefix(".krepair-")
-                .suffix(".tmp")
-                .tempfile_in(parent)
-                .map_err(tmp_err)?;
-            let g = crate::cleanup::register(t.path());
+        Form::Zip => stage_zip(parent, output, |t| {
             let f = t.reopen().map_err(|e| Error::io(t.path(), "open", e))?;
-            let f = archive::write_zip(&mut insp.archive, &mut new, f, output)?;
-            let scan = scan_in_background(&archive::Archive::open(t.path()).map_err(|e| {
-                Error::Verify {
-                    path: output.to_path_buf(),
-                    problem: e.to_string(),
-                }
-            })?);
-            f.sync_all().map_err(|e| Error::io(output, "sync", e))?;
-            Ok((Staged::File(t, g), scan))
-        }
-        Form::Directory => {
-            let d = tempfile::Builder::new()
-                .prefix(".krepair-")
-                .tempdir_in(parent)
-                .map_err(tmp_err)?;
-            let g = crate::cleanup::register(d.path());
-            archive::write_dir(&insp.archive, &mut new, d.path())?;
-            Ok((Staged::Dir(d, g), None))
-        }
+            archive::write_zip(&mut insp.archive, &mut new, f, output).map(drop)
+        }),
+        Form::Directory => stage_dir(parent, |d| archive::write_dir(&insp.archive, &mut new, d)),
     }
+}
+
+fn tmp_err(parent: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io(parent, "create a temporary file in", e)
+}
+
+/// A zip output: a `.krepair-*.tmp` file in `parent`, registered for
+/// removal, filled by `write`, then hashed on the other core while it is
+/// synced.
+fn stage_zip(
+    parent: &Path,
+    output: &Path,
+    write: impl FnOnce(&tempfile::NamedTempFile) -> Result<()>,
+) -> Result<(Staged, Option<Scan>)> {
+    let t = tempfile::Builder::new()
+        .prefix(".krepair-")
+        .suffix(".tmp")
+        .tempfile_in(parent)
+        .map_err(tmp_err(parent))?;
+    let g = crate::cleanup::register(t.path());
+    write(&t)?;
+    let written = archive::Archive::open(t.path()).map_err(|e| Error::Verify {
+        path: output.to_path_buf(),
+        problem: e.to_string(),
+    })?;
+    let scan = scan_in_background(&written);
+    t.as_file()
+        .sync_all()
+        .map_err(|e| Error::io(output, "sync", e))?;
+    Ok((Staged::File(t, g), scan))
+}
+
+/// A directory output: a `.krepair-*` directory in `parent`, registered
+/// for removal, filled (and synced file by file) by `write`.
+fn stage_dir(
+    parent: &Path,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<(Staged, Option<Scan>)> {
+    let d = tempfile::Builder::new()
+        .prefix(".krepair-")
+        .tempdir_in(parent)
+        .map_err(tmp_err(parent))?;
+    let g = crate::cleanup::register(d.path());
+    write(d.path())?;
+    Ok((Staged::Dir(d, g), None))
 }
 
 /// Re-open the staged output and check it: it parses, has the same

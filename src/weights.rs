@@ -123,6 +123,17 @@ fn h5err(label: &str, what: &str, e: hdf5::Error) -> Error {
 }
 
 impl Weights {
+    /// [`Weights::open_at`] on the byte `range` of the file at `path`.
+    pub fn open_in(
+        path: &std::path::Path,
+        range: std::ops::Range<u64>,
+        label: &str,
+        writable: bool,
+    ) -> Result<Self> {
+        let f = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
+        Self::open_at(&f, range.start, range.end - range.start, label, writable)
+    }
+
     /// Open the `len` bytes at `offset` of `file` as an HDF5 file, in
     /// place: nothing is copied, and with `writable` the edits stay in
     /// memory until [`Weights::finish`] hands them over. `label` names the
