@@ -47,7 +47,7 @@ pub const WEIGHTS_NPZ: &str = "model.weights.npz";
 pub const HDF5_MAGIC: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
 
 /// Zip file or unzipped directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Form {
     /// A zip file (what `model.save("m.keras")` writes).

@@ -3,10 +3,11 @@
 //! report.
 //!
 //! The walk is sorted and deterministic. Each archive is an independent
-//! job; `jobs` worker threads take them in order. HDF5 calls serialize on
-//! the binding's global lock, while reading, copying and hashing (most of
-//! the time, see the README's performance section) run in parallel. One
-//! failed archive never stops the run: it becomes a failed entry.
+//! job; `jobs` threads take them in order and hand each to an executor:
+//! the binary's is a pool of worker processes ([`crate::worker::Pool`]),
+//! so a crash, hang or memory bomb ends one archive, and HDF5 work runs
+//! side by side (inside one process the binding serializes it). One failed
+//! archive never stops the run: it becomes a failed entry.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -72,6 +73,23 @@ pub struct Walk {
     pub links_skipped: Vec<PathBuf>,
     /// Paths that could not be read.
     pub errors: Vec<(PathBuf, String)>,
+    /// Archives that would be written to the same path under OUTDIR: the
+    /// relative path and the two inputs.
+    pub collisions: Vec<(PathBuf, PathBuf, PathBuf)>,
+}
+
+/// The name a root keeps under OUTDIR when several roots are given: its
+/// own last component, or, for `.`, `..` and the like, that of the
+/// directory it names. Never `..`, never empty (`/` becomes `root`).
+fn root_name(root: &Path) -> PathBuf {
+    use std::path::Component;
+    match root.components().next_back() {
+        Some(Component::Normal(n)) => PathBuf::from(n),
+        _ => fs::canonicalize(root)
+            .ok()
+            .and_then(|r| r.file_name().map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("root")),
+    }
 }
 
 /// Is `dir` an unzipped `.keras` archive?
@@ -97,7 +115,7 @@ pub fn walk(paths: &[PathBuf], follow_links: bool, exclude: Option<&Path>) -> Wa
     let many = paths.len() > 1;
     for root in paths {
         let prefix = if many {
-            PathBuf::from(root.file_name().unwrap_or(root.as_os_str()))
+            root_name(root)
         } else {
             PathBuf::new()
         };
@@ -109,14 +127,20 @@ pub fn walk(paths: &[PathBuf], follow_links: bool, exclude: Option<&Path>) -> Wa
             }
         };
         if meta.is_file() || is_archive_dir(root) {
-            let name = PathBuf::from(root.file_name().unwrap_or(root.as_os_str()));
-            push_job(&mut w, root, name, &meta);
+            push_job(&mut w, root, root_name(root), &meta);
             continue;
         }
         visit(root, &prefix, follow_links, &mut seen_dirs, &mut w);
     }
     w.jobs.sort_by(|a, b| a.input.cmp(&b.input));
     w.skipped.sort();
+    let mut by_output: std::collections::HashMap<&Path, &Path> = std::collections::HashMap::new();
+    for j in &w.jobs {
+        if let Some(first) = by_output.insert(&j.relative, &j.input) {
+            w.collisions
+                .push((j.relative.clone(), first.to_path_buf(), j.input.clone()));
+        }
+    }
     w
 }
 
@@ -340,6 +364,7 @@ impl RunReport {
                     .filter(|f| f.severity > crate::plan::Severity::Info)
                     .map(|f| f.code)
                     .collect();
+                codes.sort_unstable();
                 codes.dedup();
                 codes.join(", ")
             });
@@ -447,8 +472,24 @@ impl Progress for NoProgress {
     fn done(&self, _: &Job) {}
 }
 
+/// Runs one archive: `exec(slot, options)`, where `slot` is the index of
+/// the batch thread asking (each thread keeps its own worker).
+pub type Exec<'a> = dyn Fn(usize, &Options) -> repair::Run + Sync + 'a;
+
+/// Run every archive in this process ([`repair::run`]), for library
+/// callers that need no isolation.
+pub fn in_process(_slot: usize, opts: &Options) -> repair::Run {
+    repair::run(opts)
+}
+
 /// Run one archive in place: repair into a hidden sibling, then swap it in.
-fn in_place(job: &Job, policy: Policy, backup: Option<&str>) -> (repair::Run, Option<PathBuf>) {
+fn in_place(
+    job: &Job,
+    policy: Policy,
+    backup: Option<&str>,
+    slot: usize,
+    exec: &Exec,
+) -> (repair::Run, Option<PathBuf>) {
     let input = &job.input;
     let name = input
         .file_name()
@@ -465,7 +506,7 @@ fn in_place(job: &Job, policy: Policy, backup: Option<&str>) -> (repair::Run, Op
         policy,
         force: true,
     };
-    let mut run = repair::run(&opts);
+    let mut run = exec(slot, &opts);
     let remove_staged = || {
         let _ = fs::remove_file(&staged);
         let _ = fs::remove_dir_all(&staged);
@@ -477,30 +518,41 @@ fn in_place(job: &Job, policy: Policy, backup: Option<&str>) -> (repair::Run, Op
         return (run, None);
     }
     let swap = || -> std::io::Result<()> {
-        if let Some(suffix) = backup {
-            let b = input.with_file_name(format!("{name}{suffix}"));
-            if b.exists() {
+        let backup_path = backup.map(|suffix| input.with_file_name(format!("{name}{suffix}")));
+        if let Some(b) = &backup_path {
+            if fs::symlink_metadata(b).is_ok() {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
                     format!("backup {} already exists", b.display()),
                 ));
             }
-            if input.is_dir() {
-                fs::rename(input, &b)?;
-            } else {
-                fs::hard_link(input, &b)?;
-            }
         }
         if input.is_dir() {
-            let old = input.with_file_name(format!(".krepair-{name}.old"));
-            if backup.is_none() {
-                fs::rename(input, &old)?;
+            // Two renames: the original goes aside (to the backup, or to
+            // a hidden name), then the new one takes its place. If the
+            // second fails, the original comes back.
+            let aside = backup_path
+                .clone()
+                .unwrap_or_else(|| input.with_file_name(format!(".krepair-{name}.old")));
+            fs::rename(input, &aside)?;
+            if let Err(e) = fs::rename(&staged, input) {
+                fs::rename(&aside, input)?;
+                return Err(e);
             }
-            fs::rename(&staged, input)?;
-            let _ = fs::remove_dir_all(&old);
+            if backup_path.is_none() {
+                let _ = fs::remove_dir_all(&aside);
+            }
         } else {
+            if let Some(b) = &backup_path {
+                fs::hard_link(input, b)?;
+            }
             // Atomic: readers see the old file or the new one.
-            fs::rename(&staged, input)?;
+            if let Err(e) = fs::rename(&staged, input) {
+                if let Some(b) = &backup_path {
+                    let _ = fs::remove_file(b);
+                }
+                return Err(e);
+            }
         }
         Ok(())
     };
@@ -529,14 +581,16 @@ pub fn run(
     walk: &Walk,
     progress: &dyn Progress,
     stop: &AtomicBool,
+    exec: &Exec,
 ) -> RunReport {
     let next = Mutex::new(0usize);
     let results: Mutex<Vec<Option<Entry>>> = Mutex::new(vec![None; walk.jobs.len()]);
     let jobs = opts.jobs.max(1).min(walk.jobs.len().max(1));
     let created_dirs = Arc::new(Mutex::new(()));
     std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
+        for slot in 0..jobs {
+            let (next, results, created_dirs) = (&next, &results, &created_dirs);
+            s.spawn(move || loop {
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
@@ -548,7 +602,7 @@ pub fn run(
                 };
                 let Some(job) = walk.jobs.get(i) else { return };
                 progress.start(job);
-                let entry = run_job(opts, job, &created_dirs);
+                let entry = run_job(opts, job, created_dirs, slot, exec);
                 progress.done(job);
                 results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(entry);
             });
@@ -625,7 +679,7 @@ pub fn run(
     }
 }
 
-fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>) -> Entry {
+fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>, slot: usize, exec: &Exec) -> Entry {
     let (run, output) = match &opts.mode {
         Mode::DryRun => {
             let o = Options {
@@ -634,22 +688,20 @@ fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>) -> Entry {
                 policy: opts.policy,
                 force: false,
             };
-            (repair::run(&o), None)
+            (exec(slot, &o), None)
         }
         Mode::Out(dir) => {
             let out = dir.join(&job.relative);
             if let Some(parent) = out.parent() {
                 let _g = dirs.lock().unwrap_or_else(|p| p.into_inner());
                 if let Err(e) = fs::create_dir_all(parent) {
-                    let mut r = repair::run(&Options {
+                    let o = Options {
                         input: job.input.clone(),
-                        output: None,
+                        output: Some(out.clone()),
                         policy: opts.policy,
-                        force: false,
-                    });
-                    let err = Error::io(parent, "create", e);
-                    r.report.outcome = Outcome::Failed;
-                    r.error = Some(err);
+                        force: opts.force,
+                    };
+                    let r = repair::Run::failed(&o, Error::io(parent, "create", e));
                     return entry(job, r, None);
                 }
             }
@@ -659,11 +711,11 @@ fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>) -> Entry {
                 policy: opts.policy,
                 force: opts.force,
             };
-            let r = repair::run(&o);
+            let r = exec(slot, &o);
             let ok = r.error.is_none();
             (r, ok.then_some(out))
         }
-        Mode::InPlace { backup } => in_place(job, opts.policy, backup.as_deref()),
+        Mode::InPlace { backup } => in_place(job, opts.policy, backup.as_deref(), slot, exec),
     };
     entry(job, run, output)
 }

@@ -1,14 +1,36 @@
-//! Temporary paths to remove if the process has to stop abruptly.
+//! Temporary paths: how they are named, and the ones to remove if the
+//! process has to stop abruptly.
 //!
 //! Temporary files are normally removed by their owners' destructors. When
-//! the HDF5 watchdog (see `main.rs` and [`crate::weights::busy_for`]) ends
-//! the process because the C library hangs on a malformed file,
-//! destructors do not run; it calls [`remove_all`] first.
+//! Ctrl-C ends a run, destructors do not run; the handler calls
+//! [`remove_all`] first. Every temporary file krepair makes starts with
+//! [`prefix`]: a worker process is given a prefix of its own for each
+//! archive, so that the supervisor can remove whatever a worker that
+//! crashed or was killed left behind (see [`crate::worker`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 static PATHS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static PREFIX: Mutex<Option<String>> = Mutex::new(None);
+
+/// The prefix of every temporary file and directory krepair creates:
+/// `.krepair-`, or what [`set_prefix`] said.
+pub fn prefix() -> String {
+    PREFIX
+        .lock()
+        .ok()
+        .and_then(|g| g.clone())
+        .unwrap_or_else(|| ".krepair-".to_string())
+}
+
+/// Name the temporary files of this process from now on `prefix*` (it
+/// should start with `.krepair-`, which the batch walk skips).
+pub fn set_prefix(prefix: &str) {
+    if let Ok(mut g) = PREFIX.lock() {
+        *g = Some(prefix.to_string());
+    }
+}
 
 /// Registers a path for [`remove_all`] until dropped.
 #[derive(Debug)]

@@ -52,6 +52,44 @@ pub enum Error {
         /// What the check found.
         problem: String,
     },
+    /// The worker process handling the archive crashed, hung past its
+    /// time limit, ran out of its memory budget, or broke the protocol.
+    Worker {
+        /// The input file or directory.
+        path: PathBuf,
+        /// Which of those.
+        fault: WorkerFault,
+        /// One line: what happened and where.
+        problem: String,
+    },
+    /// A bug in krepair (a panic), caught before it could do harm.
+    Internal {
+        /// The input file or directory.
+        path: PathBuf,
+        /// The panic message.
+        problem: String,
+    },
+    /// An error a worker process reported for its archive: its stable code
+    /// and its one-line message.
+    Reported {
+        /// [`Error::code`] of the worker's error.
+        code: &'static str,
+        /// The worker's message (it names the file).
+        message: String,
+    },
+}
+
+/// How a worker process failed ([`Error::Worker`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerFault {
+    /// Killed by a signal or exited without answering.
+    Crashed,
+    /// Past the per-archive time limit.
+    TimedOut,
+    /// Past the per-archive memory budget.
+    OutOfMemory,
+    /// Wrote something that is not the protocol.
+    Protocol,
 }
 
 impl Error {
@@ -80,6 +118,14 @@ impl Error {
             Error::Refused { .. } => "refused",
             Error::Output { .. } => "output",
             Error::Verify { .. } => "verify",
+            Error::Worker { fault, .. } => match fault {
+                WorkerFault::Crashed => "worker-crashed",
+                WorkerFault::TimedOut => "timeout",
+                WorkerFault::OutOfMemory => "memory-limit",
+                WorkerFault::Protocol => "worker-protocol",
+            },
+            Error::Internal { .. } => "internal",
+            Error::Reported { code, .. } => code,
         }
     }
 }
@@ -117,6 +163,13 @@ impl fmt::Display for Error {
                 path.display(),
                 one_line(problem)
             ),
+            Error::Worker { path, problem, .. } => {
+                write!(f, "{}: {}", path.display(), one_line(problem))
+            }
+            Error::Internal { path, problem } => {
+                write!(f, "{}: {}", path.display(), one_line(problem))
+            }
+            Error::Reported { message, .. } => f.write_str(&one_line(message)),
         }
     }
 }

@@ -118,6 +118,7 @@ fn parse_json(bytes: &[u8], label: &str, archive: &Archive) -> Result<Value> {
 
 /// Inspect the archive at `path` under `policy`.
 pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<Inspection> {
+    crate::worker::step("reading the zip container");
     let mut archive = Archive::open(path)?;
     let mut findings = Vec::new();
 
@@ -156,6 +157,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
             "metadata.json is missing or names no keras_version: the saving Keras version is unknown",
         ));
     }
+    crate::worker::step("reading config.json");
     let config_bytes = archive.read_member(archive::CONFIG, archive::MAX_CONFIG_BYTES)?;
     let config = parse_json(&config_bytes, "config.json", &archive)?;
     let config_text = String::from_utf8(config_bytes).expect("checked above");
@@ -179,6 +181,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         };
         return Err(Error::format(path, what));
     }
+    crate::worker::step("opening model.weights.h5");
     let label = format!("{}!{}", path.display(), archive::WEIGHTS);
     let weights = match archive.in_place(archive::WEIGHTS) {
         Some((file, range)) => Weights::open_in(&file, range, &label, check.editable)?,
@@ -186,7 +189,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
             // A compressed member: inflate it (checking its CRC-32) into a
             // temporary file, map that, and remove the file at once.
             let tmp = tempfile::Builder::new()
-                .prefix(".krepair-")
+                .prefix(&crate::cleanup::prefix())
                 .suffix(".h5")
                 .tempfile()
                 .map_err(|e| Error::io(std::env::temp_dir(), "create a temporary file", e))?;
@@ -219,6 +222,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         }
     }
     if check.structure {
+        crate::worker::step("walking the HDF5 structure of model.weights.h5");
         weights.check_structure()?;
     }
     let mut layers = Vec::new();
@@ -248,6 +252,15 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         actions,
         weights: Some(weights),
     })
+}
+
+/// A dataset's shape for messages, telling a null dataspace from a scalar.
+fn shape_text(d: &crate::weights::DatasetInfo) -> String {
+    if d.null {
+        "with a null dataspace (no values)".into()
+    } else {
+        format!("{:?}", d.shape)
+    }
 }
 
 fn count_within(sites: &[NormSite]) -> HashMap<String, usize> {
@@ -432,6 +445,10 @@ fn analyze(
         "adapt-mode",
         "mean and variance are null in the config: the layer depends on finalize_state()",
     ));
+    crate::worker::step(&format!(
+        "finding the weights of `{}` in model.weights.h5",
+        site.config_path
+    ));
     let group = match resolve(site, w, claimed, within_counts) {
         Ok(g) => g,
         Err((code, reason)) => return Ok(refuse(r, code, reason)),
@@ -460,39 +477,59 @@ fn analyze(
         Err(e) => return Ok(refuse(r, "shape-unknown", e)),
     };
     r.stats_shape = Some(geo.stats_shape.clone());
+    let values = geo
+        .stats_shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if values.is_none_or(|n| n > stats::MAX_VALUES) {
+        return Ok(refuse(
+            r,
+            "stats-too-large",
+            format!(
+                "statistics of shape {:?} hold more than {} values, the most krepair embeds",
+                geo.stats_shape,
+                stats::MAX_VALUES
+            ),
+        ));
+    }
     let names: Vec<&str> = ds.iter().map(|d| d.name.as_str()).collect();
     if names != ["0", "1", "2"] {
         return Ok(refuse(r, "weights-mismatch", format!("`{group}` holds datasets {names:?}, expected [\"0\", \"1\", \"2\"] (mean, variance, count)")));
     }
     for (d, what) in ds[..2].iter().zip(["mean", "variance"]) {
-        if !matches!(d.elem, Elem::Float(4) | Elem::Float(2)) || d.shape != geo.stats_shape {
+        if d.null
+            || !matches!(d.elem, Elem::Float(4) | Elem::Float(2))
+            || d.shape != geo.stats_shape
+        {
             return Ok(refuse(
                 r,
                 "weights-mismatch",
                 format!(
-                    "`{group}/{}` ({what}) is {} {:?}, expected float32 (or float16) {:?} from axis {:?} and input shape",
-                    d.name, d.elem, d.shape, geo.stats_shape, site.axis
+                    "`{group}/{}` ({what}) is {} {}, expected float32 (or float16) {:?} from axis {:?} and input shape",
+                    d.name, d.elem, shape_text(d), geo.stats_shape, site.axis
                 ),
             ));
         }
     }
-    if !matches!(ds[2].elem, Elem::Int(_)) || !ds[2].shape.is_empty() {
+    if ds[2].null || !matches!(ds[2].elem, Elem::Int(_)) || !ds[2].shape.is_empty() {
         return Ok(refuse(
             r,
             "weights-mismatch",
             format!(
-                "`{group}/2` (count) is {} {:?}, expected an integer scalar",
-                ds[2].elem, ds[2].shape
+                "`{group}/2` (count) is {} {}, expected an integer scalar",
+                ds[2].elem,
+                shape_text(&ds[2])
             ),
         ));
     }
-    let mean = w.read_f32(&format!("{group}/0"))?;
-    let variance = w.read_f32(&format!("{group}/1"))?;
+    crate::worker::step(&format!("reading the statistics of `{}`", site.config_path));
+    let mean = w.read_f32(&format!("{group}/0"), stats::MAX_VALUES)?;
+    let variance = w.read_f32(&format!("{group}/1"), stats::MAX_VALUES)?;
     let count = w.read_int_scalar(&format!("{group}/2"))?;
     r.stored = Some(Stored {
-        mean: mean.to_json_value(),
-        variance: variance.to_json_value(),
-        std: stats::std(&variance).to_json_value(),
+        mean: mean.clone(),
+        variance: variance.clone(),
+        std: stats::std(&variance),
         count,
     });
     if let Err(p) = stats::check(&mean, &variance) {
@@ -507,8 +544,8 @@ fn analyze(
     let location = if geo.trailing { "config" } else { "variables" };
     r.embedded = Some(Embedded {
         location,
-        mean: tm.to_json_value(),
-        variance: tv.to_json_value(),
+        mean: tm.clone(),
+        variance: tv.clone(),
     });
     let chosen = choice.chosen;
     r.policy = Some(choice);

@@ -28,7 +28,9 @@ pub mod plan;
 pub mod repair;
 pub mod report;
 pub mod stats;
+mod sys;
 pub mod weights;
+pub mod worker;
 
 pub use error::{Error, Result};
 pub use plan::Policy;

@@ -4,13 +4,13 @@
 //! from its variables and the saving Keras version; returns the choice with
 //! its reason, evidence and findings. No I/O.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Consumer, NormSite};
 use crate::stats::Tensor;
 
 /// `--stats`: what repaired layers compute.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Policy {
     /// What the model computed when it was saved (see docs/version-matrix.md).
@@ -22,7 +22,7 @@ pub enum Policy {
 }
 
 /// The statistics a layer ends up computing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Chosen {
     /// The stored mean and variance.
@@ -32,7 +32,7 @@ pub enum Chosen {
 }
 
 /// How serious a finding is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Severity {
     /// For the record.
@@ -44,10 +44,11 @@ pub enum Severity {
 }
 
 /// A fact about the archive or a layer, with a stable code.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     /// Stable kebab-case code (see [`CODES`]).
-    pub code: &'static str,
+    #[serde(deserialize_with = "crate::report::intern")]
+    pub code: crate::report::StaticStr,
     /// How serious it is.
     pub severity: Severity,
     /// One line for people.
@@ -72,6 +73,7 @@ pub const CODES: &[(&str, Severity, &str)] = &[
     ("weights-not-found", Severity::Error, "no weights group for the layer where Keras would store it"),
     ("weights-ambiguous", Severity::Error, "more than one weights group could be the layer's"),
     ("weights-mismatch", Severity::Error, "the weights group does not hold mean, variance and count of the expected dtypes and shapes"),
+    ("stats-too-large", Severity::Error, "the layer's statistics have more values than krepair embeds (stats::MAX_VALUES)"),
     ("non-finite-statistics", Severity::Error, "a stored mean or variance is NaN or infinite"),
     ("negative-variance", Severity::Error, "a stored variance is negative"),
 ];
@@ -114,7 +116,7 @@ impl Version {
 }
 
 /// Where the kept axes put the statistics, and their shape.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Geometry {
     /// Rank of the layer's input.
     pub ndim: usize,
@@ -188,7 +190,7 @@ fn is_imagenet_rescaling(c: &Consumer) -> bool {
 }
 
 /// The policy decision for one adapt-mode layer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Choice {
     /// What the layer will compute.
     pub chosen: Chosen,

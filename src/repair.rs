@@ -66,6 +66,39 @@ fn empty_report(opts: &Options) -> Report {
     }
 }
 
+impl Run {
+    /// A run that failed with `e` before (or while) producing a report.
+    pub fn failed(opts: &Options, e: Error) -> Run {
+        Run::with_error(empty_report(opts), e)
+    }
+
+    fn with_error(mut report: Report, e: Error) -> Run {
+        report.outcome = if matches!(e, Error::Refused { .. }) {
+            Outcome::Refused
+        } else {
+            Outcome::Failed
+        };
+        report.output = None;
+        report.error = Some(ErrorInfo {
+            code: e.code(),
+            message: e.to_string(),
+        });
+        Run {
+            report,
+            error: Some(e),
+        }
+    }
+
+    /// A run as a worker process reported it.
+    pub fn from_report(report: Report) -> Run {
+        let error = report.error.as_ref().map(|e| Error::Reported {
+            code: e.code,
+            message: e.message.clone(),
+        });
+        Run { report, error }
+    }
+}
+
 /// Repair (or, without an output, inspect) one archive.
 pub fn run(opts: &Options) -> Run {
     let mut report = empty_report(opts);
@@ -74,22 +107,7 @@ pub fn run(opts: &Options) -> Run {
             report,
             error: None,
         },
-        Err(e) => {
-            report.outcome = if matches!(e, Error::Refused { .. }) {
-                Outcome::Refused
-            } else {
-                Outcome::Failed
-            };
-            report.output = None;
-            report.error = Some(ErrorInfo {
-                code: e.code(),
-                message: e.to_string(),
-            });
-            Run {
-                report,
-                error: Some(e),
-            }
-        }
+        Err(e) => Run::with_error(report, e),
     }
 }
 
@@ -194,8 +212,15 @@ fn finish_scan(scan: Option<Scan>, archive: &archive::Archive) -> Result<Option<
     let Some(mut scan) = scan else {
         return Ok(None);
     };
-    let handle = scan.handle.take().expect("joined once");
-    let (sha, crc) = handle.join().expect("hashing thread")?;
+    let Some(handle) = scan.handle.take() else {
+        return Ok(None);
+    };
+    let (sha, crc) = handle.join().unwrap_or_else(|_| {
+        Err(Error::Internal {
+            path: archive.path.clone(),
+            problem: "internal error: the hashing thread panicked".into(),
+        })
+    })?;
     let m = archive.member(archive::WEIGHTS);
     if let (Some(crc), Some(m)) = (crc, m) {
         if Some(crc) != m.crc32 {
@@ -274,13 +299,19 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
         }
     };
     let changed = !insp.actions.is_empty();
+    crate::worker::step("writing the output");
     let staged = if refusal.is_none() {
         Some(stage(&mut insp, &parent, &output))
     } else {
         None
     };
     if let Some(h) = structure {
-        h.join().expect("structure thread")?;
+        h.join().unwrap_or_else(|_| {
+            Err(Error::Internal {
+                path: opts.input.clone(),
+                problem: "internal error: the HDF5 structure check panicked".into(),
+            })
+        })?;
     }
     // The input's bytes are checked before anything is reported or kept.
     report.input.sha256 = finish_scan(input_scan, &insp.archive)?;
@@ -302,6 +333,7 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
         }
         (sha, insp.archive.members.clone())
     } else {
+        crate::worker::step("verifying the output");
         verify(&staged, output_scan, &insp, opts.policy, &output)?
     };
     staged.persist(&opts.input, &output, opts.force)?;
@@ -508,7 +540,7 @@ fn stage_zip(
     write: impl FnOnce(&tempfile::NamedTempFile) -> Result<()>,
 ) -> Result<(Staged, Option<Scan>)> {
     let t = tempfile::Builder::new()
-        .prefix(".krepair-")
+        .prefix(&crate::cleanup::prefix())
         .suffix(".tmp")
         .tempfile_in(parent)
         .map_err(tmp_err(parent))?;
@@ -532,7 +564,7 @@ fn stage_dir(
     write: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<(Staged, Option<Scan>)> {
     let d = tempfile::Builder::new()
-        .prefix(".krepair-")
+        .prefix(&crate::cleanup::prefix())
         .tempdir_in(parent)
         .map_err(tmp_err(parent))?;
     let g = crate::cleanup::register(d.path());

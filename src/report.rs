@@ -1,17 +1,17 @@
 //! The audit report: its JSON schema (docs/report.md) and the short human
 //! summary printed when no JSON report is asked for.
 
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::archive::Form;
 use crate::plan::{Choice, Finding, Policy, Severity};
+use crate::stats::Tensor;
 
 /// Version of the report schema; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// The whole report for one archive.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// [`SCHEMA_VERSION`].
     pub schema_version: u32,
@@ -40,16 +40,18 @@ pub struct Report {
 }
 
 /// Tool name and version.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Tool {
     /// "krepair".
-    pub name: &'static str,
+    #[serde(deserialize_with = "intern")]
+    pub name: crate::report::StaticStr,
     /// The crate version.
-    pub version: &'static str,
+    #[serde(deserialize_with = "intern")]
+    pub version: crate::report::StaticStr,
 }
 
 /// A file or directory the report is about.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FileInfo {
     /// As given on the command line.
     pub path: String,
@@ -63,7 +65,7 @@ pub struct FileInfo {
 }
 
 /// The outcome for one archive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Output written with at least one layer changed.
@@ -79,16 +81,17 @@ pub enum Outcome {
 }
 
 /// An error, in the report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorInfo {
     /// Stable kind.
-    pub code: &'static str,
+    #[serde(deserialize_with = "intern")]
+    pub code: crate::report::StaticStr,
     /// The one-line message.
     pub message: String,
 }
 
 /// One archive member.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MemberReport {
     /// Its name.
     pub name: String,
@@ -107,7 +110,7 @@ pub struct MemberReport {
 }
 
 /// What happened to one Normalization layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     /// Statistics embedded (in the output).
@@ -124,32 +127,38 @@ pub enum Status {
 }
 
 /// The stored statistics of an adapt-mode layer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Stored {
     /// `vars/0`.
-    pub mean: Value,
+    #[serde(with = "crate::stats::nested_json")]
+    pub mean: Tensor,
     /// `vars/1`.
-    pub variance: Value,
+    #[serde(with = "crate::stats::nested_json")]
+    pub variance: Tensor,
     /// sqrt(variance), float32.
-    pub std: Value,
+    #[serde(with = "crate::stats::nested_json")]
+    pub std: Tensor,
     /// `vars/2`.
     pub count: i64,
 }
 
 /// Where and what was embedded.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Embedded {
     /// "config" (mean/variance in the layer config, variables deleted) or
     /// "variables" (written into vars/0 and vars/1).
-    pub location: &'static str,
+    #[serde(deserialize_with = "crate::report::intern")]
+    pub location: crate::report::StaticStr,
     /// The mean the layer now computes with.
-    pub mean: Value,
+    #[serde(with = "crate::stats::nested_json")]
+    pub mean: Tensor,
     /// The variance the layer now computes with.
-    pub variance: Value,
+    #[serde(with = "crate::stats::nested_json")]
+    pub variance: Tensor,
 }
 
 /// One Normalization layer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LayerReport {
     /// Names from the root's children down, joined by `/`.
     pub config_path: String,
@@ -162,7 +171,8 @@ pub struct LayerReport {
     /// `invert`.
     pub invert: bool,
     /// "adapt", "explicit" or "inconsistent".
-    pub mode: &'static str,
+    #[serde(deserialize_with = "intern")]
+    pub mode: crate::report::StaticStr,
     /// `build_config.input_shape`.
     pub input_shape: Option<Vec<Option<u64>>>,
     /// Shape of mean and variance.
@@ -179,6 +189,32 @@ pub struct LayerReport {
     pub reason: Option<String>,
     /// Findings about this layer.
     pub findings: Vec<Finding>,
+}
+
+/// A `&'static str` field of the report. (Spelled through an alias so that
+/// serde does not infer a borrow from the input, which must then outlive
+/// the program.)
+pub type StaticStr = &'static str;
+
+/// Read a string into a `&'static str` field: the codes and names a report
+/// carries come from small fixed sets, so each distinct text is kept once
+/// for the life of the process (a report read back from a worker process).
+pub fn intern<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static SEEN: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    let s = String::deserialize(d)?;
+    let mut g = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let set = g.get_or_insert_with(HashSet::new);
+    if let Some(k) = set.get(s.as_str()) {
+        return Ok(k);
+    }
+    if set.len() >= 10_000 {
+        return Err(serde::de::Error::custom("too many distinct codes"));
+    }
+    let k: &'static str = Box::leak(s.into_boxed_str());
+    set.insert(k);
+    Ok(k)
 }
 
 impl Report {

@@ -6,6 +6,12 @@
 
 use serde::Serialize;
 
+/// Most values one statistic may hold for krepair to embed it: the
+/// embedded text takes about 25 bytes a value in config.json, whose size
+/// krepair caps at 64 MiB (`archive::MAX_CONFIG_BYTES`). Per-pixel
+/// statistics of a 512x512 RGB image are 786,432 values.
+pub const MAX_VALUES: usize = 1 << 20;
+
 /// A float32 tensor in row-major order.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Tensor {
@@ -47,6 +53,46 @@ impl Tensor {
     pub fn to_json_value(&self) -> serde_json::Value {
         nested_value(&self.shape, &self.data)
     }
+
+    /// A view that serializes as [`Tensor::to_json_value`] does, without
+    /// building a JSON value per element.
+    pub fn nested(&self) -> Nested<'_> {
+        Nested {
+            shape: &self.shape,
+            data: &self.data,
+        }
+    }
+}
+
+/// Nested arrays of exact numbers, serialized straight from the values.
+#[derive(Clone, Copy, Debug)]
+pub struct Nested<'a> {
+    shape: &'a [usize],
+    data: &'a [f32],
+}
+
+impl Serialize for Nested<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        match self.shape.split_first() {
+            None => match self.data.first() {
+                Some(x) => s.serialize_f64(*x as f64),
+                None => s.serialize_none(),
+            },
+            Some((&n, rest)) => {
+                let stride: usize = rest.iter().product();
+                let mut seq = s.serialize_seq(Some(n))?;
+                for i in 0..n {
+                    let part = self.data.get(i * stride..(i + 1) * stride).unwrap_or(&[]);
+                    seq.serialize_element(&Nested {
+                        shape: rest,
+                        data: part,
+                    })?;
+                }
+                seq.end()
+            }
+        }
+    }
 }
 
 fn number_text(x: f32) -> String {
@@ -82,6 +128,77 @@ fn nested_value(shape: &[usize], data: &[f32]) -> serde_json::Value {
                     .map(|i| nested_value(rest, &data[i * stride..(i + 1) * stride]))
                     .collect(),
             )
+        }
+    }
+}
+
+/// `#[serde(with = "stats::nested_json")]` for a [`Tensor`] field: written
+/// as nested arrays of exact numbers (`null` for NaN and infinities, as
+/// serde_json writes them), read back into shape and values without a
+/// JSON value per element.
+pub mod nested_json {
+    use super::Tensor;
+    use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+    use serde::{Deserializer, Serialize, Serializer};
+
+    /// Serialize `t` as nested arrays.
+    pub fn serialize<S: Serializer>(t: &Tensor, s: S) -> Result<S::Ok, S::Error> {
+        t.nested().serialize(s)
+    }
+
+    /// Read nested arrays of numbers back into a tensor.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Tensor, D::Error> {
+        let mut data = Vec::new();
+        let shape = Level { data: &mut data }.deserialize(d)?;
+        Ok(Tensor { shape, data })
+    }
+
+    /// One nesting level: pushes its numbers, returns its shape.
+    struct Level<'a> {
+        data: &'a mut Vec<f32>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Level<'_> {
+        type Value = Vec<usize>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<usize>, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Level<'_> {
+        type Value = Vec<usize>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number or nested arrays of numbers")
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Vec<usize>, E> {
+            self.data.push(v as f32);
+            Ok(Vec::new())
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Vec<usize>, E> {
+            self.visit_f64(v as f64)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Vec<usize>, E> {
+            self.visit_f64(v as f64)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Vec<usize>, E> {
+            self.visit_f64(f64::NAN)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<usize>, A::Error> {
+            let mut n = 0usize;
+            let mut inner: Option<Vec<usize>> = None;
+            while let Some(shape) = seq.next_element_seed(Level {
+                data: &mut *self.data,
+            })? {
+                if inner.as_ref().is_some_and(|s| *s != shape) {
+                    return Err(de::Error::custom("ragged nested arrays"));
+                }
+                inner = Some(shape);
+                n += 1;
+            }
+            let mut shape = vec![n];
+            shape.extend(inner.unwrap_or_default());
+            Ok(shape)
         }
     }
 }

@@ -6,10 +6,8 @@
 //! dataset in place). Everything goes through the `hdf5` crate
 //! (hdf5-metno), which serializes calls behind one global lock.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::thread::ThreadId;
-use std::time::{Duration, Instant};
 
 use hdf5::dataset::Layout;
 use hdf5::types::{FloatSize, TypeDescriptor};
@@ -46,8 +44,17 @@ pub struct DatasetInfo {
     pub name: String,
     /// Its element type.
     pub elem: Elem,
-    /// Its shape.
+    /// Its shape (`[]` for a scalar).
     pub shape: Vec<usize>,
+    /// A null dataspace: no values at all (not even a scalar's one).
+    pub null: bool,
+}
+
+/// What the walk reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Group,
+    Dataset,
 }
 
 /// Most objects (groups and datasets) a weights file may hold.
@@ -56,50 +63,16 @@ pub struct DatasetInfo {
 pub const MAX_OBJECTS: usize = 1_000_000;
 /// Deepest group nesting walked (Keras nests a few levels per model).
 pub const MAX_DEPTH: usize = 64;
+/// Most links one group may hold (EfficientNetB7's largest has a few
+/// hundred).
+pub const MAX_GROUP_LINKS: u64 = 100_000;
+/// Most attributes a group may carry (Keras writes at most one, `name`).
+pub const MAX_ATTRIBUTES: usize = 1_000;
 /// A dataset declaring more than this many bytes *and* more than
 /// [`MAX_DATASET_RATIO`] times its storage is refused (Keras 3.15's rule).
 pub const MAX_DATASET_BYTES: u64 = 4 << 30;
 /// See [`MAX_DATASET_BYTES`].
 pub const MAX_DATASET_RATIO: u64 = 1000;
-
-/// Threads inside a [`Weights`] method, with the time each entered.
-static BUSY: Mutex<Vec<(ThreadId, Instant)>> = Mutex::new(Vec::new());
-
-/// Marks the span of one call into the HDF5 library on this thread.
-struct Busy(bool);
-
-impl Busy {
-    fn enter() -> Busy {
-        let me = std::thread::current().id();
-        let mut v = BUSY.lock().unwrap_or_else(|p| p.into_inner());
-        // Nested calls keep the outer start time.
-        if v.iter().any(|(t, _)| *t == me) {
-            return Busy(false);
-        }
-        v.push((me, Instant::now()));
-        Busy(true)
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        if self.0 {
-            let me = std::thread::current().id();
-            let mut v = BUSY.lock().unwrap_or_else(|p| p.into_inner());
-            v.retain(|(t, _)| *t != me);
-        }
-    }
-}
-
-/// How long the current call into the HDF5 library has been running, if
-/// one is. The C library can loop forever on a malformed file (found by
-/// tests/fuzz.rs: a corrupt global heap behind a string attribute), and a
-/// call into it cannot be interrupted; the binary's watchdog uses this to
-/// end the process cleanly instead of hanging.
-pub fn busy_for() -> Option<Duration> {
-    let v = BUSY.lock().unwrap_or_else(|p| p.into_inner());
-    v.iter().map(|(_, t)| t.elapsed()).max()
-}
 
 mod image;
 
@@ -161,7 +134,6 @@ impl Weights {
                 "not an HDF5 file (no HDF5 signature at its start)",
             ));
         }
-        let _busy = Busy::enter();
         let file = image
             .open(writable)
             .map_err(|e| h5err(label, "not a readable HDF5 file", e))?;
@@ -173,13 +145,11 @@ impl Weights {
     }
 
     fn err(&self, what: String, e: hdf5::Error) -> Error {
-        let _busy = Busy::enter();
         h5err(&self.label, &what, e)
     }
 
     /// Is there a group at `path`?
     pub fn is_group(&self, path: &str) -> bool {
-        let _busy = Busy::enter();
         // Walk link by link, so a missing intermediate group is a plain
         // "no" rather than an HDF5 error.
         let mut g = match self.file.group("/") {
@@ -200,13 +170,18 @@ impl Weights {
 
     /// The datasets directly inside the group at `path`, sorted by name.
     /// Sub-groups and other links are reported as an error: a `vars` group
-    /// holds datasets only.
+    /// holds datasets only. Nothing is read but each dataset's header.
     pub fn datasets(&self, path: &str) -> Result<Vec<DatasetInfo>> {
-        let _busy = Busy::enter();
         let g = self
             .file
             .group(path)
             .map_err(|e| self.err(format!("group `{path}`"), e))?;
+        let n = g.len();
+        if n > MAX_GROUP_LINKS {
+            return Err(self.unsafe_hdf5(format!(
+                "group `{path}` holds {n} links, more than the limit of {MAX_GROUP_LINKS}"
+            )));
+        }
         let mut names = g
             .member_names()
             .map_err(|e| self.err(format!("group `{path}`"), e))?;
@@ -226,47 +201,31 @@ impl Weights {
                 }
                 _ => Elem::Other,
             };
+            let space = ds
+                .space()
+                .map_err(|e| self.err(format!("dataspace of `{full}`"), e))?;
             out.push(DatasetInfo {
                 name,
                 elem,
-                shape: ds.shape(),
+                // The binding reports a null dataspace's shape as `[]`, the
+                // shape of a scalar: keep the two apart.
+                null: space.is_null(),
+                shape: space.shape(),
             });
         }
         Ok(out)
     }
 
     /// Every group named `vars` at or below `path`, as full paths, sorted.
+    /// Walked with the same bounds as [`Weights::check_structure`].
     pub fn vars_groups_under(&self, path: &str) -> Result<Vec<String>> {
-        let _busy = Busy::enter();
         let mut out = Vec::new();
-        let start = if path.is_empty() {
-            "/".to_string()
-        } else {
-            path.to_string()
-        };
-        let mut stack = vec![start];
-        while let Some(p) = stack.pop() {
-            let g = self
-                .file
-                .group(&p)
-                .map_err(|e| self.err(format!("group `{p}`"), e))?;
-            for name in g
-                .member_names()
-                .map_err(|e| self.err(format!("group `{p}`"), e))?
-            {
-                let child = if p == "/" {
-                    name.clone()
-                } else {
-                    format!("{p}/{name}")
-                };
-                if g.group(&name).is_ok() {
-                    if name == "vars" {
-                        out.push(child.clone());
-                    }
-                    stack.push(child);
-                }
+        self.walk(path, |_, name, child, kind| {
+            if kind == Kind::Group && name == "vars" {
+                out.push(child.to_string());
             }
-        }
+            Ok(())
+        })?;
         out.sort();
         Ok(out)
     }
@@ -274,7 +233,6 @@ impl Weights {
     /// The string attribute `name` that Keras >= 3.6 writes on `vars`
     /// groups, if present.
     pub fn name_attr(&self, path: &str) -> Option<String> {
-        let _busy = Busy::enter();
         let g = self.file.group(path).ok()?;
         let a = g.attr("name").ok()?;
         if let Ok(s) = a.read_scalar::<hdf5::types::VarLenUnicode>() {
@@ -289,13 +247,36 @@ impl Weights {
     /// Read a float32 or float16 dataset as float32 (widening is exact).
     /// tf.keras stores Normalization statistics as float16 under a
     /// `mixed_float16` policy; Keras 3 always uses float32.
-    pub fn read_f32(&self, path: &str) -> Result<Tensor> {
-        let _busy = Busy::enter();
+    ///
+    /// The size is checked before anything is read: a simple dataspace of
+    /// at most `max_elems` elements (a chunked dataset that was never
+    /// written declares any size it likes and reads back fill values).
+    pub fn read_f32(&self, path: &str, max_elems: usize) -> Result<Tensor> {
         let ds = self
             .file
             .dataset(path)
             .map_err(|e| self.err(format!("dataset `{path}`"), e))?;
-        let data = if ds.dtype().map(|t| t.size()).unwrap_or(4) == 2 {
+        let space = ds
+            .space()
+            .map_err(|e| self.err(format!("dataspace of `{path}`"), e))?;
+        if space.is_null() {
+            return Err(Error::format(
+                &self.label,
+                format!("`{path}` has a null dataspace (no values)"),
+            ));
+        }
+        let shape = space.shape();
+        let n = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n <= max_elems)
+            .ok_or_else(|| {
+                Error::format(
+                    &self.label,
+                    format!("`{path}` declares shape {shape:?}, more than {max_elems} values"),
+                )
+            })?;
+        let data: Vec<f32> = if ds.dtype().map(|t| t.size()).unwrap_or(4) == 2 {
             ds.read_raw::<half::f16>()
                 .map_err(|e| self.err(format!("reading `{path}`"), e))?
                 .into_iter()
@@ -305,26 +286,37 @@ impl Weights {
             ds.read_raw::<f32>()
                 .map_err(|e| self.err(format!("reading `{path}`"), e))?
         };
-        Ok(Tensor {
-            shape: ds.shape(),
-            data,
-        })
+        if data.len() != n {
+            return Err(Error::format(
+                &self.label,
+                format!(
+                    "`{path}`: read {} values where its shape {shape:?} declares {n}",
+                    data.len()
+                ),
+            ));
+        }
+        Ok(Tensor { shape, data })
     }
 
     /// Read an integer scalar of any width.
     pub fn read_int_scalar(&self, path: &str) -> Result<i64> {
-        let _busy = Busy::enter();
         let ds = self
             .file
             .dataset(path)
             .map_err(|e| self.err(format!("dataset `{path}`"), e))?;
+        let scalar = ds.space().map(|s| s.is_scalar()).unwrap_or(false);
+        if !scalar {
+            return Err(Error::format(
+                &self.label,
+                format!("`{path}` is not a scalar"),
+            ));
+        }
         ds.read_scalar::<i64>()
             .map_err(|e| self.err(format!("reading `{path}`"), e))
     }
 
     /// Delete the dataset at `group/name`.
     pub fn unlink(&self, group: &str, name: &str) -> Result<()> {
-        let _busy = Busy::enter();
         let g = self
             .file
             .group(group)
@@ -336,7 +328,6 @@ impl Weights {
     /// Overwrite a float dataset with values of the same shape, in the
     /// dataset's own width (float16 values must be exactly representable).
     pub fn write_f32(&self, path: &str, t: &Tensor) -> Result<()> {
-        let _busy = Busy::enter();
         let ds = self
             .file
             .dataset(path)
@@ -368,93 +359,115 @@ impl Weights {
     /// Walk every object and refuse what Keras 3.15 refuses and krepair
     /// must never follow: soft and external links, external and virtual
     /// datasets, datasets whose declared size is absurd against their
-    /// storage, and more objects or deeper nesting than any model has.
+    /// storage, and more objects, links, attributes or deeper nesting than
+    /// any model has.
     pub fn check_structure(&self) -> Result<()> {
-        let _busy = Busy::enter();
-        let root = self
-            .file
-            .group("/")
-            .map_err(|e| self.err("root group".into(), e))?;
-        let mut seen_groups = Vec::new();
-        let mut count = 0usize;
-        self.check_group(&root, "", 0, &mut seen_groups, &mut count)
+        self.walk("", |parent, name, child, kind| {
+            if kind == Kind::Dataset {
+                let ds = parent
+                    .dataset(name)
+                    .map_err(|e| self.err(format!("dataset `{child}`"), e))?;
+                self.check_dataset(&ds, child)?;
+            }
+            Ok(())
+        })
     }
 
     fn unsafe_hdf5(&self, problem: String) -> Error {
-        let _busy = Busy::enter();
         Error::format(&self.label, problem)
     }
 
-    fn check_group(
+    /// The one walk over the HDF5 tree, from the group at `start` (`""` is
+    /// the root): depth first, every hard link once. It refuses soft and
+    /// external links, a group reached twice (a hard-link loop or alias),
+    /// nesting deeper than [`MAX_DEPTH`], more than [`MAX_OBJECTS`] objects
+    /// in all or [`MAX_GROUP_LINKS`] in one group, and more than
+    /// [`MAX_ATTRIBUTES`] attributes on a group. `visit(parent, name, path,
+    /// kind)` sees every group and dataset below `start`.
+    fn walk(
         &self,
-        g: &hdf5::Group,
-        path: &str,
-        depth: usize,
-        seen: &mut Vec<hdf5::LocationToken>,
-        count: &mut usize,
+        start: &str,
+        mut visit: impl FnMut(&hdf5::Group, &str, &str, Kind) -> Result<()>,
     ) -> Result<()> {
-        let _busy = Busy::enter();
-        if depth > MAX_DEPTH {
-            return Err(
-                self.unsafe_hdf5(format!("groups nested deeper than {MAX_DEPTH} at `{path}`"))
-            );
-        }
-        let token = g
-            .loc_info()
-            .map_err(|e| self.err(format!("group `{path}`"), e))?
-            .token;
-        if seen.contains(&token) {
-            return Err(self.unsafe_hdf5(format!("group `{path}` is linked into itself (a cycle)")));
-        }
-        seen.push(token);
-        let mut links = Vec::new();
-        g.iter_visit_default(|name, info| {
-            links.push((name.to_string(), info.link_type));
-            Ok(())
-        })
-        .map_err(|e| self.err(format!("listing `{path}`"), e))?;
-        for (name, link_type) in links {
-            let child = if path.is_empty() {
-                name.clone()
-            } else {
-                format!("{path}/{name}")
-            };
-            *count += 1;
-            if *count > MAX_OBJECTS {
+        let root = self
+            .file
+            .group(if start.is_empty() { "/" } else { start })
+            .map_err(|e| self.err(format!("group `{start}`"), e))?;
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut count = 0usize;
+        let mut stack = vec![(root, start.to_string(), 0usize)];
+        while let Some((g, path, depth)) = stack.pop() {
+            if depth > MAX_DEPTH {
+                return Err(
+                    self.unsafe_hdf5(format!("groups nested deeper than {MAX_DEPTH} at `{path}`"))
+                );
+            }
+            let info = g
+                .loc_info()
+                .map_err(|e| self.err(format!("group `{path}`"), e))?;
+            if !seen.insert(format!("{:?}", info.token)) {
+                return Err(self.unsafe_hdf5(format!(
+                    "group `{path}` is reached twice (a hard-link loop or alias)"
+                )));
+            }
+            if info.num_attrs > MAX_ATTRIBUTES {
+                return Err(self.unsafe_hdf5(format!(
+                    "group `{path}` has {} attributes, more than the limit of {MAX_ATTRIBUTES}",
+                    info.num_attrs
+                )));
+            }
+            let n = g.len();
+            if n > MAX_GROUP_LINKS || count.saturating_add(n as usize) > MAX_OBJECTS {
+                return Err(self.unsafe_hdf5(format!(
+                    "group `{path}` holds {n} links: more objects than the limit of {MAX_OBJECTS}"
+                )));
+            }
+            let mut links = Vec::with_capacity(n as usize);
+            g.iter_visit_default(|name, info| {
+                links.push((name.to_string(), info.link_type));
+                Ok(())
+            })
+            .map_err(|e| self.err(format!("listing `{path}`"), e))?;
+            count += links.len();
+            if count > MAX_OBJECTS {
                 return Err(self.unsafe_hdf5(format!("more than {MAX_OBJECTS} objects")));
             }
-            match link_type {
-                LinkType::Hard => {}
-                LinkType::Soft => return Err(self.unsafe_hdf5(format!("`{child}` is a soft link"))),
-                LinkType::External => {
-                    return Err(self.unsafe_hdf5(format!("`{child}` is an external link")))
+            for (name, link_type) in links {
+                let child = if path.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{path}/{name}")
+                };
+                match link_type {
+                    LinkType::Hard => {}
+                    LinkType::Soft => {
+                        return Err(self.unsafe_hdf5(format!("`{child}` is a soft link")))
+                    }
+                    LinkType::External => {
+                        return Err(self.unsafe_hdf5(format!("`{child}` is an external link")))
+                    }
                 }
-            }
-            match g
-                .loc_type_by_name(&name)
-                .map_err(|e| self.err(format!("`{child}`"), e))?
-            {
-                LocationType::Group => {
-                    let sub = g
-                        .group(&name)
-                        .map_err(|e| self.err(format!("group `{child}`"), e))?;
-                    self.check_group(&sub, &child, depth + 1, seen, count)?;
+                match g
+                    .loc_type_by_name(&name)
+                    .map_err(|e| self.err(format!("`{child}`"), e))?
+                {
+                    LocationType::Group => {
+                        visit(&g, &name, &child, Kind::Group)?;
+                        let sub = g
+                            .group(&name)
+                            .map_err(|e| self.err(format!("group `{child}`"), e))?;
+                        stack.push((sub, child, depth + 1));
+                    }
+                    LocationType::Dataset => visit(&g, &name, &child, Kind::Dataset)?,
+                    #[allow(unreachable_patterns)]
+                    _ => {}
                 }
-                LocationType::Dataset => {
-                    let ds = g
-                        .dataset(&name)
-                        .map_err(|e| self.err(format!("dataset `{child}`"), e))?;
-                    self.check_dataset(&ds, &child)?;
-                }
-                #[allow(unreachable_patterns)]
-                _ => {}
             }
         }
         Ok(())
     }
 
     fn check_dataset(&self, ds: &hdf5::Dataset, path: &str) -> Result<()> {
-        let _busy = Busy::enter();
         // One creation property list answers both layout questions.
         let dcpl = ds.dcpl().map_err(|e| self.err(format!("`{path}`"), e))?;
         let layout = dcpl.layout();
@@ -489,7 +502,6 @@ impl Weights {
 
     /// Flush, close, and return the (edited) bytes.
     pub fn finish(self) -> Result<Image> {
-        let _busy = Busy::enter();
         let Weights { file, image, label } = self;
         file.flush()
             .map_err(|e| h5err(&label, "flushing HDF5 file", e))?;

@@ -52,7 +52,7 @@ fn set_stat(
 ) -> impl FnOnce(&krepair::weights::Weights) {
     move |w| {
         let path = format!("{group}/{ds}");
-        let mut t = w.read_f32(&path).unwrap();
+        let mut t = w.read_f32(&path, 1 << 20).unwrap();
         t.data[index] = value;
         w.write_f32(&path, &t).unwrap();
     }

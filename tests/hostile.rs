@@ -330,8 +330,8 @@ fn an_hdf5_hang_found_by_the_fuzzer_ends_cleanly() {
     .unwrap();
     let out = t.path().join("out.keras");
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_krepair"))
-        .env("KREPAIR_HDF5_TIMEOUT", "1")
         .env("TMPDIR", t.path())
+        .args(["--timeout", "1"])
         .arg(&input)
         .arg(&out)
         .output()
@@ -340,7 +340,7 @@ fn an_hdf5_hang_found_by_the_fuzzer_ends_cleanly() {
     assert_eq!(code(&o), 1, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("the HDF5 library did not finish within 1 s"),
+        err.contains("did not finish within 1 s (while finding the weights of"),
         "{err}"
     );
     assert!(!out.exists());

@@ -47,7 +47,7 @@ _krepair() {
 
     case "${cmd}" in
         krepair)
-            opts="-q -h -V --stats --dry-run --report --force --quiet --help --version batch completions man help"
+            opts="-q -h -V --stats --dry-run --report --force --quiet --timeout --memory-limit --help --version batch completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -61,6 +61,14 @@ _krepair() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -69,7 +77,7 @@ _krepair() {
             return 0
             ;;
         krepair__subcmd__batch)
-            opts="-j -q -h --out --in-place --backup --dry-run --stats --jobs --follow-links --force --report --report-format --quiet --help"
+            opts="-j -q -h --out --in-place --backup --dry-run --stats --jobs --follow-links --force --report --report-format --quiet --timeout --memory-limit --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -101,6 +109,14 @@ _krepair() {
                     ;;
                 --report-format)
                     COMPREPLY=($(compgen -W "json md" -- "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

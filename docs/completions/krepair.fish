@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_krepair_global_optspecs
-    string join \n stats= dry-run report= force q/quiet h/help V/version
+    string join \n stats= dry-run report= force q/quiet timeout= memory-limit= h/help V/version
 end
 
 function __fish_krepair_needs_command
@@ -28,6 +28,8 @@ complete -c krepair -n "__fish_krepair_needs_command" -l stats -d 'What repaired
 adapted\t'The stored statistics'
 identity\t'Mean 0, variance 1'"
 complete -c krepair -n "__fish_krepair_needs_command" -l report -d 'Write the audit report as JSON to FILE (`-` for stdout)' -r -F
+complete -c krepair -n "__fish_krepair_needs_command" -l timeout -d 'Stop an archive that takes longer than SECS (wall clock), with nothing written' -r
+complete -c krepair -n "__fish_krepair_needs_command" -l memory-limit -d 'Memory budget for one archive, in MiB (beyond the mapped weights): an archive that needs more is stopped, with nothing written' -r
 complete -c krepair -n "__fish_krepair_needs_command" -l dry-run -d 'Inspect and plan only; create no file (except --report)'
 complete -c krepair -n "__fish_krepair_needs_command" -l force -d 'Replace OUTPUT if it exists'
 complete -c krepair -n "__fish_krepair_needs_command" -s q -l quiet -d 'Print nothing but errors'
@@ -46,6 +48,8 @@ complete -c krepair -n "__fish_krepair_using_subcommand batch" -s j -l jobs -d '
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l report -d 'Write the run report to FILE (`-` for stdout)' -r -F
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l report-format -d 'Format of the run report' -r -f -a "json\t''
 md\t''"
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l timeout -d 'Stop an archive that takes longer than SECS (wall clock), with nothing written' -r
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l memory-limit -d 'Memory budget for one archive, in MiB (beyond the mapped weights): an archive that needs more is stopped, with nothing written' -r
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l in-place -d 'Replace each archive, once its replacement is verified'
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l dry-run -d 'Write nothing but the report'
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l follow-links -d 'Follow symbolic links (loops are detected)'

@@ -81,6 +81,10 @@ impl Image {
             .checked_add(room.div_ceil(page) * page)
             .ok_or_else(too_big)?;
         let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // A private writable mapping counts against the worker's memory
+        // budget (RLIMIT_DATA): allow for it, and take it back on drop.
+        crate::sys::grow(map_len as u64);
+        let undo = || crate::sys::shrink(map_len as u64);
         // SAFETY: a fresh anonymous private mapping; checked below.
         let base = unsafe {
             libc::mmap(
@@ -93,9 +97,19 @@ impl Image {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            undo();
+            return Err(e);
         }
-        let off = libc::off_t::try_from(aligned).map_err(|_| too_big())?;
+        let off = match libc::off_t::try_from(aligned) {
+            Ok(o) => o,
+            Err(_) => {
+                // SAFETY: unmapping the reservation made above.
+                unsafe { libc::munmap(base, map_len) };
+                undo();
+                return Err(too_big());
+            }
+        };
         // SAFETY: replaces the first `file_part` bytes of our own reservation
         // with a private (copy-on-write) view of the file; writes never
         // reach the file.
@@ -113,6 +127,7 @@ impl Image {
             let e = io::Error::last_os_error();
             // SAFETY: unmapping the reservation made above.
             unsafe { libc::munmap(base, map_len) };
+            undo();
             return Err(e);
         }
         // SAFETY: `delta < page <= map_len`.
@@ -234,6 +249,7 @@ impl Drop for Image {
         // SAFETY: the whole mapping made in `map`; no HDF5 handle reaches it
         // any more (module invariants).
         unsafe { libc::munmap(self.base, self.map_len) };
+        crate::sys::shrink(self.map_len as u64);
     }
 }
 

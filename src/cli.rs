@@ -1,0 +1,228 @@
+//! The command line: clap definitions, and the checks that turn raw flag
+//! values into the limits and options the library takes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use krepair::worker::{Limits, DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_SECS};
+use krepair::Policy;
+
+const EXAMPLES: &str = "\
+Examples:
+  krepair model.keras fixed.keras
+      Repair model.keras into fixed.keras; print what was done.
+  krepair --dry-run model.keras
+      Inspect only: exit 3 if a repair would change something, 0 if not.
+  krepair --stats identity --report audit.json model.keras fixed.keras
+      Make every adapt-mode Normalization layer compute identity, and
+      write the audit report as JSON.
+  krepair saved_model_dir out_dir
+      Repair an unzipped .keras directory (model.save(..., zipped=False)).
+  krepair batch experiments/ --out migrated/ --report run.md --report-format md
+      Repair every archive under experiments/ into migrated/.
+
+Exit codes: 0 repaired or nothing to repair, 1 failure (nothing written),
+2 usage error, 3 dry run found work, 4 output written but not the report,
+130 interrupted.
+See docs/exit-codes.md.";
+
+/// Repair Keras .keras archives whose Normalization layers depend on
+/// finalize_state() (keras #20147).
+///
+/// For each adapt-mode Normalization layer, krepair reads the stored
+/// statistics, chooses what the layer must compute, and embeds it in the
+/// layer config, so every Keras version loads the model computing the same
+/// normalization it computed when it was saved. The input is never written.
+#[derive(Parser, Debug)]
+#[command(
+    name = "krepair",
+    version,
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// The .keras archive (zip file or unzipped directory) to repair.
+    #[arg(required = true)]
+    pub input: Option<PathBuf>,
+
+    /// Where to write the repaired archive (same form as the input).
+    /// Required unless --dry-run.
+    #[arg(required_unless_present = "dry_run")]
+    pub output: Option<PathBuf>,
+
+    /// What repaired layers compute: `auto` (what the model computed when it
+    /// was saved), `adapted` (the stored statistics) or `identity` (mean 0,
+    /// variance 1).
+    #[arg(long, value_enum, default_value_t = Policy::Auto)]
+    pub stats: Policy,
+
+    /// Inspect and plan only; create no file (except --report).
+    #[arg(long, conflicts_with = "output")]
+    pub dry_run: bool,
+
+    /// Write the audit report as JSON to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Find, check and repair every .keras archive under PATHs.
+    ///
+    /// Picks up .keras files and unzipped .keras directories; everything
+    /// else is skipped and counted. One failed archive never stops the run.
+    Batch(BatchArgs),
+
+    /// Print a shell completion script to stdout.
+    ///
+    /// bash: `krepair completions bash > ~/.local/share/bash-completion/completions/krepair`;
+    /// zsh: save as `_krepair` in a directory of your `$fpath`;
+    /// fish: `krepair completions fish > ~/.config/fish/completions/krepair.fish`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+
+    /// Print the manual page (roff) to stdout: `krepair man | man -l -`.
+    Man,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The version line: krepair's version and the HDF5 library it runs with
+/// (bundled and linked in, or the system's shared library).
+pub fn long_version() -> String {
+    let (a, b, c) = hdf5::library_version();
+    let how = if cfg!(feature = "static") {
+        "bundled, statically linked"
+    } else {
+        "system library"
+    };
+    format!("{} (HDF5 {a}.{b}.{c}, {how})", env!("CARGO_PKG_VERSION"))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BatchArgs {
+    /// Files and directories to walk (recursively, in sorted order).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+
+    /// Write each archive to the same relative path under OUTDIR
+    /// (archives with nothing to repair are copied).
+    #[arg(long, value_name = "OUTDIR", required_unless_present_any = ["in_place", "dry_run"], conflicts_with_all = ["in_place", "dry_run"])]
+    pub out: Option<PathBuf>,
+
+    /// Replace each archive, once its replacement is verified.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub in_place: bool,
+
+    /// With --in-place: keep each original beside it, named NAME+SUFFIX
+    /// (and skip archives whose names end with SUFFIX: they are backups).
+    #[arg(long, value_name = "SUFFIX", requires = "in_place", conflicts_with_all = ["dry_run", "out"], value_parser = backup_suffix)]
+    pub backup: Option<String>,
+
+    /// Write nothing but the report.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// What repaired layers compute (as for a single archive).
+    #[arg(long, value_enum, default_value_t = Policy::Auto)]
+    pub stats: Policy,
+
+    /// Archives processed at once (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+
+    /// Follow symbolic links (loops are detected).
+    #[arg(long)]
+    pub follow_links: bool,
+
+    /// Replace existing outputs under OUTDIR.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Write the run report to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Format of the run report.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
+    pub report_format: ReportFormat,
+
+    /// Print nothing but errors; no progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ReportFormat {
+    Json,
+    Md,
+}
+
+/// The per-archive bounds, shared by the single-archive command and batch.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct LimitArgs {
+    /// Stop an archive that takes longer than SECS (wall clock), with
+    /// nothing written.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS as f64, value_parser = positive_secs)]
+    pub timeout: f64,
+
+    /// Memory budget for one archive, in MiB (beyond the mapped weights):
+    /// an archive that needs more is stopped, with nothing written.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MEMORY_MIB, value_parser = clap::value_parser!(u64).range(16..=1 << 24))]
+    pub memory_limit: u64,
+}
+
+impl LimitArgs {
+    /// The library's limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: Duration::from_secs_f64(self.timeout),
+            memory: self.memory_limit << 20,
+        }
+    }
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e7 => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds above 0")),
+    }
+}
+
+/// `--backup SUFFIX`: a non-empty file-name suffix.
+fn backup_suffix(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("the suffix must not be empty (the backup would be the archive itself)".into())
+    } else if s.contains('/') || s.contains('\0') {
+        Err("the suffix must be part of a file name, with no `/`".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
