@@ -91,8 +91,23 @@ pub struct Weights {
 fn h5err(label: &str, what: &str, e: hdf5::Error) -> Error {
     Error::Format {
         path: PathBuf::from(label),
-        problem: format!("{what}: {}", one_line(&e.to_string())),
+        problem: format!("{what}: {}", one_line(&checked_utf8(&e.to_string()))),
     }
+}
+
+/// hdf5-metno builds `String`s from C strings without checking that they
+/// are UTF-8 (`util::string_from_cstr`, `VarLenUnicode::as_str`), and a
+/// hostile file's bytes reach them through link names and error messages
+/// (the fuzzer found one: an error naming a garbage object aborted the
+/// process). Every text taken from the binding passes here, through its
+/// raw bytes, before anything looks at its characters.
+fn checked_utf8(s: &str) -> String {
+    String::from_utf8_lossy(s.as_bytes()).into_owned()
+}
+
+/// Is a name from the binding really UTF-8 (see [`checked_utf8`])?
+fn is_utf8(s: &str) -> bool {
+    std::str::from_utf8(s.as_bytes()).is_ok()
 }
 
 impl Weights {
@@ -185,6 +200,12 @@ impl Weights {
         let mut names = g
             .member_names()
             .map_err(|e| self.err(format!("group `{path}`"), e))?;
+        if let Some(bad) = names.iter().find(|n| !is_utf8(n)) {
+            return Err(self.unsafe_hdf5(format!(
+                "group `{path}` holds a link whose name is not UTF-8 (`{}`)",
+                checked_utf8(bad)
+            )));
+        }
         names.sort();
         let mut out = Vec::new();
         for name in names {
@@ -235,11 +256,12 @@ impl Weights {
     pub fn name_attr(&self, path: &str) -> Option<String> {
         let g = self.file.group(path).ok()?;
         let a = g.attr("name").ok()?;
+        // Through the raw bytes: the binding's `as_str` does not check them.
         if let Ok(s) = a.read_scalar::<hdf5::types::VarLenUnicode>() {
-            return Some(s.as_str().to_string());
+            return std::str::from_utf8(s.as_bytes()).ok().map(str::to_string);
         }
         if let Ok(s) = a.read_scalar::<hdf5::types::VarLenAscii>() {
-            return Some(s.as_str().to_string());
+            return std::str::from_utf8(s.as_bytes()).ok().map(str::to_string);
         }
         None
     }
@@ -428,6 +450,12 @@ impl Weights {
                 Ok(())
             })
             .map_err(|e| self.err(format!("listing `{path}`"), e))?;
+            if let Some((bad, _)) = links.iter().find(|(n, _)| !is_utf8(n)) {
+                return Err(self.unsafe_hdf5(format!(
+                    "group `{path}` holds a link whose name is not UTF-8 (`{}`)",
+                    checked_utf8(bad)
+                )));
+            }
             count += links.len();
             if count > MAX_OBJECTS {
                 return Err(self.unsafe_hdf5(format!("more than {MAX_OBJECTS} objects")));

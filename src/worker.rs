@@ -156,24 +156,26 @@ pub fn serve() -> i32 {
         };
         crate::cleanup::set_prefix(&req.temp_prefix);
         let budget = crate::sys::set_budget(req.memory);
-        if let Some(f) = &fault {
-            inject(f, &req.input);
-        }
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| repair::run(&opts)))
-            .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Run::failed(
-                    &opts,
-                    Error::Internal {
-                        path: opts.input.clone(),
-                        problem: format!("internal error (please report it): {what}"),
-                    },
-                )
-            });
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Some(f) = &fault {
+                inject(f, &req.input);
+            }
+            repair::run(&opts)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Run::failed(
+                &opts,
+                Error::Internal {
+                    path: opts.input.clone(),
+                    problem: format!("internal error (please report it): {what}"),
+                },
+            )
+        });
         if budget {
             crate::sys::clear_budget();
         }

@@ -84,8 +84,9 @@ fn save(bytes: &[u8], label: &str) -> std::path::PathBuf {
 }
 
 /// Repair `bytes` with the binary. It must exit 0 (and write a complete
-/// output) or 1 (with one line on stderr and nothing written); never die
-/// from a signal, panic or hang. Returns whether the HDF5 watchdog fired.
+/// output) or 1 (with one line on stderr and nothing written); its worker
+/// must never die from a signal or panic. Returns whether the archive was
+/// stopped by the time limit (a hang in the C library).
 fn run_one(bytes: &[u8], label: &str) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("fuzz.keras");
@@ -137,6 +138,11 @@ fn run_one(bytes: &[u8], label: &str) -> bool {
             if err.lines().count() != 1 {
                 fail("not exactly one line on stderr");
             }
+            // The supervisor turns a dead worker into one clean line; for
+            // the fuzzer that is still a crash to find.
+            if err.contains("killed by") || err.contains("internal error") {
+                fail("the worker process crashed");
+            }
             if out.exists() {
                 fail("an output after a failure");
             }
@@ -155,6 +161,53 @@ fn run_one(bytes: &[u8], label: &str) -> bool {
     err.contains("did not finish within")
 }
 
+type Seed = (Vec<u8>, Vec<(String, Vec<u8>)>);
+
+fn seeds() -> Vec<Seed> {
+    fixtures()
+        .into_iter()
+        .filter(|f| f.expected.form == "zip")
+        .map(|f| (fs::read(f.archive()).unwrap(), members(&f.archive())))
+        .collect()
+}
+
+fn fuzz_seconds() -> u64 {
+    std::env::var("KREPAIR_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+}
+
+/// The generator of round `round`: a fresh, reproducible stream.
+fn round_rng(round: u64) -> (u64, Rng) {
+    let seed: u64 = std::env::var("KREPAIR_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20147);
+    let round_seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(round) | 1;
+    (round_seed, Rng(round_seed))
+}
+
+/// One mutated input: the whole archive mutated, or one member inside a
+/// valid zip.
+fn generate(rng: &mut Rng, seeds: &[Seed]) -> Vec<u8> {
+    let (whole, members) = &seeds[rng.below(seeds.len())];
+    let (other, _) = &seeds[rng.below(seeds.len())];
+    if rng.below(3) == 0 {
+        let mut b = whole.clone();
+        mutate(rng, &mut b, other);
+        b
+    } else {
+        let mut m = members.clone();
+        let i = rng.below(m.len());
+        let donor = &m[rng.below(m.len())].1.clone();
+        mutate(rng, &mut m[i].1, donor);
+        let t = tempfile::NamedTempFile::new().unwrap();
+        write_zip(t.path(), &m);
+        fs::read(t.path()).unwrap()
+    }
+}
+
 #[test]
 fn fuzz_open_inspect_plan() {
     let regressions = root().join("testdata/fuzz-regressions");
@@ -167,54 +220,147 @@ fn fuzz_open_inspect_plan() {
             );
         }
     }
-    type Seed = (Vec<u8>, Vec<(String, Vec<u8>)>);
-    let seeds: Vec<Seed> = fixtures()
-        .into_iter()
-        .filter(|f| f.expected.form == "zip")
-        .map(|f| (fs::read(f.archive()).unwrap(), members(&f.archive())))
-        .collect();
-    let secs: u64 = std::env::var("KREPAIR_FUZZ_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let seed: u64 = std::env::var("KREPAIR_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20147);
+    let seeds = seeds();
+    let secs = fuzz_seconds();
     let start = Instant::now();
     let mut rounds = 0u64;
-    let mut watchdog = 0u64;
+    let mut hangs = 0u64;
     while start.elapsed() < Duration::from_secs(secs) {
-        let round_seed = seed
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(rounds)
-            | 1;
-        let mut rng = Rng(round_seed);
-        let (whole, members) = &seeds[rng.below(seeds.len())];
-        let (other, _) = &seeds[rng.below(seeds.len())];
-        let bytes = if rng.below(3) == 0 {
-            let mut b = whole.clone();
-            mutate(&mut rng, &mut b, other);
-            b
-        } else {
-            let mut m = members.clone();
-            let i = rng.below(m.len());
-            let donor = &m[rng.below(m.len())].1.clone();
-            mutate(&mut rng, &mut m[i].1, donor);
-            let t = tempfile::NamedTempFile::new().unwrap();
-            write_zip(t.path(), &m);
-            fs::read(t.path()).unwrap()
-        };
+        let (round_seed, mut rng) = round_rng(rounds);
+        let bytes = generate(&mut rng, &seeds);
         let label = format!("seed-{round_seed}");
         if run_one(&bytes, &label) {
-            watchdog += 1;
+            hangs += 1;
             eprintln!(
-                "fuzz: HDF5 hang caught by the watchdog: {}",
+                "fuzz: a hang stopped by the time limit: {}",
                 save(&bytes, &label).display()
             );
         }
         rounds += 1;
     }
-    eprintln!("fuzz: {rounds} inputs in {secs} s, no crash, no panic; {watchdog} HDF5 hang(s) ended by the watchdog");
+    eprintln!("fuzz: {rounds} inputs in {secs} s, no crash, no panic; {hangs} hang(s) stopped by the time limit");
     assert!(rounds > 0);
+}
+
+/// The same inputs, 24 at a time through `krepair batch` with two worker
+/// processes: every archive gets a row, healthy outcomes have a complete
+/// output, failed ones none, and nothing temporary is left.
+#[test]
+fn fuzz_batch() {
+    let seeds = seeds();
+    let secs = (fuzz_seconds() / 2).max(2);
+    let start = Instant::now();
+    let mut batches = 0u64;
+    let mut archives = 0usize;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        let out = dir.path().join("out");
+        fs::create_dir(&input).unwrap();
+        let mut names = Vec::new();
+        let mut first_seed = 0;
+        for i in 0..24u64 {
+            let (round_seed, mut rng) = round_rng(1_000_000 + batches * 24 + i);
+            if i == 0 {
+                first_seed = round_seed;
+            }
+            let name = format!("f{i:02}.keras");
+            fs::write(input.join(&name), generate(&mut rng, &seeds)).unwrap();
+            names.push(name);
+        }
+        let report = dir.path().join("run.json");
+        let o = Command::new(env!("CARGO_BIN_EXE_krepair"))
+            .env("TMPDIR", dir.path())
+            .args([
+                "batch",
+                "-q",
+                "--jobs",
+                "2",
+                "--timeout",
+                TIMEOUT,
+                "--stats",
+                "identity",
+            ])
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .arg("--report")
+            .arg(&report)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        let label = format!("batch from seed {first_seed}");
+        let keep = || {
+            let k = std::env::temp_dir().join(format!("krepair-fuzz-batch-{first_seed}"));
+            let _ = fs::remove_dir_all(&k);
+            fs::rename(&input, &k).unwrap();
+            k
+        };
+        let code = o.status.code();
+        if !matches!(code, Some(0) | Some(1)) {
+            panic!(
+                "{label}: exit {code:?}: {err}; inputs kept in {}",
+                keep().display()
+            );
+        }
+        let r: serde_json::Value = serde_json::from_str(&fs::read_to_string(&report).unwrap())
+            .unwrap_or_else(|e| panic!("{label}: report: {e}"));
+        let entries = r["entries"].as_array().unwrap();
+        if entries.len() != names.len() {
+            panic!(
+                "{label}: {} rows for {} archives; inputs kept in {}",
+                entries.len(),
+                names.len(),
+                keep().display()
+            );
+        }
+        let mut failures = 0;
+        for (e, name) in entries.iter().zip(&names) {
+            assert!(
+                e["path"].as_str().unwrap().ends_with(name.as_str()),
+                "{label}: sorted rows"
+            );
+            let written = out.join(name).exists();
+            match e["outcome"].as_str().unwrap() {
+                "repaired" | "nothing-to-repair" => {
+                    assert!(written, "{label}: {name}: no output");
+                }
+                "failed" | "refused" => {
+                    failures += 1;
+                    assert!(!written, "{label}: {name}: output after a failure");
+                    let msg = e["error"].as_str().unwrap();
+                    assert_eq!(msg.lines().count(), 1, "{label}: {name}: {msg}");
+                    if msg.contains("killed by") || msg.contains("internal error") {
+                        panic!(
+                            "{label}: {name}: {msg}; inputs kept in {}",
+                            keep().display()
+                        );
+                    }
+                }
+                other => panic!("{label}: {name}: outcome {other}"),
+            }
+        }
+        assert_eq!(
+            err.lines().count(),
+            failures,
+            "{label}: one stderr line per failure: {err}"
+        );
+        for d in [dir.path(), input.as_path(), out.as_path()] {
+            if let Ok(rd) = fs::read_dir(d) {
+                for e in rd.flatten() {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    assert!(
+                        !n.starts_with(".krepair-"),
+                        "{label}: temporary file {n} left"
+                    );
+                }
+            }
+        }
+        archives += names.len();
+        batches += 1;
+    }
+    eprintln!("fuzz batch: {archives} inputs in {batches} batches in {secs} s, every one reported");
+    assert!(batches > 0);
 }

@@ -223,16 +223,7 @@ fn bad_json_members() {
 
 /// The fixture's weights with `edit` applied through the hdf5 crate.
 fn hostile_weights(edit: impl FnOnce(&hdf5::File)) -> Vec<(String, Vec<u8>)> {
-    let mut m = base();
-    let t = tempfile::NamedTempFile::new().unwrap();
-    fs::write(t.path(), &m[2].1).unwrap();
-    {
-        let f = hdf5::File::open_rw(t.path()).unwrap();
-        edit(&f);
-        f.close().unwrap();
-    }
-    m[2].1 = fs::read(t.path()).unwrap();
-    m
+    edit_h5(base(), edit)
 }
 
 #[test]

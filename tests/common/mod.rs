@@ -251,3 +251,21 @@ pub fn refuses(input: &std::path::Path, extra: &[&str], needle: &str) {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+/// `members` with the bytes of `model.weights.h5` edited through the hdf5
+/// crate (which can build what Keras never writes: links, odd dataspaces).
+pub fn edit_h5(
+    mut m: Vec<(String, Vec<u8>)>,
+    edit: impl FnOnce(&hdf5::File),
+) -> Vec<(String, Vec<u8>)> {
+    let w = m.iter_mut().find(|x| x.0 == "model.weights.h5").unwrap();
+    let t = tempfile::NamedTempFile::new().unwrap();
+    fs::write(t.path(), &w.1).unwrap();
+    {
+        let f = hdf5::File::open_rw(t.path()).unwrap();
+        edit(&f);
+        f.close().unwrap();
+    }
+    w.1 = fs::read(t.path()).unwrap();
+    m
+}
