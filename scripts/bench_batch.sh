@@ -40,3 +40,4 @@ printf '| runs | wall s | speed-up vs single runs |\n|---|---:|---:|\n'
 printf '| %d single-file runs | %.2f | 1.00x |\n' "$n" "$s"
 printf '| batch --jobs 1 | %.2f | %.2fx |\n' "$j1" "$(echo "$s / $j1" | bc -l)"
 printf '| batch --jobs 2 | %.2f | %.2fx |\n' "$j2" "$(echo "$s / $j2" | bc -l)"
+printf '\n--jobs 2 against --jobs 1: %.2fx faster\n' "$(echo "$j1 / $j2" | bc -l)"

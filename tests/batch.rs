@@ -258,6 +258,135 @@ fn usage() {
 }
 
 #[test]
+fn backup_suffixes_are_checked_by_the_parser() {
+    let t = tempfile::tempdir().unwrap();
+    for bad in ["", "a/b"] {
+        let o = krepair(&[&"batch", &"--in-place", &"--backup", &bad, &t.path()]);
+        assert_eq!(code(&o), 2, "--backup {bad:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("suffix"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn roots_that_share_a_name_never_share_outputs() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = (t.path().join("a/models"), t.path().join("b/models"));
+    for d in [&a, &b] {
+        fs::create_dir_all(d).unwrap();
+        fs::copy(fixture("3.15", "axis_last").archive(), d.join("m.keras")).unwrap();
+    }
+    let out = t.path().join("out");
+    let o = krepair(&[&"batch", &a, &b, &"--out", &out]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("would both be written to OUTDIR/models/m.keras"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing may be written before the refusal");
+    // With --force too: it never silently overwrites one with the other.
+    let o = krepair(&[&"batch", &"--force", &a, &b, &"--out", &out]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    // Two single files of the same name, likewise.
+    let o = krepair(&[
+        &"batch",
+        &a.join("m.keras"),
+        &b.join("m.keras"),
+        &"--out",
+        &out,
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_dot_dot_root_stays_inside_outdir() {
+    let t = tempfile::tempdir().unwrap();
+    let work = t.path().join("proj/work");
+    fs::create_dir_all(&work).unwrap();
+    fs::copy(
+        fixture("3.15", "axis_last").archive(),
+        t.path().join("proj/m.keras"),
+    )
+    .unwrap();
+    let other = t.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::copy(
+        fixture("3.15", "two_norms").archive(),
+        other.join("n.keras"),
+    )
+    .unwrap();
+    let out = t.path().join("out");
+    // Run from proj/work: `..` is proj, and must land under out/proj.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_krepair"))
+        .current_dir(&work)
+        .args(["batch", "..", "../../other", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(out.join("proj/m.keras").is_file());
+    assert!(out.join("other/n.keras").is_file());
+    let mut top: Vec<String> = fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    top.sort();
+    assert_eq!(
+        top,
+        ["other", "out", "proj"],
+        "nothing written outside OUTDIR"
+    );
+}
+
+#[test]
+fn a_report_that_cannot_be_written_after_the_outputs_exits_4() {
+    let t = tempfile::tempdir().unwrap();
+    let input = t.path().join("in.keras");
+    fs::copy(fixture("3.15", "axis_last").archive(), &input).unwrap();
+    // The report path is a directory: it cannot be replaced by a file,
+    // which only the final rename finds out.
+    let report = t.path().join("report");
+    fs::create_dir(&report).unwrap();
+    let out = t.path().join("out.keras");
+    let o = krepair(&[&"-q", &"--report", &report, &input, &out]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot write the report"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(out.is_file(), "the output was written");
+    let o = krepair(&[
+        &"batch",
+        &"-q",
+        &"--report",
+        &report,
+        &input,
+        &"--out",
+        &t.path().join("o"),
+    ]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    // A report in a directory that does not exist fails before any work.
+    let out2 = t.path().join("out2.keras");
+    let o = krepair(&[
+        &"-q",
+        &"--report",
+        &t.path().join("no/such/r.json"),
+        &input,
+        &out2,
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(!out2.exists(), "nothing written when the report cannot be");
+    let left: Vec<String> = fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".krepair-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
 fn ctrl_c_keeps_finished_archives_and_leaves_nothing_partial() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("many");
