@@ -327,11 +327,7 @@ fn a_dot_dot_root_stays_inside_outdir() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(out.join("proj/m.keras").is_file());
     assert!(out.join("other/n.keras").is_file());
-    let mut top: Vec<String> = fs::read_dir(t.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    top.sort();
+    let top = names(t.path());
     assert_eq!(
         top,
         ["other", "out", "proj"],
@@ -378,11 +374,7 @@ fn a_report_that_cannot_be_written_after_the_outputs_exits_4() {
     ]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(!out2.exists(), "nothing written when the report cannot be");
-    let left: Vec<String> = fs::read_dir(t.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with(".krepair-"))
-        .collect();
+    let left = temp_files(t.path());
     assert!(left.is_empty(), "{left:?}");
 }
 

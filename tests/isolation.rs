@@ -86,11 +86,7 @@ fn refused_in_bounds(input: &Path, needle: &str, what: &str) {
         );
         assert!(secs < 15.0, "{label}: took {secs:.1} s");
         assert!(!out.exists(), "{label}: an output was written");
-        let left: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with(".krepair-"))
-            .collect();
+        let left = temp_files(dir);
         assert!(left.is_empty(), "{label}: temporary files left: {left:?}");
     }
 }
@@ -410,11 +406,7 @@ fn a_batch_survives_crashes_hangs_memory_bombs_and_panics() {
     // Every failed archive is one line on stderr.
     assert_eq!(err.lines().count(), expect.len(), "{err}");
     for dir in [&root, &out, &t.path().to_path_buf()] {
-        let left: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with(".krepair-"))
-            .collect();
+        let left = temp_files(dir);
         assert!(
             left.is_empty(),
             "temporary files left in {}: {left:?}",
@@ -458,11 +450,7 @@ fn a_single_archive_gets_the_same_isolation() {
         assert!(err.contains(needle), "{kind}: {err}");
         assert!(err.contains(&input.display().to_string()), "{kind}: {err}");
         assert!(!out.exists());
-        let mut left: Vec<String> = fs::read_dir(t.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
+        let left = names(t.path());
         assert_eq!(left, [format!("{kind}.keras")], "{kind}: files left");
         fs::remove_file(&input).unwrap();
     }
@@ -470,9 +458,9 @@ fn a_single_archive_gets_the_same_isolation() {
 
 #[test]
 fn ctrl_c_on_a_single_archive_removes_the_temporary_file() {
-    // The worker hangs after it created its temporary output (the fault
-    // fires on the staged file's path, which the supervisor never sees);
-    // SIGINT must kill it, remove the file and exit 130.
+    // The worker hangs (the test-only fault), with a leftover under the
+    // run's own temporary prefix as a dying worker could leave it; SIGINT
+    // must kill the worker, remove the file and exit 130.
     let t = tempfile::tempdir().unwrap();
     let input = t.path().join("slow.keras");
     fs::copy(fixture("3.15", "axis_last").archive(), &input).unwrap();
@@ -494,11 +482,7 @@ fn ctrl_c_on_a_single_archive_removes_the_temporary_file() {
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let st = child.wait().unwrap();
     assert_eq!(st.code(), Some(130));
-    let mut left: Vec<String> = fs::read_dir(t.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    left.sort();
+    let left = names(t.path());
     assert_eq!(left, ["slow.keras"], "temporary files left behind");
 }
 

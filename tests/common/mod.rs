@@ -244,12 +244,26 @@ pub fn refuses(input: &std::path::Path, extra: &[&str], needle: &str) {
     assert!(err.contains(needle), "expected `{needle}` in: {err}");
     assert!(!out.exists(), "no output may be written");
     assert_eq!(tree_hash(input), before, "input changed");
-    let leftovers: Vec<_> = fs::read_dir(dir)
+    let leftovers = temp_files(dir);
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+/// The names in `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with(".krepair-"))
         .collect();
-    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    v.sort();
+    v
+}
+
+/// krepair's temporary files (`.krepair-*`) in `dir`.
+pub fn temp_files(dir: &Path) -> Vec<String> {
+    names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(".krepair-"))
+        .collect()
 }
 
 /// `members` with the bytes of `model.weights.h5` edited through the hdf5
