@@ -52,6 +52,9 @@ const PARENT_ENV: &str = "KREPAIR_WORKER_PARENT";
 /// `panic`. Read by worker processes only.
 pub const FAULT_ENV: &str = "KREPAIR_TEST_FAULT";
 
+/// How [`Worker::run`] says the request never reached the worker.
+const NOT_SENT: &str = "before it was sent the archive";
+
 /// Default wall-clock limit for one archive, in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
 /// Default memory budget for one archive, in MiB (beyond the mapped
@@ -290,6 +293,8 @@ struct Worker {
     stdin: ChildStdin,
     rx: Receiver<Msg>,
     tail: Arc<Mutex<Tail>>,
+    /// The stderr reader; it ends when the worker is gone.
+    tail_reader: Option<std::thread::JoinHandle<()>>,
     pid: u32,
     /// Waited for: its pid may belong to another process now.
     reaped: bool,
@@ -338,7 +343,7 @@ impl Worker {
         });
         let tail = Arc::new(Mutex::new(Tail::default()));
         let t = tail.clone();
-        std::thread::spawn(move || {
+        let tail_reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = stderr.read(&mut buf) {
                 if n == 0 {
@@ -352,6 +357,7 @@ impl Worker {
             stdin,
             rx,
             tail,
+            tail_reader: Some(tail_reader),
             pid,
             reaped: false,
         })
@@ -381,7 +387,7 @@ impl Worker {
             .write_all(&line)
             .and_then(|()| self.stdin.flush())
         {
-            return Err(self.died(format!("could not be sent the archive: {e}")));
+            return Err(self.died(format!("{NOT_SENT}: {e}")));
         }
         let deadline = Instant::now() + timeout;
         let mut last_step = String::from("starting");
@@ -418,8 +424,10 @@ impl Worker {
     fn died(&mut self, context: String) -> (WorkerFault, String) {
         use std::os::unix::process::ExitStatusExt;
         let status = self.kill();
-        // Give the stderr reader a moment to take the last words.
-        std::thread::sleep(Duration::from_millis(20));
+        // The worker is gone, so its stderr is closed: take its last words.
+        if let Some(h) = self.tail_reader.take() {
+            let _ = h.join();
+        }
         let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner()).text();
         if tail.contains("memory allocation of") {
             return (
@@ -530,8 +538,18 @@ impl Pool {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((prefix.clone(), dirs.clone()));
-        let worker = guard.as_mut().expect("started above");
-        let res = worker.run(&req, self.limits.timeout);
+        let mut res = match guard.as_mut() {
+            Some(w) => w.run(&req, self.limits.timeout),
+            None => Err((WorkerFault::Crashed, "no worker".into())),
+        };
+        if matches!(&res, Err((WorkerFault::Crashed, p)) if p.contains(NOT_SENT)) {
+            // The worker died while idle (killed from outside): the archive
+            // never reached it, so it gets one fresh worker.
+            *guard = Worker::spawn(&self.exe).ok();
+            if let Some(w) = guard.as_mut() {
+                res = w.run(&req, self.limits.timeout);
+            }
+        }
         let run = match res {
             Ok(report) => {
                 if report.outcome == crate::report::Outcome::Failed {
