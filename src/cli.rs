@@ -100,8 +100,40 @@ pub enum Command {
         shell: Shell,
     },
 
+    /// Work with run reports and journals of `krepair batch`.
+    #[command(subcommand)]
+    Report(ReportCommand),
+
     /// Print the manual page (roff) to stdout: `krepair man | man -l -`.
     Man,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCommand {
+    /// Merge the journals or run reports of several shards (or of a run
+    /// and its resumptions) into one run report.
+    ///
+    /// Fails, writing nothing, if the inputs disagree: a different mode or
+    /// --stats, or the same archive with two different outcomes.
+    Merge {
+        /// Journals (`--report-format jsonl`) or JSON run reports.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+
+        /// Format of the merged report.
+        #[arg(long, value_enum, default_value_t = MergeFormat::Json)]
+        format: MergeFormat,
+
+        /// Write the merged report to FILE (default: stdout).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MergeFormat {
+    Json,
+    Md,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -167,9 +199,23 @@ pub struct BatchArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
-    /// Format of the run report.
+    /// Format of the run report: `json` and `md` are written at the end;
+    /// `jsonl` is a journal, one line per archive written as it finishes,
+    /// then a summary line (a killed run leaves every finished line).
     #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
     pub report_format: ReportFormat,
+
+    /// Process only shard K of N (1 <= K <= N): a pure function of each
+    /// archive's path relative to its root, so N runs cover every archive
+    /// once. Kubernetes Indexed Jobs: K = JOB_COMPLETION_INDEX + 1.
+    #[arg(long, value_name = "K/N", value_parser = krepair::batch::Shard::parse)]
+    pub shard: Option<krepair::batch::Shard>,
+
+    /// Skip the archives a journal or run report (of an earlier, perhaps
+    /// killed, run) records as finished, if their files are unchanged
+    /// (size, modification time and SHA-256); failed ones are done again.
+    #[arg(long, value_name = "JOURNAL")]
+    pub resume: Option<PathBuf>,
 
     /// Print nothing but errors; no progress bar.
     #[arg(short, long)]
@@ -183,6 +229,7 @@ pub struct BatchArgs {
 pub enum ReportFormat {
     Json,
     Md,
+    Jsonl,
 }
 
 /// The per-archive bounds, shared by the single-archive command and batch.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
-use cli::{Args, BatchArgs, Command, ReportFormat, Shell};
+use cli::{Args, BatchArgs, Command, MergeFormat, ReportCommand, ReportFormat, Shell};
 use krepair::batch::{self, BatchOptions, Job, Mode};
 use krepair::worker::{self, Pool};
 use krepair::Outcome;
@@ -67,7 +67,7 @@ fn print_generated(command: &Command) -> u8 {
             Ok(())
         }
         Command::Man => clap_mangen::Man::new(cmd).render(&mut buf),
-        Command::Batch(_) => Ok(()),
+        Command::Batch(_) | Command::Report(_) => Ok(()),
     };
     match res {
         Ok(()) if print_out(&String::from_utf8_lossy(&buf)) => EXIT_OK,
@@ -179,6 +179,7 @@ fn main() -> ExitCode {
     };
     match args.command {
         Some(Command::Batch(b)) => return ExitCode::from(run_batch(b)),
+        Some(Command::Report(r)) => return ExitCode::from(run_report(r)),
         Some(c) => return ExitCode::from(print_generated(&c)),
         None => {}
     }
@@ -282,6 +283,9 @@ fn run_batch(b: BatchArgs) -> u8 {
             return EXIT_USAGE;
         }
     }
+    if let Some(shard) = b.shard {
+        walk.jobs.retain(|j| shard.owns(&j.relative));
+    }
     if let Some(suffix) = b.backup.as_deref() {
         // Backups from an earlier run are not archives to repair.
         let (backups, jobs): (Vec<_>, Vec<_>) = walk
@@ -304,12 +308,43 @@ fn run_batch(b: BatchArgs) -> u8 {
         jobs,
         force: b.force,
     };
+    let resume = match &b.resume {
+        Some(p) => match batch::journal::load(p) {
+            Ok(l) => Some(batch::Resume::new(l)),
+            Err(e) => {
+                print_err(&format!("krepair: --resume {e}"));
+                return EXIT_FAILURE;
+            }
+        },
+        None => None,
+    };
     let stop = on_interrupt(true);
-    let sink = match ReportSink::open(b.report.as_deref()) {
-        Ok(s) => s,
-        Err(line) => {
-            print_err(&line);
-            return EXIT_FAILURE;
+    let journal = match (b.report_format, b.report.as_deref()) {
+        (ReportFormat::Jsonl, None) => {
+            print_err("krepair: --report-format jsonl needs --report FILE (or -)");
+            return EXIT_USAGE;
+        }
+        (ReportFormat::Jsonl, Some(p)) => match Journal::open(p, b.resume.as_deref()) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                print_err(&format!(
+                    "krepair: {}: cannot write the journal: {e}",
+                    p.display()
+                ));
+                return EXIT_FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let sink = if journal.is_some() {
+        ReportSink::None
+    } else {
+        match ReportSink::open(b.report.as_deref()) {
+            Ok(s) => s,
+            Err(line) => {
+                print_err(&line);
+                return EXIT_FAILURE;
+            }
         }
     };
     let pool = match Pool::current(b.limits.limits(), jobs) {
@@ -321,7 +356,7 @@ fn run_batch(b: BatchArgs) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    let report_to_stdout = sink.to_stdout();
+    let report_to_stdout = sink.to_stdout() || journal.as_ref().is_some_and(|j| j.stdout);
     let show = !b.quiet && !report_to_stdout && std::io::stderr().is_terminal();
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(batch::total_bytes(&walk)),
@@ -343,7 +378,17 @@ fn run_batch(b: BatchArgs) -> u8 {
         total: walk.jobs.len(),
     };
     let exec = |slot: usize, o: &krepair::Options| pool.run(slot, o);
-    let report = batch::run(&opts, &walk, &progress, &stop, &exec);
+    let on_entry = |e: &batch::Entry| {
+        if let Some(j) = &journal {
+            j.entry(e);
+        }
+    };
+    let extras = batch::Extras {
+        shard: b.shard,
+        resume: resume.as_ref(),
+        on_entry: Some(&on_entry),
+    };
+    let report = batch::run(&opts, &walk, &progress, &stop, &exec, &extras);
     progress.bar.finish_and_clear();
     let mut code = match report.worst() {
         Outcome::Failed | Outcome::Refused => EXIT_FAILURE,
@@ -356,8 +401,13 @@ fn run_batch(b: BatchArgs) -> u8 {
     let text = match b.report_format {
         ReportFormat::Json => report.to_json(),
         ReportFormat::Md => report.to_markdown(),
+        ReportFormat::Jsonl => String::new(),
     };
-    if !sink.write(&text) {
+    let written = match &journal {
+        Some(j) => j.finish(&report),
+        None => sink.write(&text),
+    };
+    if !written {
         code = if report.summary.bytes_written > 0 {
             EXIT_REPORT_LOST
         } else {
@@ -376,4 +426,105 @@ fn run_batch(b: BatchArgs) -> u8 {
         return EXIT_INTERRUPTED;
     }
     code
+}
+
+/// The `--report-format jsonl` journal: one line per archive, written and
+/// flushed as it finishes, then the summary line.
+struct Journal {
+    out: std::sync::Mutex<Box<dyn Write + Send>>,
+    stdout: bool,
+    /// Appending to the `--resume` journal itself: its resumed entries are
+    /// in it already.
+    appending: bool,
+    ok: AtomicBool,
+}
+
+impl Journal {
+    fn open(path: &Path, resume: Option<&Path>) -> std::io::Result<Journal> {
+        if path == Path::new("-") {
+            return Ok(Journal {
+                out: std::sync::Mutex::new(Box::new(std::io::stdout())),
+                stdout: true,
+                appending: false,
+                ok: AtomicBool::new(true),
+            });
+        }
+        let same = resume
+            .is_some_and(|r| std::fs::canonicalize(r).ok() == std::fs::canonicalize(path).ok());
+        let file = if same {
+            batch::journal::open_append(path)?
+        } else {
+            std::fs::File::create(path)?
+        };
+        Ok(Journal {
+            out: std::sync::Mutex::new(Box::new(file)),
+            stdout: false,
+            appending: same,
+            ok: AtomicBool::new(true),
+        })
+    }
+
+    fn write(&self, line: &str) {
+        let mut g = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let res = g.write_all(line.as_bytes()).and_then(|()| g.flush());
+        if let Err(e) = res {
+            if e.kind() != std::io::ErrorKind::BrokenPipe && self.ok.swap(false, Ordering::SeqCst) {
+                print_err(&format!("krepair: cannot write the journal: {e}"));
+            }
+        }
+    }
+
+    fn entry(&self, e: &batch::Entry) {
+        if !(self.appending && e.resumed) {
+            self.write(&batch::journal::entry_line(e));
+        }
+    }
+
+    /// Write the summary line; false if any line could not be written.
+    fn finish(&self, report: &batch::RunReport) -> bool {
+        self.write(&report.summary_line());
+        self.ok.load(Ordering::SeqCst)
+    }
+}
+
+/// `krepair report merge`.
+fn run_report(cmd: ReportCommand) -> u8 {
+    let ReportCommand::Merge {
+        files,
+        format,
+        output,
+    } = cmd;
+    let mut loaded = Vec::new();
+    for f in &files {
+        match batch::journal::load(f) {
+            Ok(l) => loaded.push(l),
+            Err(e) => {
+                print_err(&format!("krepair: {e}"));
+                return EXIT_FAILURE;
+            }
+        }
+    }
+    let report = match batch::journal::merge(loaded) {
+        Ok(r) => r,
+        Err(e) => {
+            print_err(&format!("krepair: cannot merge: {e}"));
+            return EXIT_FAILURE;
+        }
+    };
+    let text = match format {
+        MergeFormat::Json => report.to_json(),
+        MergeFormat::Md => report.to_markdown(),
+    };
+    let sink = match ReportSink::open(Some(output.as_deref().unwrap_or(Path::new("-")))) {
+        Ok(s) => s,
+        Err(line) => {
+            print_err(&line);
+            return EXIT_FAILURE;
+        }
+    };
+    if sink.write(&text) {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }
 }

@@ -28,6 +28,9 @@ _krepair() {
             krepair,man)
                 cmd="krepair__subcmd__man"
                 ;;
+            krepair,report)
+                cmd="krepair__subcmd__report"
+                ;;
             krepair__subcmd__help,batch)
                 cmd="krepair__subcmd__help__subcmd__batch"
                 ;;
@@ -40,6 +43,24 @@ _krepair() {
             krepair__subcmd__help,man)
                 cmd="krepair__subcmd__help__subcmd__man"
                 ;;
+            krepair__subcmd__help,report)
+                cmd="krepair__subcmd__help__subcmd__report"
+                ;;
+            krepair__subcmd__help__subcmd__report,merge)
+                cmd="krepair__subcmd__help__subcmd__report__subcmd__merge"
+                ;;
+            krepair__subcmd__report,help)
+                cmd="krepair__subcmd__report__subcmd__help"
+                ;;
+            krepair__subcmd__report,merge)
+                cmd="krepair__subcmd__report__subcmd__merge"
+                ;;
+            krepair__subcmd__report__subcmd__help,help)
+                cmd="krepair__subcmd__report__subcmd__help__subcmd__help"
+                ;;
+            krepair__subcmd__report__subcmd__help,merge)
+                cmd="krepair__subcmd__report__subcmd__help__subcmd__merge"
+                ;;
             *)
                 ;;
         esac
@@ -47,7 +68,7 @@ _krepair() {
 
     case "${cmd}" in
         krepair)
-            opts="-q -h -V --stats --dry-run --report --force --quiet --timeout --memory-limit --help --version batch completions man help"
+            opts="-q -h -V --stats --dry-run --report --force --quiet --timeout --memory-limit --help --version batch completions report man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -77,7 +98,7 @@ _krepair() {
             return 0
             ;;
         krepair__subcmd__batch)
-            opts="-j -q -h --out --in-place --backup --dry-run --stats --jobs --follow-links --force --report --report-format --quiet --timeout --memory-limit --help"
+            opts="-j -q -h --out --in-place --backup --dry-run --stats --jobs --follow-links --force --report --report-format --shard --resume --quiet --timeout --memory-limit --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -108,7 +129,15 @@ _krepair() {
                     return 0
                     ;;
                 --report-format)
-                    COMPREPLY=($(compgen -W "json md" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "json md jsonl" -- "${cur}"))
+                    return 0
+                    ;;
+                --shard)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resume)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --timeout)
@@ -141,7 +170,7 @@ _krepair() {
             return 0
             ;;
         krepair__subcmd__help)
-            opts="batch completions man help"
+            opts="batch completions report man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -210,6 +239,34 @@ _krepair() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        krepair__subcmd__help__subcmd__report)
+            opts="merge"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        krepair__subcmd__help__subcmd__report__subcmd__merge)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         krepair__subcmd__man)
             opts="-h --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -217,6 +274,88 @@ _krepair() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        krepair__subcmd__report)
+            opts="-h --help merge help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        krepair__subcmd__report__subcmd__help)
+            opts="merge help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        krepair__subcmd__report__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        krepair__subcmd__report__subcmd__help__subcmd__merge)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        krepair__subcmd__report__subcmd__merge)
+            opts="-o -h --format --output --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "json md" -- "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

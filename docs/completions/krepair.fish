@@ -37,6 +37,7 @@ complete -c krepair -n "__fish_krepair_needs_command" -s h -l help -d 'Print hel
 complete -c krepair -n "__fish_krepair_needs_command" -s V -l version -d 'Print version'
 complete -c krepair -n "__fish_krepair_needs_command" -a "batch" -d 'Find, check and repair every .keras archive under PATHs'
 complete -c krepair -n "__fish_krepair_needs_command" -a "completions" -d 'Print a shell completion script to stdout'
+complete -c krepair -n "__fish_krepair_needs_command" -a "report" -d 'Work with run reports and journals of `krepair batch`'
 complete -c krepair -n "__fish_krepair_needs_command" -a "man" -d 'Print the manual page (roff) to stdout: `krepair man | man -l -`'
 complete -c krepair -n "__fish_krepair_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l out -d 'Write each archive to the same relative path under OUTDIR (archives with nothing to repair are copied)' -r -F
@@ -46,8 +47,11 @@ adapted\t'The stored statistics'
 identity\t'Mean 0, variance 1'"
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -s j -l jobs -d 'Archives processed at once (default: the number of cores)' -r
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l report -d 'Write the run report to FILE (`-` for stdout)' -r -F
-complete -c krepair -n "__fish_krepair_using_subcommand batch" -l report-format -d 'Format of the run report' -r -f -a "json\t''
-md\t''"
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l report-format -d 'Format of the run report: `json` and `md` are written at the end; `jsonl` is a journal, one line per archive written as it finishes, then a summary line (a killed run leaves every finished line)' -r -f -a "json\t''
+md\t''
+jsonl\t''"
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l shard -d 'Process only shard K of N (1 <= K <= N): a pure function of each archive\'s path relative to its root, so N runs cover every archive once. Kubernetes Indexed Jobs: K = JOB_COMPLETION_INDEX + 1' -r
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l resume -d 'Skip the archives a journal or run report (of an earlier, perhaps killed, run) records as finished, if their files are unchanged (size, modification time and SHA-256); failed ones are done again' -r -F
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l timeout -d 'Stop an archive that takes longer than SECS (wall clock), with nothing written' -r
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l memory-limit -d 'Memory budget for one archive, in MiB (beyond the mapped weights): an archive that needs more is stopped, with nothing written' -r
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l in-place -d 'Replace each archive, once its replacement is verified'
@@ -57,8 +61,19 @@ complete -c krepair -n "__fish_krepair_using_subcommand batch" -l force -d 'Repl
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -s q -l quiet -d 'Print nothing but errors; no progress bar'
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c krepair -n "__fish_krepair_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c krepair -n "__fish_krepair_using_subcommand report; and not __fish_seen_subcommand_from merge help" -s h -l help -d 'Print help'
+complete -c krepair -n "__fish_krepair_using_subcommand report; and not __fish_seen_subcommand_from merge help" -f -a "merge" -d 'Merge the journals or run reports of several shards (or of a run and its resumptions) into one run report'
+complete -c krepair -n "__fish_krepair_using_subcommand report; and not __fish_seen_subcommand_from merge help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c krepair -n "__fish_krepair_using_subcommand report; and __fish_seen_subcommand_from merge" -l format -d 'Format of the merged report' -r -f -a "json\t''
+md\t''"
+complete -c krepair -n "__fish_krepair_using_subcommand report; and __fish_seen_subcommand_from merge" -s o -l output -d 'Write the merged report to FILE (default: stdout)' -r -F
+complete -c krepair -n "__fish_krepair_using_subcommand report; and __fish_seen_subcommand_from merge" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c krepair -n "__fish_krepair_using_subcommand report; and __fish_seen_subcommand_from help" -f -a "merge" -d 'Merge the journals or run reports of several shards (or of a run and its resumptions) into one run report'
+complete -c krepair -n "__fish_krepair_using_subcommand report; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c krepair -n "__fish_krepair_using_subcommand man" -s h -l help -d 'Print help'
-complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions man help" -f -a "batch" -d 'Find, check and repair every .keras archive under PATHs'
-complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions man help" -f -a "completions" -d 'Print a shell completion script to stdout'
-complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions man help" -f -a "man" -d 'Print the manual page (roff) to stdout: `krepair man | man -l -`'
-complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions report man help" -f -a "batch" -d 'Find, check and repair every .keras archive under PATHs'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions report man help" -f -a "completions" -d 'Print a shell completion script to stdout'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions report man help" -f -a "report" -d 'Work with run reports and journals of `krepair batch`'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions report man help" -f -a "man" -d 'Print the manual page (roff) to stdout: `krepair man | man -l -`'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions report man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and __fish_seen_subcommand_from report" -f -a "merge" -d 'Merge the journals or run reports of several shards (or of a run and its resumptions) into one run report'

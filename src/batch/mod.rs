@@ -15,13 +15,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::archive::{CONFIG, METADATA, WEIGHTS};
 use crate::error::Error;
 use crate::plan::{Chosen, Policy};
 use crate::repair::{self, Options};
-use crate::report::{Outcome, Report, Status, Tool, SCHEMA_VERSION};
+use crate::report::{Outcome, Report, StaticStr, Status, Tool, SCHEMA_VERSION};
+
+pub mod journal;
+pub mod shard;
+
+pub use journal::{Fingerprint, Resume};
+pub use shard::Shard;
 
 /// Where outputs go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,7 +228,7 @@ fn visit(dir: &Path, rel: &Path, follow: bool, seen: &mut HashSet<PathBuf>, w: &
 }
 
 /// One archive's outcome in the run report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Entry {
     /// The archive.
     pub path: String,
@@ -232,14 +238,21 @@ pub struct Entry {
     pub outcome: Outcome,
     /// The one-line error, if any.
     pub error: Option<String>,
+    /// The file at `path` when the archive finished (after an in-place
+    /// swap, the new file), for `--resume`.
+    #[serde(default)]
+    pub fingerprint: Option<Fingerprint>,
+    /// Taken from the `--resume` journal, not processed again.
+    #[serde(default)]
+    pub resumed: bool,
     /// The single-archive audit report.
     pub report: Report,
 }
 
 /// Counts for the summary.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
-    /// Archives found.
+    /// Archives found (in this shard, with `--shard`).
     pub archives: usize,
     /// Archives repaired (or, in a dry run, that would be).
     pub repaired: usize,
@@ -253,6 +266,10 @@ pub struct Summary {
     pub skipped: usize,
     /// Archives not processed because the run was interrupted.
     pub not_processed: usize,
+    /// Archives taken from the `--resume` journal (counted in their
+    /// outcomes too).
+    #[serde(default)]
+    pub resumed: usize,
     /// Layers repaired, by chosen statistics.
     pub layers_by_policy: BTreeMap<String, usize>,
     /// Findings, by code, over all archives and layers.
@@ -267,7 +284,7 @@ pub struct Summary {
 }
 
 /// The run report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunReport {
     /// Same as the single-archive report.
     pub schema_version: u32,
@@ -276,7 +293,11 @@ pub struct RunReport {
     /// `--stats`.
     pub policy: Policy,
     /// "out", "in-place" or "dry-run".
-    pub mode: &'static str,
+    #[serde(deserialize_with = "crate::report::intern")]
+    pub mode: StaticStr,
+    /// `--shard K/N`, or null for the whole tree.
+    #[serde(default)]
+    pub shard: Option<String>,
     /// True if Ctrl-C stopped the run early.
     pub interrupted: bool,
     /// Counts.
@@ -372,7 +393,7 @@ impl RunReport {
                 "| `{}` | {} | {} | {} | {} |\n",
                 e.path,
                 e.report.keras_version.as_deref().unwrap_or("?"),
-                outcome_name(e.outcome),
+                e.outcome_text(),
                 if layers.is_empty() {
                     "-".into()
                 } else {
@@ -409,19 +430,21 @@ impl RunReport {
             out.push_str(&format!(
                 "{:<w$}  {:<18}  {}\n",
                 e.path,
-                outcome_name(e.outcome),
+                e.outcome_text(),
                 detail
             ));
         }
         let s = &self.summary;
         out.push_str(&format!(
-            "{} archive(s): {} repaired, {} already healthy, {} refused, {} failed; {} file(s) skipped{}\n",
+            "{} archive(s){}: {} repaired, {} already healthy, {} refused, {} failed; {} file(s) skipped{}{}\n",
             s.archives,
+            self.shard.as_ref().map(|k| format!(" in shard {k}")).unwrap_or_default(),
             s.repaired,
             s.already_healthy,
             s.refused,
             s.failed,
             s.skipped,
+            if s.resumed > 0 { format!("; {} resumed from the journal", s.resumed) } else { String::new() },
             if self.interrupted { format!("; interrupted, {} not processed", s.not_processed) } else { String::new() }
         ));
         out
@@ -436,7 +459,19 @@ fn policy_name(p: Policy) -> &'static str {
     }
 }
 
-fn outcome_name(o: Outcome) -> &'static str {
+impl Entry {
+    /// The outcome for people, marked when it came from `--resume`.
+    pub fn outcome_text(&self) -> String {
+        let o = outcome_name(self.outcome);
+        if self.resumed {
+            format!("{o} (resumed)")
+        } else {
+            o.to_string()
+        }
+    }
+}
+
+pub(crate) fn outcome_name(o: Outcome) -> &'static str {
     match o {
         Outcome::Repaired => "repaired",
         Outcome::NothingToRepair => "already healthy",
@@ -574,6 +609,17 @@ fn in_place(
     }
 }
 
+/// What a run does beside the archives.
+#[derive(Default)]
+pub struct Extras<'a> {
+    /// `--shard K/N`, recorded in the report (the caller filters the walk).
+    pub shard: Option<Shard>,
+    /// `--resume`: archives finished in an earlier run.
+    pub resume: Option<&'a Resume>,
+    /// Called with each entry as it finishes (the journal), one at a time.
+    pub on_entry: Option<&'a (dyn Fn(&Entry) + Sync)>,
+}
+
 /// Run the batch. `stop` is set by Ctrl-C: no new archive is started, and
 /// the ones in flight finish (each is atomic).
 pub fn run(
@@ -582,11 +628,13 @@ pub fn run(
     progress: &dyn Progress,
     stop: &AtomicBool,
     exec: &Exec,
+    extras: &Extras,
 ) -> RunReport {
     let next = Mutex::new(0usize);
     let results: Mutex<Vec<Option<Entry>>> = Mutex::new(vec![None; walk.jobs.len()]);
     let jobs = opts.jobs.max(1).min(walk.jobs.len().max(1));
     let created_dirs = Arc::new(Mutex::new(()));
+    let dry_run = opts.mode == Mode::DryRun;
     std::thread::scope(|s| {
         for slot in 0..jobs {
             let (next, results, created_dirs) = (&next, &results, &created_dirs);
@@ -602,28 +650,69 @@ pub fn run(
                 };
                 let Some(job) = walk.jobs.get(i) else { return };
                 progress.start(job);
-                let entry = run_job(opts, job, created_dirs, slot, exec);
+                let resumed = extras
+                    .resume
+                    .and_then(|r| r.finished(&job.input, opts.policy, dry_run));
+                let entry = match resumed {
+                    Some(e) => e,
+                    None => run_job(opts, job, created_dirs, slot, exec),
+                };
                 progress.done(job);
-                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(entry);
+                let mut g = results.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(f) = extras.on_entry {
+                    f(&entry);
+                }
+                g[i] = Some(entry);
             });
         }
     });
     let entries: Vec<Option<Entry>> = results.into_inner().unwrap_or_else(|p| p.into_inner());
     let not_processed = entries.iter().filter(|e| e.is_none()).count();
     let entries: Vec<Entry> = entries.into_iter().flatten().collect();
+    let mut skipped: Vec<String> = walk
+        .skipped
+        .iter()
+        .chain(&walk.links_skipped)
+        .map(|p| p.display().to_string())
+        .collect();
+    skipped.sort();
+    let summary = summarize(&entries, skipped.len(), not_processed);
+    RunReport {
+        schema_version: SCHEMA_VERSION,
+        tool: Tool {
+            name: "krepair",
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        policy: opts.policy,
+        mode: match opts.mode {
+            Mode::Out(_) => "out",
+            Mode::InPlace { .. } => "in-place",
+            Mode::DryRun => "dry-run",
+        },
+        shard: extras.shard.map(|s| s.to_string()),
+        interrupted: stop.load(Ordering::SeqCst) && not_processed > 0,
+        summary,
+        entries,
+        skipped,
+    }
+}
+
+/// The counts over `entries` (the same for a run and for a merge).
+pub(crate) fn summarize(entries: &[Entry], skipped: usize, not_processed: usize) -> Summary {
     let mut summary = Summary {
-        archives: walk.jobs.len(),
-        skipped: walk.skipped.len() + walk.links_skipped.len(),
+        archives: entries.len() + not_processed,
+        skipped,
         not_processed,
         ..Summary::default()
     };
-    for e in &entries {
+    for e in entries {
         match e.outcome {
             Outcome::Repaired | Outcome::WouldRepair => summary.repaired += 1,
             Outcome::NothingToRepair => summary.already_healthy += 1,
             Outcome::Refused => summary.refused += 1,
             Outcome::Failed => summary.failed += 1,
         }
+        summary.resumed += e.resumed as usize;
         summary.bytes_read += e.report.input.size;
         summary.bytes_written += e.report.output.as_ref().map_or(0, |o| o.size);
         let mut legacy = false;
@@ -653,30 +742,7 @@ pub fn run(
         }
         summary.legacy_signature_archives += legacy as usize;
     }
-    let mut skipped: Vec<String> = walk
-        .skipped
-        .iter()
-        .chain(&walk.links_skipped)
-        .map(|p| p.display().to_string())
-        .collect();
-    skipped.sort();
-    RunReport {
-        schema_version: SCHEMA_VERSION,
-        tool: Tool {
-            name: "krepair",
-            version: env!("CARGO_PKG_VERSION"),
-        },
-        policy: opts.policy,
-        mode: match opts.mode {
-            Mode::Out(_) => "out",
-            Mode::InPlace { .. } => "in-place",
-            Mode::DryRun => "dry-run",
-        },
-        interrupted: stop.load(Ordering::SeqCst) && not_processed > 0,
-        summary,
-        entries,
-        skipped,
-    }
+    summary
 }
 
 fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>, slot: usize, exec: &Exec) -> Entry {
@@ -721,11 +787,26 @@ fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>, slot: usize, exec: 
 }
 
 fn entry(job: &Job, run: repair::Run, output: Option<PathBuf>) -> Entry {
+    // What is at the archive's path now: the new file after an in-place
+    // swap (whose hash is the output's), else the input as read.
+    let swapped = output.as_deref() == Some(job.input.as_path());
+    let sha256 = if swapped {
+        run.report.output.as_ref().and_then(|o| o.sha256.clone())
+    } else {
+        run.report.input.sha256.clone()
+    };
+    let fingerprint = journal::stat(&job.input).map(|(size, mtime_ns)| Fingerprint {
+        size,
+        mtime_ns,
+        sha256,
+    });
     Entry {
         path: job.input.display().to_string(),
         output: output.map(|p| p.display().to_string()),
         outcome: run.report.outcome,
         error: run.error.map(|e| e.to_string()),
+        fingerprint,
+        resumed: false,
         report: run.report,
     }
 }
