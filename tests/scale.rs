@@ -48,6 +48,25 @@ fn batch_cmd(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
     c
 }
 
+/// `krepair batch ROOT --out OUT --force --resume FROM` with a jsonl
+/// journal written to TO.
+fn resume(root: &Path, out: &Path, from: &Path, to: &Path) -> std::process::Output {
+    batch_cmd(&[
+        &root,
+        &"--out",
+        &out,
+        &"--force",
+        &"--resume",
+        &from,
+        &"--report-format",
+        &"jsonl",
+        &"--report",
+        &to,
+    ])
+    .output()
+    .unwrap()
+}
+
 fn read_json(p: &Path) -> Value {
     serde_json::from_str(&fs::read_to_string(p).unwrap()).unwrap()
 }
@@ -233,20 +252,7 @@ fn a_killed_run_leaves_a_journal_and_resume_does_exactly_the_rest() {
     // Resume into a new journal: the 12 come back as resumed, the rest
     // (the hung one included) are processed.
     let journal2 = t.path().join("run2.jsonl");
-    let o = batch_cmd(&[
-        &root,
-        &"--out",
-        &out,
-        &"--force",
-        &"--resume",
-        &journal,
-        &"--report-format",
-        &"jsonl",
-        &"--report",
-        &journal2,
-    ])
-    .output()
-    .unwrap();
+    let o = resume(&root, &out, &journal, &journal2);
     assert_eq!(code(&o), 1, "the broken archive fails: {}", stderr(&o));
     let lines2 = journal_lines(&journal2);
     let (summary, entries) = lines2.split_last().unwrap();
@@ -285,20 +291,7 @@ fn a_killed_run_leaves_a_journal_and_resume_does_exactly_the_rest() {
         .set_modified(mtime)
         .unwrap();
     let journal3 = t.path().join("run3.jsonl");
-    let o = batch_cmd(&[
-        &root,
-        &"--out",
-        &out,
-        &"--force",
-        &"--resume",
-        &journal2,
-        &"--report-format",
-        &"jsonl",
-        &"--report",
-        &journal3,
-    ])
-    .output()
-    .unwrap();
+    let o = resume(&root, &out, &journal2, &journal3);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     let lines3 = journal_lines(&journal3);
     let (summary, entries) = lines3.split_last().unwrap();
@@ -327,20 +320,7 @@ fn a_killed_run_leaves_a_journal_and_resume_does_exactly_the_rest() {
     );
 
     // Resuming into the journal itself appends; merged, it is one run.
-    let o = batch_cmd(&[
-        &root,
-        &"--out",
-        &out,
-        &"--force",
-        &"--resume",
-        &journal,
-        &"--report-format",
-        &"jsonl",
-        &"--report",
-        &journal,
-    ])
-    .output()
-    .unwrap();
+    let o = resume(&root, &out, &journal, &journal);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     let merged = t.path().join("merged.json");
     let o = krepair(&[&"report", &"merge", &journal, &"-o", &merged]);
@@ -366,8 +346,11 @@ fn merge_refuses_inputs_that_disagree() {
     assert!(matches!(code(&o), 1 | 3), "{}", stderr(&o));
     // The same archive with another outcome.
     let text = fs::read_to_string(&a).unwrap();
-    let first = text.lines().next().unwrap();
-    let mut e: Value = serde_json::from_str(first).unwrap();
+    let mut e: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v.get("path").is_some() && v["outcome"] != "failed")
+        .unwrap();
     e["outcome"] = "failed".into();
     let b = t.path().join("b.jsonl");
     fs::write(&b, format!("{e}\n")).unwrap();
