@@ -7,6 +7,9 @@
 #      the reporter's EfficientNetB0 model generated with Keras 3.5 and
 #      3.15, then every fixture repaired by the release binary and loaded
 #      in each Keras (scripts/check_keras.py);
+#   3b. the migration check: every tf.keras 2.15 fixture migrated by the
+#      release binary and loaded in Keras 3.0, 3.5, 3.6, 3.10, 3.13 and
+#      3.15 (scripts/check_migrate.py);
 #   4. the Python wheel (scripts/build-wheel.sh): the static binary built
 #      with the bundled HDF5, packed by maturin, audited, installed into a
 #      fresh venv and used there to repair the bundled example; then the
@@ -78,6 +81,27 @@ for v in "${versions[@]}"; do
 done
 echo
 echo "real-keras: $total_passed passed, $total_failed failed"
+
+step "migration check (tf.keras 2.15 fixtures in Keras 3.0 to 3.15)"
+migrate_versions=(3.0 3.5 3.6 3.10 3.13 3.15)
+for v in "${migrate_versions[@]}"; do
+  [ -n "${py[$v]:-}" ] || py[$v]=$(scripts/python-env.sh "$v")
+  log="target/migrate-check-$v.log"
+  "${py[$v]}" scripts/check_migrate.py --krepair "$bin" --work target/migrate-check \
+    testdata/fixtures/keras-tf2.15 > "$log" 2>&1 || status=1
+  grep -v '^ok ' "$log" || true
+  line=$(tail -1 "$log")
+  if [[ "$line" =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    total_passed=$((total_passed + BASH_REMATCH[1]))
+    total_failed=$((total_failed + BASH_REMATCH[2]))
+    echo "keras $v: $line"
+  else
+    echo "keras $v: the migration check did not finish" >&2
+    status=1
+  fi
+done
+echo
+echo "real-keras (repair and migrate): $total_passed passed, $total_failed failed"
 
 if [ "${KREPAIR_SKIP_WHEEL:-0}" != 1 ]; then
   step "the Python wheel (static HDF5): build, audit, install in a fresh venv, use"

@@ -12,6 +12,8 @@ const EXAMPLES: &str = "\
 Examples:
   krepair model.keras fixed.keras
       Repair model.keras into fixed.keras; print what was done.
+  krepair migrate tf215.keras keras3.keras
+      Make a tf.keras 2.15 archive load in Keras 3 (and repair it).
   krepair --dry-run model.keras
       Inspect only: exit 3 if a repair would change something, 0 if not.
   krepair --stats identity --report audit.json model.keras fixed.keras
@@ -46,6 +48,13 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
+}
+
+/// One archive: the arguments of `krepair IN OUT` and `krepair migrate`.
+#[derive(clap::Args, Debug)]
+pub struct ArchiveArgs {
     /// The .keras archive (zip file or unzipped directory) to repair.
     #[arg(required = true)]
     pub input: Option<PathBuf>,
@@ -83,6 +92,16 @@ pub struct Args {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Migrate a tf.keras 2.15 .keras archive so that Keras 3 (3.0 to
+    /// 3.15) loads it, and repair its Normalization layers in the same run.
+    ///
+    /// Every rewrite of config.json is in the report with its rule, old and
+    /// new value (docs/migration.md). What has no verified rule yet
+    /// (tf.keras 2.12-2.14, compiled models, layer classes beyond the known
+    /// ones) is refused with the layer and the reason, and nothing is
+    /// written. A Keras 3 archive is repaired as `krepair IN OUT` would.
+    Migrate(ArchiveArgs),
+
     /// Find, check and repair every .keras archive under PATHs.
     ///
     /// Picks up .keras files and unzipped .keras directories; everything
@@ -178,6 +197,11 @@ pub struct BatchArgs {
     /// Write nothing but the report.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Also migrate tf.keras 2.15 archives to Keras 3 (as `krepair
+    /// migrate`).
+    #[arg(long)]
+    pub migrate: bool,
 
     /// What repaired layers compute (as for a single archive).
     #[arg(long, value_enum, default_value_t = Policy::Auto)]

@@ -29,7 +29,8 @@ pub enum Error {
         /// One line saying what is wrong and where.
         problem: String,
     },
-    /// A Normalization layer cannot be repaired safely, so no output is written.
+    /// A layer cannot be repaired (or migrated) safely, so no output is
+    /// written.
     Refused {
         /// The input file or directory.
         path: PathBuf,
@@ -148,12 +149,18 @@ impl fmt::Display for Error {
                 path,
                 layer,
                 reason,
-            } => write!(
-                f,
-                "{}: refusing to repair: layer `{layer}`: {}",
-                path.display(),
-                one_line(reason)
-            ),
+            } => {
+                let (what, reason) = match reason.strip_prefix("cannot migrate: ") {
+                    Some(r) => ("migrate", r),
+                    None => ("repair", reason.as_str()),
+                };
+                write!(
+                    f,
+                    "{}: refusing to {what}: layer `{layer}`: {}",
+                    path.display(),
+                    one_line(reason)
+                )
+            }
             Error::Output { path, problem } => {
                 write!(f, "{}: {}", path.display(), one_line(problem))
             }

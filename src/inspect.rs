@@ -51,8 +51,10 @@ pub struct Inspection {
     pub archive: Archive,
     /// `keras_version` from metadata.json.
     pub keras_version: Option<String>,
-    /// The text of config.json.
+    /// The text of config.json (migrated, when [`Check::migrate`]).
     pub config_text: String,
+    /// The migration's rewrites of config.json (with [`Check::migrate`]).
+    pub migration: Vec<crate::migrate::Rewrite>,
     /// One entry per Normalization layer.
     pub layers: Vec<LayerReport>,
     /// Archive-level findings.
@@ -76,6 +78,8 @@ pub struct Check {
     pub structure: bool,
     /// Open the weights for editing (the edits stay in memory).
     pub editable: bool,
+    /// Migrate a tf.keras 2.x config to Keras 3 ([`crate::migrate`]).
+    pub migrate: bool,
 }
 
 impl Check {
@@ -84,22 +88,38 @@ impl Check {
         members: false,
         structure: true,
         editable: false,
+        migrate: false,
     };
     /// The input of a repair (which walks the structure beside its work).
     pub const REPAIR: Check = Check {
         members: true,
         structure: false,
         editable: true,
+        migrate: false,
     };
     /// A repair's own output, re-read to verify it.
     pub const VERIFY: Check = Check {
         members: true,
         structure: false,
         editable: false,
+        migrate: false,
     };
 }
 
+impl Check {
+    /// The same check, migrating or not.
+    pub const fn migrating(self, migrate: bool) -> Check {
+        Check { migrate, ..self }
+    }
+}
+
 impl Inspection {
+    /// Does the output differ from the input (a layer to repair, or a
+    /// migrated config)?
+    pub fn changes(&self) -> bool {
+        !self.actions.is_empty() || !self.migration.is_empty()
+    }
+
     /// The first refused layer, if any: (config path, reason).
     pub fn refusal(&self) -> Option<(&str, &str)> {
         self.layers
@@ -159,8 +179,29 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     }
     crate::worker::step("reading config.json");
     let config_bytes = archive.read_member(archive::CONFIG, archive::MAX_CONFIG_BYTES)?;
-    let config = parse_json(&config_bytes, "config.json", &archive)?;
-    let config_text = String::from_utf8(config_bytes).expect("checked above");
+    let mut config = parse_json(&config_bytes, "config.json", &archive)?;
+    let mut config_text = String::from_utf8(config_bytes).expect("checked above");
+    // Migration rewrites the tree first; the Normalization layers are then
+    // found, and embedded, in the migrated config.
+    let mut migration = Vec::new();
+    if check.migrate {
+        crate::worker::step("planning the migration of config.json");
+        migration = crate::migrate::plan(&mut config, keras_version.as_deref()).map_err(|r| {
+            Error::Refused {
+                path: path.to_path_buf(),
+                layer: if r.layer.is_empty() {
+                    "(the model)".into()
+                } else {
+                    r.layer
+                },
+                reason: format!("cannot migrate: {}", r.reason),
+            }
+        })?;
+        if !migration.is_empty() {
+            config_text = serde_json::to_string(&config)
+                .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
+        }
+    }
     let sites = model::find_normalizations(&config)
         .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
 
@@ -247,6 +288,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         archive,
         keras_version,
         config_text,
+        migration,
         layers,
         findings,
         actions,

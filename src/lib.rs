@@ -23,6 +23,7 @@ pub mod error;
 pub mod inspect;
 pub mod json_span;
 mod mapped;
+pub mod migrate;
 pub mod model;
 pub mod plan;
 pub mod repair;

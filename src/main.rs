@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
-use cli::{Args, BatchArgs, Command, MergeFormat, ReportCommand, ReportFormat, Shell};
+use cli::{ArchiveArgs, Args, BatchArgs, Command, MergeFormat, ReportCommand, ReportFormat, Shell};
 use krepair::batch::{self, BatchOptions, Job, Mode};
 use krepair::worker::{self, Pool};
 use krepair::Outcome;
@@ -67,7 +67,7 @@ fn print_generated(command: &Command) -> u8 {
             Ok(())
         }
         Command::Man => clap_mangen::Man::new(cmd).render(&mut buf),
-        Command::Batch(_) | Command::Report(_) => Ok(()),
+        Command::Batch(_) | Command::Report(_) | Command::Migrate(_) => Ok(()),
     };
     match res {
         Ok(()) if print_out(&String::from_utf8_lossy(&buf)) => EXIT_OK,
@@ -178,14 +178,19 @@ fn main() -> ExitCode {
         }
     };
     match args.command {
-        Some(Command::Batch(b)) => return ExitCode::from(run_batch(b)),
-        Some(Command::Report(r)) => return ExitCode::from(run_report(r)),
-        Some(c) => return ExitCode::from(print_generated(&c)),
-        None => {}
+        Some(Command::Batch(b)) => ExitCode::from(run_batch(b)),
+        Some(Command::Report(r)) => ExitCode::from(run_report(r)),
+        Some(Command::Migrate(a)) => ExitCode::from(run_single(a, true)),
+        Some(c) => ExitCode::from(print_generated(&c)),
+        None => ExitCode::from(run_single(args.archive, false)),
     }
+}
+
+/// `krepair IN OUT` and `krepair migrate IN OUT`.
+fn run_single(args: ArchiveArgs, migrate: bool) -> u8 {
     let Some(input) = args.input.clone() else {
         print_err("krepair: no INPUT given (see --help)");
-        return ExitCode::from(EXIT_USAGE);
+        return EXIT_USAGE;
     };
     let opts = krepair::Options {
         input,
@@ -196,13 +201,14 @@ fn main() -> ExitCode {
         },
         policy: args.stats,
         force: args.force,
+        migrate,
     };
     let _stop = on_interrupt(false);
     let sink = match ReportSink::open(args.report.as_deref()) {
         Ok(s) => s,
         Err(line) => {
             print_err(&line);
-            return ExitCode::from(EXIT_FAILURE);
+            return EXIT_FAILURE;
         }
     };
     let run = match Pool::current(args.limits.limits(), 1) {
@@ -231,7 +237,7 @@ fn main() -> ExitCode {
     if let Some(e) = &run.error {
         print_err(&format!("krepair: {e}"));
     }
-    ExitCode::from(code)
+    code
 }
 
 /// The progress bar: archives done of total, bytes, current file, ETA.
@@ -307,6 +313,7 @@ fn run_batch(b: BatchArgs) -> u8 {
         policy: b.stats,
         jobs,
         force: b.force,
+        migrate: b.migrate,
     };
     let resume = match &b.resume {
         Some(p) => match batch::journal::load(p) {

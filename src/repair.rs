@@ -31,6 +31,8 @@ pub struct Options {
     pub policy: Policy,
     /// Replace an existing output.
     pub force: bool,
+    /// Also migrate a tf.keras 2.x archive to Keras 3 (`krepair migrate`).
+    pub migrate: bool,
 }
 
 /// The result of one run: always a report, and the error if the job failed.
@@ -63,6 +65,7 @@ fn empty_report(opts: &Options) -> Report {
         members: Vec::new(),
         layers: Vec::new(),
         findings: Vec::new(),
+        migration: Vec::new(),
     }
 }
 
@@ -241,7 +244,8 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
         inspect::Check::REPAIR
     } else {
         inspect::Check::DRY_RUN
-    };
+    }
+    .migrating(opts.migrate);
     // A repair hashes the whole input on the other core while it works; a
     // dry run reads only what it needs.
     let input_scan = match &opts.output {
@@ -259,6 +263,7 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
     report.keras_version = insp.keras_version.clone();
     report.findings = insp.findings.clone();
     report.layers = insp.layers.clone();
+    report.migration = insp.migration.clone();
     let refusal = insp.refusal().map(|(layer, reason)| Error::Refused {
         path: opts.input.clone(),
         layer: layer.to_string(),
@@ -269,10 +274,10 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
         if let Some(e) = refusal {
             return Err(e);
         }
-        report.outcome = if insp.actions.is_empty() {
-            Outcome::NothingToRepair
-        } else {
+        report.outcome = if insp.changes() {
             Outcome::WouldRepair
+        } else {
+            Outcome::NothingToRepair
         };
         return Ok(());
     };
@@ -298,7 +303,7 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
             None
         }
     };
-    let changed = !insp.actions.is_empty();
+    let changed = insp.changes();
     crate::worker::step("writing the output");
     let staged = if refusal.is_none() {
         Some(stage(&mut insp, &parent, &output))
@@ -334,7 +339,7 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
         (sha, insp.archive.members.clone())
     } else {
         crate::worker::step("verifying the output");
-        verify(&staged, output_scan, &insp, opts.policy, &output)?
+        verify(&staged, output_scan, &insp, opts, &output)?
     };
     staged.persist(&opts.input, &output, opts.force)?;
 
@@ -444,7 +449,7 @@ impl Staged {
 /// verification).
 fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged, Option<Scan>)> {
     let form = insp.archive.form;
-    if insp.actions.is_empty() {
+    if !insp.changes() {
         // Nothing to repair: an exact copy.
         return match form {
             Form::Zip => stage_zip(parent, output, |t| {
@@ -488,11 +493,31 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
         )
     })?;
 
+    let mut new = HashMap::new();
+    new.insert(
+        archive::CONFIG.to_string(),
+        Content::Bytes(new_config.as_bytes()),
+    );
+    if insp.actions.is_empty() {
+        // A migrated config and nothing else: the weights are copied as
+        // they are.
+        return match form {
+            Form::Zip => stage_zip(parent, output, |t| {
+                let f = t.reopen().map_err(|e| Error::io(t.path(), "open", e))?;
+                archive::write_zip(&mut insp.archive, &mut new, f, output).map(drop)
+            }),
+            Form::Directory => {
+                stage_dir(parent, |d| archive::write_dir(&insp.archive, &mut new, d))
+            }
+        };
+    }
     // model.weights.h5: edit the private mapping.
-    let w = insp
-        .weights
-        .take()
-        .expect("actions exist only when weights were read");
+    let Some(w) = insp.weights.take() else {
+        return Err(Error::format(
+            &insp.archive.path,
+            "internal: layers to repair without open weights",
+        ));
+    };
     for a in &insp.actions {
         match a {
             Action::EmbedConfig { group, .. } => {
@@ -511,12 +536,6 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
         }
     }
     let mut image = w.finish()?;
-
-    let mut new = HashMap::new();
-    new.insert(
-        archive::CONFIG.to_string(),
-        Content::Bytes(new_config.as_bytes()),
-    );
     new.insert(archive::WEIGHTS.to_string(), Content::Image(&mut image));
     match form {
         Form::Zip => stage_zip(parent, output, |t| {
@@ -580,15 +599,25 @@ fn verify(
     staged: &Staged,
     scan: Option<Scan>,
     before: &Inspection,
-    policy: Policy,
+    opts: &Options,
     output: &Path,
 ) -> Result<(Option<String>, Vec<archive::Member>)> {
     let fail = |problem: String| Error::Verify {
         path: output.to_path_buf(),
         problem,
     };
-    let after = inspect::inspect(staged.path(), policy, inspect::Check::VERIFY)
-        .map_err(|e| fail(e.to_string()))?;
+    let after = inspect::inspect(
+        staged.path(),
+        opts.policy,
+        inspect::Check::VERIFY.migrating(opts.migrate),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    if !after.migration.is_empty() {
+        return Err(fail(format!(
+            "{} migration rewrite(s) still planned after the migration",
+            after.migration.len()
+        )));
+    }
     let names = |i: &Inspection| {
         i.archive
             .members
@@ -653,8 +682,8 @@ fn verify(
         }
     }
     for (b, a) in before.archive.members.iter().zip(&after.archive.members) {
-        let rewritten =
-            !before.actions.is_empty() && (b.name == archive::CONFIG || b.name == archive::WEIGHTS);
+        let rewritten = (before.changes() && b.name == archive::CONFIG)
+            || (!before.actions.is_empty() && b.name == archive::WEIGHTS);
         if !rewritten && (b.size, b.crc32) != (a.size, a.crc32) {
             return Err(fail(format!(
                 "member `{}` changed in what should be an exact copy",

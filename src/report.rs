@@ -37,6 +37,10 @@ pub struct Report {
     pub layers: Vec<LayerReport>,
     /// Findings about the archive as a whole.
     pub findings: Vec<Finding>,
+    /// `krepair migrate`: every rewrite of config.json, in config order
+    /// (absent from repair reports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migration: Vec<crate::migrate::Rewrite>,
 }
 
 /// Tool name and version.
@@ -235,6 +239,24 @@ impl Report {
             self.input.path,
             if n == 1 { "" } else { "s" }
         ));
+        if !self.migration.is_empty() {
+            let mut by_code: Vec<(&str, usize)> = Vec::new();
+            for r in &self.migration {
+                match by_code.iter_mut().find(|(c, _)| *c == r.code) {
+                    Some((_, n)) => *n += 1,
+                    None => by_code.push((r.code, 1)),
+                }
+            }
+            out.push_str(&format!(
+                "  migrated to Keras 3: {} rewrite(s) of config.json: {}\n",
+                self.migration.len(),
+                by_code
+                    .iter()
+                    .map(|(c, n)| format!("{c} x{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         for f in &self.findings {
             out.push_str(&format!(
                 "  {}: {} [{}]\n",
@@ -281,7 +303,12 @@ impl Report {
         let count = |s: Status| self.layers.iter().filter(|l| l.status == s).count();
         let summary = match self.outcome {
             Outcome::Repaired => format!(
-                "repaired {} layer(s); wrote {}",
+                "{}repaired {} layer(s); wrote {}",
+                if self.migration.is_empty() {
+                    ""
+                } else {
+                    "migrated, "
+                },
                 count(Status::Repaired),
                 self.output.as_ref().map_or("-", |o| o.path.as_str())
             ),

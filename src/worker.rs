@@ -88,6 +88,7 @@ struct Request {
     output: Option<PathBuf>,
     policy: Policy,
     force: bool,
+    migrate: bool,
     /// Memory budget in bytes.
     memory: u64,
     /// The prefix of every temporary file the worker creates.
@@ -156,6 +157,7 @@ pub fn serve() -> i32 {
             output: req.output.clone(),
             policy: req.policy,
             force: req.force,
+            migrate: req.migrate,
         };
         crate::cleanup::set_prefix(&req.temp_prefix);
         let budget = crate::sys::set_budget(req.memory);
@@ -516,6 +518,7 @@ impl Pool {
             output: opts.output.clone(),
             policy: opts.policy,
             force: opts.force,
+            migrate: opts.migrate,
             memory: self.limits.memory,
             temp_prefix: prefix.clone(),
         };

@@ -47,3 +47,40 @@ fn exit_code_doc_lists_every_code() {
         assert!(text.contains(c), "docs/exit-codes.md lacks {c}");
     }
 }
+
+#[test]
+fn exit_code_doc_lists_the_later_codes() {
+    let text = doc("exit-codes.md");
+    for c in ["| 4 |", "| 130 |"] {
+        assert!(text.contains(c), "docs/exit-codes.md lacks {c}");
+    }
+}
+
+#[test]
+fn migration_doc_lists_every_rule_and_known_layer() {
+    let text = doc("migration.md");
+    // The rules table: | `code` | ... |, in the order of migrate::RULES.
+    let table: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells.len() >= 4 && cells[1].starts_with('`') && cells[1].ends_with('`'))
+                .then(|| cells[1].trim_matches('`').to_string())
+        })
+        .filter(|c| c.contains('-'))
+        .collect();
+    let rules: Vec<String> = krepair::migrate::RULES
+        .iter()
+        .map(|r| r.0.to_string())
+        .collect();
+    assert_eq!(
+        table, rules,
+        "docs/migration.md and migrate::RULES disagree"
+    );
+    for l in krepair::migrate::KNOWN_LAYERS {
+        assert!(
+            text.contains(&format!("`{l}`")),
+            "docs/migration.md lacks {l}"
+        );
+    }
+}

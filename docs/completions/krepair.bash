@@ -28,6 +28,9 @@ _krepair() {
             krepair,man)
                 cmd="krepair__subcmd__man"
                 ;;
+            krepair,migrate)
+                cmd="krepair__subcmd__migrate"
+                ;;
             krepair,report)
                 cmd="krepair__subcmd__report"
                 ;;
@@ -42,6 +45,9 @@ _krepair() {
                 ;;
             krepair__subcmd__help,man)
                 cmd="krepair__subcmd__help__subcmd__man"
+                ;;
+            krepair__subcmd__help,migrate)
+                cmd="krepair__subcmd__help__subcmd__migrate"
                 ;;
             krepair__subcmd__help,report)
                 cmd="krepair__subcmd__help__subcmd__report"
@@ -68,7 +74,7 @@ _krepair() {
 
     case "${cmd}" in
         krepair)
-            opts="-q -h -V --stats --dry-run --report --force --quiet --timeout --memory-limit --help --version batch completions report man help"
+            opts="-q -h -V --stats --dry-run --report --force --quiet --timeout --memory-limit --help --version migrate batch completions report man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -98,7 +104,7 @@ _krepair() {
             return 0
             ;;
         krepair__subcmd__batch)
-            opts="-j -q -h --out --in-place --backup --dry-run --stats --jobs --follow-links --force --report --report-format --shard --resume --quiet --timeout --memory-limit --help"
+            opts="-j -q -h --out --in-place --backup --dry-run --migrate --stats --jobs --follow-links --force --report --report-format --shard --resume --quiet --timeout --memory-limit --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -170,7 +176,7 @@ _krepair() {
             return 0
             ;;
         krepair__subcmd__help)
-            opts="batch completions report man help"
+            opts="migrate batch completions report man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -239,6 +245,20 @@ _krepair() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        krepair__subcmd__help__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         krepair__subcmd__help__subcmd__report)
             opts="merge"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -274,6 +294,36 @@ _krepair() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        krepair__subcmd__migrate)
+            opts="-q -h --stats --dry-run --report --force --quiet --timeout --memory-limit --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --stats)
+                    COMPREPLY=($(compgen -W "auto adapted identity" -- "${cur}"))
+                    return 0
+                    ;;
+                --report)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -35,11 +35,22 @@ complete -c krepair -n "__fish_krepair_needs_command" -l force -d 'Replace OUTPU
 complete -c krepair -n "__fish_krepair_needs_command" -s q -l quiet -d 'Print nothing but errors'
 complete -c krepair -n "__fish_krepair_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c krepair -n "__fish_krepair_needs_command" -s V -l version -d 'Print version'
+complete -c krepair -n "__fish_krepair_needs_command" -a "migrate" -d 'Migrate a tf.keras 2.15 .keras archive so that Keras 3 (3.0 to 3.15) loads it, and repair its Normalization layers in the same run'
 complete -c krepair -n "__fish_krepair_needs_command" -a "batch" -d 'Find, check and repair every .keras archive under PATHs'
 complete -c krepair -n "__fish_krepair_needs_command" -a "completions" -d 'Print a shell completion script to stdout'
 complete -c krepair -n "__fish_krepair_needs_command" -a "report" -d 'Work with run reports and journals of `krepair batch`'
 complete -c krepair -n "__fish_krepair_needs_command" -a "man" -d 'Print the manual page (roff) to stdout: `krepair man | man -l -`'
 complete -c krepair -n "__fish_krepair_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l stats -d 'What repaired layers compute: `auto` (what the model computed when it was saved), `adapted` (the stored statistics) or `identity` (mean 0, variance 1)' -r -f -a "auto\t'What the model computed when it was saved (see docs/version-matrix.md)'
+adapted\t'The stored statistics'
+identity\t'Mean 0, variance 1'"
+complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l report -d 'Write the audit report as JSON to FILE (`-` for stdout)' -r -F
+complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l timeout -d 'Stop an archive that takes longer than SECS (wall clock), with nothing written' -r
+complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l memory-limit -d 'Memory budget for one archive, in MiB (beyond the mapped weights): an archive that needs more is stopped, with nothing written' -r
+complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l dry-run -d 'Inspect and plan only; create no file (except --report)'
+complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l force -d 'Replace OUTPUT if it exists'
+complete -c krepair -n "__fish_krepair_using_subcommand migrate" -s q -l quiet -d 'Print nothing but errors'
+complete -c krepair -n "__fish_krepair_using_subcommand migrate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l out -d 'Write each archive to the same relative path under OUTDIR (archives with nothing to repair are copied)' -r -F
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l backup -d 'With --in-place: keep each original beside it, named NAME+SUFFIX (and skip archives whose names end with SUFFIX: they are backups)' -r
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l stats -d 'What repaired layers compute (as for a single archive)' -r -f -a "auto\t'What the model computed when it was saved (see docs/version-matrix.md)'
@@ -56,6 +67,7 @@ complete -c krepair -n "__fish_krepair_using_subcommand batch" -l timeout -d 'St
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l memory-limit -d 'Memory budget for one archive, in MiB (beyond the mapped weights): an archive that needs more is stopped, with nothing written' -r
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l in-place -d 'Replace each archive, once its replacement is verified'
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l dry-run -d 'Write nothing but the report'
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l migrate -d 'Also migrate tf.keras 2.15 archives to Keras 3 (as `krepair migrate`)'
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l follow-links -d 'Follow symbolic links (loops are detected)'
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l force -d 'Replace existing outputs under OUTDIR'
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -s q -l quiet -d 'Print nothing but errors; no progress bar'
@@ -71,9 +83,10 @@ complete -c krepair -n "__fish_krepair_using_subcommand report; and __fish_seen_
 complete -c krepair -n "__fish_krepair_using_subcommand report; and __fish_seen_subcommand_from help" -f -a "merge" -d 'Merge the journals or run reports of several shards (or of a run and its resumptions) into one run report'
 complete -c krepair -n "__fish_krepair_using_subcommand report; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c krepair -n "__fish_krepair_using_subcommand man" -s h -l help -d 'Print help'
-complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions report man help" -f -a "batch" -d 'Find, check and repair every .keras archive under PATHs'
-complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions report man help" -f -a "completions" -d 'Print a shell completion script to stdout'
-complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions report man help" -f -a "report" -d 'Work with run reports and journals of `krepair batch`'
-complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions report man help" -f -a "man" -d 'Print the manual page (roff) to stdout: `krepair man | man -l -`'
-complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from batch completions report man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from migrate batch completions report man help" -f -a "migrate" -d 'Migrate a tf.keras 2.15 .keras archive so that Keras 3 (3.0 to 3.15) loads it, and repair its Normalization layers in the same run'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from migrate batch completions report man help" -f -a "batch" -d 'Find, check and repair every .keras archive under PATHs'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from migrate batch completions report man help" -f -a "completions" -d 'Print a shell completion script to stdout'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from migrate batch completions report man help" -f -a "report" -d 'Work with run reports and journals of `krepair batch`'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from migrate batch completions report man help" -f -a "man" -d 'Print the manual page (roff) to stdout: `krepair man | man -l -`'
+complete -c krepair -n "__fish_krepair_using_subcommand help; and not __fish_seen_subcommand_from migrate batch completions report man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c krepair -n "__fish_krepair_using_subcommand help; and __fish_seen_subcommand_from report" -f -a "merge" -d 'Merge the journals or run reports of several shards (or of a run and its resumptions) into one run report'

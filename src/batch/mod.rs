@@ -55,6 +55,8 @@ pub struct BatchOptions {
     pub jobs: usize,
     /// Replace existing outputs under OUTDIR.
     pub force: bool,
+    /// Migrate tf.keras 2.x archives too (`krepair batch --migrate`).
+    pub migrate: bool,
 }
 
 /// One archive found by the walk.
@@ -521,6 +523,7 @@ pub fn in_process(_slot: usize, opts: &Options) -> repair::Run {
 fn in_place(
     job: &Job,
     policy: Policy,
+    migrate: bool,
     backup: Option<&str>,
     slot: usize,
     exec: &Exec,
@@ -540,6 +543,7 @@ fn in_place(
         output: Some(staged.clone()),
         policy,
         force: true,
+        migrate,
     };
     let mut run = exec(slot, &opts);
     let remove_staged = || {
@@ -753,6 +757,7 @@ fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>, slot: usize, exec: 
                 output: None,
                 policy: opts.policy,
                 force: false,
+                migrate: opts.migrate,
             };
             (exec(slot, &o), None)
         }
@@ -766,6 +771,7 @@ fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>, slot: usize, exec: 
                         output: Some(out.clone()),
                         policy: opts.policy,
                         force: opts.force,
+                        migrate: opts.migrate,
                     };
                     let r = repair::Run::failed(&o, Error::io(parent, "create", e));
                     return entry(job, r, None);
@@ -776,12 +782,20 @@ fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>, slot: usize, exec: 
                 output: Some(out.clone()),
                 policy: opts.policy,
                 force: opts.force,
+                migrate: opts.migrate,
             };
             let r = exec(slot, &o);
             let ok = r.error.is_none();
             (r, ok.then_some(out))
         }
-        Mode::InPlace { backup } => in_place(job, opts.policy, backup.as_deref(), slot, exec),
+        Mode::InPlace { backup } => in_place(
+            job,
+            opts.policy,
+            opts.migrate,
+            backup.as_deref(),
+            slot,
+            exec,
+        ),
     };
     entry(job, run, output)
 }

@@ -227,10 +227,12 @@ pub fn refuses(input: &std::path::Path, extra: &[&str], needle: &str) {
     let dir = input.parent().unwrap();
     let out = dir.join("out.keras");
     let before = tree_hash(input);
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"-q"];
+    // `extra` first: it may name a subcommand (`migrate`).
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = Vec::new();
     for e in extra {
         args.push(e);
     }
+    args.push(&"-q");
     args.push(&input);
     args.push(&out);
     let o = krepair(&args);

@@ -1,0 +1,161 @@
+"""The real-Keras check of `krepair migrate`: migrate every tf.keras 2.15
+fixture with the built krepair binary and load each output in the Keras 3
+of the venv this script runs in.
+
+    .venvs/keras-3.0/bin/python scripts/check_migrate.py --krepair target/release/krepair \
+        --work target/migrate-check testdata/fixtures/keras-tf2.15
+
+For each fixture case (a folder with expected.json, x.npy and the tf.keras
+in-memory predictions pred_memory.npy):
+- the harness must be able to fail: this Keras must refuse the unmigrated
+  archive;
+- `krepair migrate` must succeed, report its rewrites, and leave no layer
+  depending on finalize_state() (or say why, for layers kept in their
+  variables);
+- a plain `keras.models.load_model(path)` (compile and safe_mode on) must
+  load the output and predict what tf.keras predicted (float32: rtol 1e-4,
+  atol 1e-5; mixed precision: 1e-2), also with
+  Normalization.finalize_state() disabled for the layers embedded in their
+  config;
+- migrating the output again must change nothing (an exact copy).
+Prints one line per check and a closing "N passed, N failed" line.
+"""
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "testdata"))
+import fixture_layers  # noqa: E402,F401
+
+results = {"passed": 0, "failed": 0}
+
+
+def check(label, ok, detail=""):
+    results["passed" if ok else "failed"] += 1
+    print(f"{'ok  ' if ok else 'FAIL'} {label}{(': ' + detail) if detail else ''}", flush=True)
+    return ok
+
+
+@contextlib.contextmanager
+def finalize_disabled():
+    cls = keras.layers.Normalization
+    real = cls.finalize_state
+    cls.finalize_state = lambda self: None
+    try:
+        yield
+    finally:
+        cls.finalize_state = real
+
+
+def load_predict(path, x):
+    model = keras.models.load_model(path)
+    return np.asarray(model.predict(x, verbose=0), dtype="float32")
+
+
+def sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def run_case(krepair, case_dir, work, tag):
+    case = os.path.basename(case_dir)
+    label = f"keras {keras.__version__} {tag}/{case}"
+    src = os.path.join(case_dir, "model.keras")
+    x = np.load(os.path.join(case_dir, "x.npy"))
+    want = np.load(os.path.join(case_dir, "pred_memory.npy"))
+    tol = 1e-2 if "mixed" in case else None
+
+    try:
+        load_predict(src, x)
+        check(f"{label}: the unmigrated archive is refused", False, "it loaded")
+    except Exception as e:  # noqa: BLE001 - a refusal is what we want
+        check(f"{label}: the unmigrated archive is refused", True, type(e).__name__)
+
+    out = os.path.join(work, f"{tag}-{case}.keras")
+    if os.path.exists(out):
+        os.remove(out)
+    p = subprocess.run(
+        [krepair, "migrate", "--report", "-", src, out],
+        capture_output=True,
+        text=True,
+    )
+    if not check(f"{label}: krepair migrate", p.returncode == 0, p.stderr.strip()):
+        return
+    report = json.loads(p.stdout)
+    codes = sorted({r["code"] for r in report.get("migration", [])})
+    check(f"{label}: rewrites reported", bool(codes), ", ".join(codes))
+    in_config = all(
+        l["status"] in ("repaired", "already-explicit") and (l.get("embedded") or {}).get("location", "config") == "config"
+        for l in report["layers"]
+    )
+
+    try:
+        got = load_predict(out, x)
+        rtol, atol = (tol, tol) if tol else (1e-4, 1e-5)
+        ok = got.shape == want.shape and np.allclose(got, want, rtol=rtol, atol=atol)
+        check(
+            f"{label}: load_model + predict equals tf.keras",
+            ok,
+            f"max |diff| {np.abs(got - want).max():.3g}" if got.shape == want.shape else f"shape {got.shape}",
+        )
+    except Exception as e:  # noqa: BLE001
+        check(f"{label}: load_model + predict equals tf.keras", False, f"{type(e).__name__}: {str(e)[:300]}")
+        return
+    if in_config:
+        with finalize_disabled():
+            got2 = load_predict(out, x)
+        check(f"{label}: same without finalize_state()", np.array_equal(got, got2))
+    else:
+        kept = [l["config_path"] for l in report["layers"] if (l.get("embedded") or {}).get("location") == "variables"]
+        check(
+            f"{label}: layers kept in their variables are reported",
+            bool(kept) and all(
+                any(f["code"] == "kept-in-variables" for f in l["findings"])
+                for l in report["layers"]
+                if l["config_path"] in kept
+            ),
+            ", ".join(kept),
+        )
+
+    again = out + ".again.keras"
+    if os.path.exists(again):
+        os.remove(again)
+    p = subprocess.run([krepair, "migrate", "-q", out, again], capture_output=True, text=True)
+    check(
+        f"{label}: migrating the output again changes nothing",
+        p.returncode == 0 and sha(again) == sha(out),
+        p.stderr.strip(),
+    )
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--krepair", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("fixtures", nargs="+", help="folders of fixture cases")
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    for root in a.fixtures:
+        tag = os.path.basename(os.path.normpath(root))
+        for case in sorted(os.listdir(root)):
+            d = os.path.join(root, case)
+            if os.path.isfile(os.path.join(d, "expected.json")) and os.path.isfile(os.path.join(d, "model.keras")):
+                run_case(a.krepair, d, a.work, tag)
+    print(f"{results['passed']} passed, {results['failed']} failed")
+    return 1 if results["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

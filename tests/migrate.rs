@@ -1,0 +1,198 @@
+//! `krepair migrate` on the committed tf.keras 2.15 fixtures: the rewrites
+//! each one needs, the guarantees `repair` has (dry run, idempotence,
+//! refusals with nothing written), and `batch --migrate`. Whether the
+//! outputs load and predict right is the real-Keras check's job
+//! (scripts/check_migrate.py, Keras 3.0 to 3.15).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+
+use common::*;
+use serde_json::Value;
+
+fn migrate_report(input: &std::path::Path, out: &std::path::Path) -> Value {
+    let o = krepair(&[&"migrate", &"--report", &"-", &input, &out]);
+    assert_eq!(code(&o), 0, "{}: {}", input.display(), stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn codes(r: &Value) -> BTreeSet<String> {
+    r["migration"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x["code"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_tf_keras_2_15_fixture_migrates_with_the_rules_it_needs() {
+    let t = tempfile::tempdir().unwrap();
+    let mut seen = BTreeSet::new();
+    for f in fixtures()
+        .into_iter()
+        .filter(|f| f.dir.to_string_lossy().contains("keras-tf2.15"))
+    {
+        let out = t.path().join(format!("{}.keras", f.expected.case));
+        let r = migrate_report(&f.archive(), &out);
+        let c = codes(&r);
+        assert!(c.contains("model-module"), "{}: {c:?}", f.tag());
+        if f.expected.case == "nested_sequential" {
+            assert!(c.contains("nested-node-index"), "{c:?}");
+            let m: Value = serde_json::from_slice(&member(&out, "config.json")).unwrap();
+            let dense = &m["config"]["layers"][3];
+            assert_eq!(dense["inbound_nodes"][0][0][0], "block");
+            assert_eq!(
+                dense["inbound_nodes"][0][0][1], 0,
+                "node 1 of tf.keras is node 0"
+            );
+        }
+        if f.expected.case == "mixed_float16" {
+            assert!(c.contains("dtype-policy"), "{c:?}");
+        }
+        // Every rewrite carries its evidence.
+        for rw in r["migration"].as_array().unwrap() {
+            assert!(rw["key"].as_str().is_some_and(|k| !k.is_empty()));
+            assert!(rw.get("old").is_some() && rw.get("new").is_some());
+        }
+        let cfg: Value = serde_json::from_slice(&member(&out, "config.json")).unwrap();
+        let text = cfg.to_string();
+        assert!(!text.contains("keras.src.engine"), "{}", f.tag());
+        assert_eq!(
+            member(&out, "metadata.json"),
+            member(&f.archive(), "metadata.json"),
+            "metadata.json is kept"
+        );
+        // Normalization repaired in the same run (or, for kept axes that
+        // are not the trailing ones, kept in variables every loader
+        // finalizes, and said so).
+        for l in r["layers"].as_array().unwrap() {
+            let kept = l["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["code"] == "kept-in-variables");
+            assert!(
+                matches!(l["status"].as_str(), Some("repaired" | "already-explicit"))
+                    || (l["status"] == "unchanged" && kept),
+                "{}: {}",
+                f.tag(),
+                l["status"]
+            );
+        }
+        // Idempotent: a migrated archive migrates to an exact copy.
+        let again = t.path().join("again.keras");
+        let o = krepair(&[&"migrate", &"-q", &out, &again]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_eq!(sha(&again), sha(&out), "{}", f.tag());
+        fs::remove_file(&again).unwrap();
+        seen.extend(c);
+    }
+    assert_eq!(
+        seen,
+        krepair::migrate::RULES
+            .iter()
+            .map(|r| r.0.to_string())
+            .collect::<BTreeSet<_>>(),
+        "every rule is exercised by a real fixture"
+    );
+}
+
+#[test]
+fn a_dry_run_plans_and_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let f = fixture("tf2.15", "nested_sequential");
+    let o = krepair(&[&"migrate", &"--dry-run", &"--report", &"-", &f.archive()]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["outcome"], "would-repair");
+    assert!(codes(&r).contains("model-module"));
+    assert!(fs::read_dir(t.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn what_has_no_rule_is_refused_and_nothing_is_written() {
+    let t = tempfile::tempdir().unwrap();
+    // A layer class without a migration rule.
+    let p = t.path().join("conv.keras");
+    derive(&fixture("tf2.15", "axis_last").archive(), &p, |m| {
+        let c = m.iter_mut().find(|x| x.0 == "config.json").unwrap();
+        let text = String::from_utf8(c.1.clone()).unwrap();
+        c.1 = text
+            .replacen(r#""class_name": "Dense""#, r#""class_name": "Conv2D""#, 1)
+            .into_bytes();
+    });
+    refuses(&p, &["migrate"], "refusing to migrate: layer `dense");
+    // tf.keras 2.13.
+    let p = t.path().join("old.keras");
+    derive(&fixture("tf2.15", "axis_last").archive(), &p, |m| {
+        let meta = m.iter_mut().find(|x| x.0 == "metadata.json").unwrap();
+        let text = String::from_utf8(meta.1.clone()).unwrap();
+        meta.1 = text.replace("2.15.0", "2.13.1").into_bytes();
+    });
+    refuses(&p, &["migrate"], "saved by tf.keras 2.13");
+    // A compiled model.
+    let p = t.path().join("compiled.keras");
+    derive(&fixture("tf2.15", "axis_last").archive(), &p, |m| {
+        let c = m.iter_mut().find(|x| x.0 == "config.json").unwrap();
+        let mut v: Value = serde_json::from_slice(&c.1).unwrap();
+        v["compile_config"] = serde_json::json!({"optimizer": "adam", "loss": "mse"});
+        c.1 = v.to_string().into_bytes();
+    });
+    refuses(&p, &["migrate"], "saved compiled");
+}
+
+#[test]
+fn a_keras_3_archive_is_repaired_as_repair_would() {
+    let t = tempfile::tempdir().unwrap();
+    let f = fixture("3.5", "efficientnet_stem");
+    let (a, b) = (t.path().join("a.keras"), t.path().join("b.keras"));
+    let r = migrate_report(&f.archive(), &a);
+    assert!(codes(&r).is_empty());
+    let o = krepair(&[&"-q", &f.archive(), &b]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(sha(&a), sha(&b), "migrate of a Keras 3 archive is a repair");
+}
+
+#[test]
+fn batch_migrate_covers_a_tree() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("models");
+    fs::create_dir_all(&root).unwrap();
+    for case in ["axis_last", "nested_sequential", "two_norms"] {
+        fs::copy(
+            fixture("tf2.15", case).archive(),
+            root.join(format!("{case}.keras")),
+        )
+        .unwrap();
+    }
+    fs::copy(fixture("3.15", "no_norm").archive(), root.join("k3.keras")).unwrap();
+    let out = t.path().join("out");
+    let o = krepair(&[
+        &"batch",
+        &"--migrate",
+        &"-q",
+        &"--report",
+        &"-",
+        &root,
+        &"--out",
+        &out,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for e in r["entries"].as_array().unwrap() {
+        let p = e["path"].as_str().unwrap();
+        let migrated = !codes(&e["report"]).is_empty();
+        assert_eq!(migrated, !p.ends_with("k3.keras"), "{p}");
+    }
+    for case in ["axis_last", "nested_sequential", "two_norms"] {
+        let cfg =
+            String::from_utf8(member(&out.join(format!("{case}.keras")), "config.json")).unwrap();
+        assert!(cfg.contains("keras.src.models.functional"), "{case}");
+    }
+    assert_eq!(sha(&out.join("k3.keras")), sha(&root.join("k3.keras")));
+}
