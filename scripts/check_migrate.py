@@ -22,7 +22,6 @@ Prints one line per check and a closing "N passed, N failed" line.
 """
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -40,24 +39,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "testdata"))
 import fixture_layers  # noqa: E402,F401
 
-results = {"passed": 0, "failed": 0}
-
-
-def check(label, ok, detail=""):
-    results["passed" if ok else "failed"] += 1
-    print(f"{'ok  ' if ok else 'FAIL'} {label}{(': ' + detail) if detail else ''}", flush=True)
-    return ok
-
-
-@contextlib.contextmanager
-def finalize_disabled():
-    cls = keras.layers.Normalization
-    real = cls.finalize_state
-    cls.finalize_state = lambda self: None
-    try:
-        yield
-    finally:
-        cls.finalize_state = real
+# One counter and one finalize_state() switch for both real-Keras checks.
+from check_keras import check, finalize_disabled, results  # noqa: E402
 
 
 def load_predict(path, x):

@@ -108,6 +108,20 @@ pub fn plan(config: &mut Value, keras_version: Option<&str>) -> Result<Vec<Rewri
     Ok(out)
 }
 
+/// The config path of layer entry `l` inside the model at `path`.
+fn child_path(path: &str, l: &Value) -> String {
+    let name = l
+        .get("config")
+        .and_then(|c| c.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}/{name}")
+    }
+}
+
 fn is_engine_module(m: &str) -> bool {
     m.starts_with("keras.engine.") || m.starts_with("keras.src.engine.")
 }
@@ -156,17 +170,7 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
             .as_array_mut()
             .expect("checked: an array");
         for l in layers.iter_mut() {
-            let name = l
-                .get("config")
-                .and_then(|c| c.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string();
-            let child = if path.is_empty() {
-                name
-            } else {
-                format!("{path}/{name}")
-            };
+            let child = child_path(path, l);
             visit(l, &child, out)?;
         }
         return Ok(());
@@ -352,17 +356,7 @@ fn renumber_nested_calls(
     };
     if let Some(layers) = cfg.get_mut("layers").and_then(Value::as_array_mut) {
         for l in layers.iter_mut() {
-            let name = l
-                .get("config")
-                .and_then(|c| c.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or("?")
-                .to_string();
-            let owner = if path.is_empty() {
-                name
-            } else {
-                format!("{path}/{name}")
-            };
+            let owner = child_path(path, l);
             let Some(nodes) = l.get_mut("inbound_nodes").and_then(Value::as_array_mut) else {
                 continue;
             };
