@@ -29,6 +29,18 @@ pub const KNOWN_LAYERS: &[&str] = &[
     "Dense",
     "Activation",
     "Flatten",
+    "Rescaling",
+    "Conv2D",
+    "DepthwiseConv2D",
+    "BatchNormalization",
+    "LayerNormalization",
+    "MaxPooling2D",
+    "GlobalAveragePooling2D",
+    "ReLU",
+    "Dropout",
+    "Add",
+    "Multiply",
+    "Concatenate",
 ];
 
 /// Model classes: their configs hold `layers`.
@@ -58,6 +70,8 @@ pub const RULES: &[(&str, &str)] = &[
     ("model-module", "tf.keras writes the module of a model class as keras.src.engine.* (keras.engine.* in 2.12), which no Keras 3 can import; Keras 3 keeps Functional in keras.src.models.functional and Sequential in keras.src.models.sequential"),
     ("batch-input-shape", "tf.keras writes batch_input_shape into the config of a layer that was given an input shape; Keras 3's Layer.__init__ accepts only input_shape and input_dim and raises on any other keyword (InputLayer keeps it: it reads batch_input_shape itself)"),
     ("dtype-policy", "tf.keras serializes a mixed-precision policy as keras.mixed_precision Policy; Keras 3 reads that as a plain string dtype and fails (3.15) or loses the policy; it is a keras DTypePolicy"),
+    ("one-element-axis", "tf.keras BatchNormalization normalizes its axis to a list at build time and writes it so ([3]); Keras 3's BatchNormalization takes one int (self.axis = int(axis)) and fails on the list"),
+    ("depthwise-groups", "tf.keras DepthwiseConv2D inherits groups from its convolution base and writes groups: 1; Keras 3's DepthwiseConv2D has no groups argument, so Layer.__init__ rejects it"),
     ("nested-node-index", "tf.keras gives a Sequential built on its own InputLayer a node 0 of its own, so its first call inside a Functional is node 1; in Keras 3 it is node 0, and the old index makes Keras 3.15 reject the graph (3.0.5 can loop forever)"),
 ];
 
@@ -214,6 +228,53 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
                 old,
                 new: None,
             });
+        }
+    }
+    if class == "BatchNormalization" {
+        if let Some(Value::Array(axes)) = cfg.get("axis") {
+            if axes.len() != 1 || !axes[0].is_i64() {
+                return Err(Refusal {
+                    layer: path.to_string(),
+                    reason: format!(
+                        "BatchNormalization over axes {}: Keras 3 takes exactly one",
+                        Value::Array(axes.clone())
+                    ),
+                });
+            }
+            let one = axes[0].clone();
+            let old = cfg
+                .insert("axis".into(), one.clone())
+                .unwrap_or(Value::Null);
+            out.push(Rewrite {
+                code: "one-element-axis",
+                layer: path.to_string(),
+                key: "config.axis".into(),
+                old,
+                new: Some(one),
+            });
+        }
+    }
+    if class == "DepthwiseConv2D" {
+        match cfg.get("groups") {
+            None => {}
+            Some(g) if g.as_i64() == Some(1) => {
+                let old = cfg.shift_remove("groups").unwrap_or(Value::Null);
+                out.push(Rewrite {
+                    code: "depthwise-groups",
+                    layer: path.to_string(),
+                    key: "config.groups".into(),
+                    old,
+                    new: None,
+                });
+            }
+            Some(g) => {
+                return Err(Refusal {
+                    layer: path.to_string(),
+                    reason: format!(
+                        "DepthwiseConv2D with groups {g}: Keras 3 has no such argument"
+                    ),
+                })
+            }
         }
     }
     if let Some(d) = cfg.get_mut("dtype") {
@@ -456,12 +517,12 @@ mod tests {
     #[test]
     fn what_has_no_rule_is_refused_with_the_layer() {
         let mut c = tf215_nested();
-        c["config"]["layers"][2]["class_name"] = "Conv2D".into();
+        c["config"]["layers"][2]["class_name"] = "Conv3D".into();
         let e = plan(&mut c, Some("2.15.0")).unwrap_err();
         assert_eq!(e.layer, "out");
         assert!(
             e.reason
-                .contains("no migration rule for `keras.layers.Conv2D`"),
+                .contains("no migration rule for `keras.layers.Conv3D`"),
             "{}",
             e.reason
         );
@@ -513,6 +574,30 @@ mod tests {
             .unwrap_err()
             .reason
             .contains("not registered"));
+    }
+
+    #[test]
+    fn batch_norm_axes_and_depthwise_groups() {
+        let mut c = tf215_nested();
+        c["config"]["layers"][2] = json!({"module": "keras.layers", "class_name": "BatchNormalization", "config": {"name": "bn", "axis": [3]}, "registered_name": null, "inbound_nodes": [[["block", 1, 0, {}]]]});
+        c["config"]["layers"].as_array_mut().unwrap().push(json!({"module": "keras.layers", "class_name": "DepthwiseConv2D", "config": {"name": "dw", "groups": 1, "kernel_size": [3, 3]}, "registered_name": null, "inbound_nodes": [[["bn", 0, 0, {}]]]}));
+        let rw = plan(&mut c, Some("2.15.0")).unwrap();
+        assert!(rw.iter().any(|r| r.code == "one-element-axis"
+            && r.old == json!([3])
+            && r.new == Some(json!(3))));
+        assert!(rw
+            .iter()
+            .any(|r| r.code == "depthwise-groups" && r.layer == "dw"));
+        assert_eq!(c["config"]["layers"][2]["config"]["axis"], 3);
+        assert!(c["config"]["layers"][3]["config"].get("groups").is_none());
+        assert_eq!(plan(&mut c, Some("2.15.0")).unwrap(), vec![], "idempotent");
+
+        let mut c = tf215_nested();
+        c["config"]["layers"][2] = json!({"module": "keras.layers", "class_name": "BatchNormalization", "config": {"name": "bn", "axis": [1, 2]}, "registered_name": null, "inbound_nodes": []});
+        assert!(plan(&mut c, Some("2.15.0"))
+            .unwrap_err()
+            .reason
+            .contains("exactly one"));
     }
 
     #[test]

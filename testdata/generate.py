@@ -204,6 +204,51 @@ def case_efficientnet_stem(workdir):
     return model, x, {n: None}
 
 
+def case_cnn():
+    """A small CNN made of the layers of a keras.applications backbone
+    (Rescaling, Conv2D, BatchNormalization, pooling, DepthwiseConv2D,
+    ReLU, Dropout, a softmax head), with an adapted Normalization and
+    non-trivial batch-norm statistics."""
+    n = layers.Normalization(axis=-1)
+    n.adapt(data((6, 6, 3)) / 8.0 + 0.5)
+    inp = keras.Input((6, 6, 3))
+    h = layers.Rescaling(1.0 / 8.0, offset=0.5)(inp)
+    h = n(h)
+    h = layers.Conv2D(4, 3, padding="same", activation="relu")(h)
+    bn = layers.BatchNormalization()
+    h = bn(h)
+    h = layers.MaxPooling2D()(h)
+    h = layers.DepthwiseConv2D(3, padding="same")(h)
+    h = layers.ReLU(6.0)(h)
+    h = layers.Dropout(0.2)(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    out = layers.Dense(3, activation="softmax")(h)
+    model = keras.Model(inp, out)
+    r = np.random.default_rng(SEED + 11)
+    bn.set_weights([
+        r.uniform(0.5, 1.5, 4).astype("float32"),
+        r.normal(size=4).astype("float32"),
+        r.normal(size=4).astype("float32"),
+        r.uniform(0.5, 2.0, 4).astype("float32"),
+    ])
+    return model, data((6, 6, 3), 4, 1), {n: None}
+
+
+def case_branches():
+    """Branches merged by Add, Multiply and Concatenate, a Dense layer
+    shared by two calls (its nodes 0 and 1), and LayerNormalization."""
+    n = layers.Normalization()
+    n.adapt(data((4,)))
+    inp = keras.Input((4,))
+    x = n(inp)
+    shared = layers.Dense(4, activation="tanh", name="shared")
+    a = shared(x)
+    b = shared(layers.Dense(4)(x))
+    h = layers.Concatenate()([layers.Add()([a, b]), layers.Multiply()([a, b])])
+    out = layers.Dense(2)(layers.LayerNormalization()(h))
+    return keras.Model(inp, out), data((4,), 5, 1), {n: None}
+
+
 CASES = {
     "axis_last": case_axis_last,
     "axis_none": case_axis_none,
@@ -217,6 +262,8 @@ CASES = {
     "explicit": case_explicit,
     "no_norm": case_no_norm,
     "efficientnet_stem": case_efficientnet_stem,
+    "cnn": case_cnn,
+    "branches": case_branches,
     # The same model as axis_last, saved unzipped (Keras >= 3.4).
     "directory_form": case_axis_last,
 }

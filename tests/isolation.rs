@@ -342,7 +342,7 @@ fn a_batch_survives_crashes_hangs_memory_bombs_and_panics() {
         "--jobs".as_ref(),
         "2".as_ref(),
         "--timeout".as_ref(),
-        "3".as_ref(),
+        "8".as_ref(),
         "--memory-limit".as_ref(),
         "256".as_ref(),
         "--report".as_ref(),
@@ -380,7 +380,7 @@ fn a_batch_survives_crashes_hangs_memory_bombs_and_panics() {
     }
     let expect = [
         ("crash.keras", "failed", "killed by SIGSEGV"),
-        ("hang.keras", "failed", "did not finish within 3 s"),
+        ("hang.keras", "failed", "did not finish within 8 s"),
         ("oom.keras", "failed", "ran out of its memory budget"),
         (
             "panic.keras",
@@ -393,7 +393,7 @@ fn a_batch_survives_crashes_hangs_memory_bombs_and_panics() {
             "hold more than 1048576 values",
         ),
         ("loop.keras", "failed", "reached twice"),
-        ("heap-hang.keras", "failed", "did not finish within 3 s"),
+        ("heap-hang.keras", "failed", "did not finish within 8 s"),
     ];
     for (n, outcome, needle) in expect {
         let e = row(n);
@@ -420,8 +420,8 @@ fn a_batch_survives_crashes_hangs_memory_bombs_and_panics() {
         "peak RSS {} MiB over a {budget_mib} MiB budget",
         peak_kib / 1024
     );
-    // Two hangs of 3 s each, on two workers: bounded, not stuck.
-    assert!(secs < 30.0, "the run took {secs:.1} s");
+    // Two hangs of 8 s each, on two workers: bounded, not stuck.
+    assert!(secs < 60.0, "the run took {secs:.1} s");
 }
 
 #[test]
@@ -433,13 +433,16 @@ fn a_single_archive_gets_the_same_isolation() {
         ("panic", 1, "internal error"),
         ("hang", 1, "did not finish within 1 s"),
     ] {
+        // Only the hang needs a short limit; the others must end on their
+        // own, however loaded the machine.
+        let timeout = if kind == "hang" { "1" } else { "60" };
         let input = t.path().join(format!("{kind}.keras"));
         fs::copy(fixture("3.15", "axis_last").archive(), &input).unwrap();
         let out = t.path().join("out.keras");
         let o = Command::new(env!("CARGO_BIN_EXE_krepair"))
             .env("KREPAIR_TEST_FAULT", format!("{kind}@{kind}.keras"))
             .env("TMPDIR", t.path())
-            .args(["-q", "--timeout", "1", "--memory-limit", "128"])
+            .args(["-q", "--timeout", timeout, "--memory-limit", "128"])
             .arg(&input)
             .arg(&out)
             .output()

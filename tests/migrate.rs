@@ -123,7 +123,7 @@ fn what_has_no_rule_is_refused_and_nothing_is_written() {
         let c = m.iter_mut().find(|x| x.0 == "config.json").unwrap();
         let text = String::from_utf8(c.1.clone()).unwrap();
         c.1 = text
-            .replacen(r#""class_name": "Dense""#, r#""class_name": "Conv2D""#, 1)
+            .replacen(r#""class_name": "Dense""#, r#""class_name": "Conv3D""#, 1)
             .into_bytes();
     });
     refuses(&p, &["migrate"], "refusing to migrate: layer `dense");
