@@ -763,20 +763,6 @@ fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>, slot: usize, exec: 
         }
         Mode::Out(dir) => {
             let out = dir.join(&job.relative);
-            if let Some(parent) = out.parent() {
-                let _g = dirs.lock().unwrap_or_else(|p| p.into_inner());
-                if let Err(e) = fs::create_dir_all(parent) {
-                    let o = Options {
-                        input: job.input.clone(),
-                        output: Some(out.clone()),
-                        policy: opts.policy,
-                        force: opts.force,
-                        migrate: opts.migrate,
-                    };
-                    let r = repair::Run::failed(&o, Error::io(parent, "create", e));
-                    return entry(job, r, None);
-                }
-            }
             let o = Options {
                 input: job.input.clone(),
                 output: Some(out.clone()),
@@ -784,6 +770,13 @@ fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>, slot: usize, exec: 
                 force: opts.force,
                 migrate: opts.migrate,
             };
+            if let Some(parent) = out.parent() {
+                let _g = dirs.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = fs::create_dir_all(parent) {
+                    let r = repair::Run::failed(&o, Error::io(parent, "create", e));
+                    return entry(job, r, None);
+                }
+            }
             let r = exec(slot, &o);
             let ok = r.error.is_none();
             (r, ok.then_some(out))
