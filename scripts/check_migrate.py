@@ -17,6 +17,10 @@ in-memory predictions pred_memory.npy):
   atol 1e-5; mixed precision: 1e-2), also with
   Normalization.finalize_state() disabled for the layers embedded in their
   config;
+- a compiled model must come back compiled: the same optimizer class,
+  hyperparameters and variables (iterations, learning rate, slots), the
+  same loss, and one more training step must predict what the same step
+  predicted in tf.keras;
 - migrating the output again must change nothing (an exact copy).
 Prints one line per check and a closing "N passed, N failed" line.
 """
@@ -112,6 +116,9 @@ def run_case(krepair, case_dir, work, tag):
             ", ".join(kept),
         )
 
+    if os.path.isfile(os.path.join(case_dir, "optimizer.json")):
+        check_compiled(label, out, case_dir, x)
+
     again = out + ".again.keras"
     if os.path.exists(again):
         os.remove(again)
@@ -120,6 +127,54 @@ def run_case(krepair, case_dir, work, tag):
         f"{label}: migrating the output again changes nothing",
         p.returncode == 0 and sha(again) == sha(out),
         p.stderr.strip(),
+    )
+
+
+def check_compiled(label, out, case_dir, x):
+    """A compiled model comes back compiled, with tf.keras's optimizer
+    (class, hyperparameters, every variable) and loss, and one more
+    training step predicts what the same step predicted in tf.keras."""
+    want = json.load(open(os.path.join(case_dir, "optimizer.json")))
+    tf_vars = np.load(os.path.join(case_dir, "optimizer_vars.npz"))
+    tf_vars = [tf_vars[f"arr_{i}"] for i in range(len(tf_vars.files))]
+    model = keras.models.load_model(out)
+    opt = getattr(model, "optimizer", None)
+    if not check(f"{label}: compiled with {want['class_name']}", type(opt).__name__ == want["class_name"], type(opt).__name__):
+        return
+    cfg = opt.get_config()
+    mismatched = [
+        k for k, v in want["config"].items()
+        if k in cfg and k not in ("name",) and not (
+            np.float32(cfg[k]) == np.float32(v) if isinstance(v, float) else cfg[k] == v
+        )
+    ]
+    check(f"{label}: optimizer hyperparameters equal tf.keras's", not mismatched, ", ".join(mismatched))
+    loss = model.loss if isinstance(model.loss, str) else type(model.loss).__name__
+    check(f"{label}: loss {want['loss']}", loss == want["loss"], str(loss))
+    # Keras 3: iterations, learning rate, then the slots in tf.keras's
+    # order; SGD without momentum keeps none.
+    got = [np.asarray(v) for v in opt.variables]
+    slots = tf_vars[1:] if len(got) > 2 else []
+    expected = [tf_vars[0], np.float32(want["config"]["learning_rate"])] + slots
+    same = len(got) == len(expected) and all(
+        np.asarray(g).shape == np.asarray(e).shape and np.array_equal(np.asarray(g, "float64"), np.asarray(e, "float64"))
+        for g, e in zip(got, expected)
+    )
+    check(
+        f"{label}: optimizer variables equal tf.keras's ({len(expected)})",
+        same,
+        f"{len(got)} variables, expected {len(expected)}",
+    )
+    step = np.load(os.path.join(case_dir, "train_step.npz"))
+    pred_step = np.load(os.path.join(case_dir, "pred_step.npy"))
+    before = np.load(os.path.join(case_dir, "pred_memory.npy"))
+    check(f"{label}: the training step changes the predictions (the check can fail)", not np.allclose(before, pred_step, rtol=1e-4, atol=1e-5))
+    model.train_on_batch(step["x"], step["y"])
+    got = np.asarray(model.predict(x, verbose=0), dtype="float32")
+    check(
+        f"{label}: one more training step predicts what tf.keras's step did",
+        np.allclose(got, pred_step, rtol=1e-4, atol=1e-5),
+        f"max |diff| {np.abs(got - pred_step).max():.3g}",
     )
 
 

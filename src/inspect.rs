@@ -34,6 +34,19 @@ pub enum Action {
         /// Variance to embed.
         variance: Tensor,
     },
+    /// Lay a tf.keras optimizer's variables (`group/0..count`) out as
+    /// Keras 3 reads them: the learning rate inserted as `group/1` (the
+    /// slots renumbered after it), or, with `drop_slots`, in place of them.
+    OptimizerVariables {
+        /// The optimizer's `vars` group.
+        group: String,
+        /// How many datasets it holds now.
+        count: usize,
+        /// The learning-rate value.
+        learning_rate: f32,
+        /// Drop the slots (Keras 3 keeps none).
+        drop_slots: bool,
+    },
     /// Overwrite `group/0` and `group/1` (non-trailing kept axes).
     WriteVariables {
         /// Its `vars` group.
@@ -184,9 +197,10 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     // Migration rewrites the tree first; the Normalization layers are then
     // found, and embedded, in the migrated config.
     let mut migration = Vec::new();
+    let mut optimizer = None;
     if check.migrate {
         crate::worker::step("planning the migration of config.json");
-        migration = crate::migrate::plan(&mut config, keras_version.as_deref()).map_err(|r| {
+        let plan = crate::migrate::plan(&mut config, keras_version.as_deref()).map_err(|r| {
             Error::Refused {
                 path: path.to_path_buf(),
                 layer: if r.layer.is_empty() {
@@ -197,6 +211,8 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
                 reason: format!("cannot migrate: {}", r.reason),
             }
         })?;
+        migration = plan.rewrites;
+        optimizer = plan.optimizer;
         if !migration.is_empty() {
             config_text = serde_json::to_string(&config)
                 .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
@@ -284,6 +300,18 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
             actions.push(a);
         }
     }
+    if let Some(o) = &optimizer {
+        match optimizer_action(&weights, o, path)? {
+            Some((action, rewrite)) => {
+                actions.push(action);
+                migration.push(rewrite);
+            }
+            None => findings.push(finding(
+                "optimizer-not-built",
+                format!("the {} optimizer was compiled but never took a step, so tf.keras saved no slots: Keras 3 warns that it skips the optimizer's variables and starts it afresh, as tf.keras would", o.class),
+            )),
+        }
+    }
     Ok(Inspection {
         archive,
         keras_version,
@@ -294,6 +322,79 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         actions,
         weights: Some(weights),
     })
+}
+
+/// The group tf.keras and Keras 3 save an optimizer's variables in.
+const OPTIMIZER_VARS: &str = "optimizer/vars";
+
+/// Check the saved tf.keras optimizer variables against what the config
+/// says they are, and plan their Keras 3 layout. None when tf.keras saved
+/// no slots (the optimizer never took a step).
+fn optimizer_action(
+    weights: &Weights,
+    o: &crate::migrate::OptimizerVariables,
+    path: &std::path::Path,
+) -> Result<Option<(Action, crate::migrate::Rewrite)>> {
+    let refuse = |reason: String| Error::Refused {
+        path: path.to_path_buf(),
+        layer: "(the optimizer)".into(),
+        reason: format!("cannot migrate: {reason}"),
+    };
+    if !weights.is_group(OPTIMIZER_VARS) {
+        return Ok(None);
+    }
+    let datasets = weights.datasets(OPTIMIZER_VARS)?;
+    let count = datasets.len();
+    let mut seen = vec![false; count];
+    for d in &datasets {
+        match d.name.parse::<usize>() {
+            Ok(i) if i < count && d.name == i.to_string() => seen[i] = true,
+            _ => {
+                return Err(refuse(format!(
+                    "`{OPTIMIZER_VARS}` holds `{}`: not one of 0..{count}",
+                    d.name
+                )))
+            }
+        }
+    }
+    let iterations = datasets.iter().find(|d| d.name == "0");
+    if !iterations.is_some_and(|d| matches!(d.elem, Elem::Int(_)) && d.shape.is_empty() && !d.null)
+    {
+        return Err(refuse(format!(
+            "`{OPTIMIZER_VARS}/0` is not the integer scalar of the optimizer's iterations"
+        )));
+    }
+    if count == 1 {
+        return Ok(None);
+    }
+    let slots = count - 1;
+    if slots % o.slots_per_variable != 0 {
+        return Err(refuse(format!(
+            "the {} optimizer keeps {} slot(s) per variable, but `{OPTIMIZER_VARS}` holds {slots} after the iterations",
+            o.class, o.slots_per_variable
+        )));
+    }
+    let after = if o.drop_slots { 2 } else { count + 1 };
+    let rewrite = crate::migrate::Rewrite {
+        code: "optimizer-variables",
+        layer: String::new(),
+        key: format!("{}:{OPTIMIZER_VARS}", archive::WEIGHTS),
+        old: serde_json::json!({"variables": count}),
+        new: Some(serde_json::json!({
+            "variables": after,
+            "learning_rate": o.learning_rate,
+            "slots_dropped": if o.drop_slots { slots } else { 0 },
+        })),
+    };
+    Ok(Some((
+        Action::OptimizerVariables {
+            group: OPTIMIZER_VARS.into(),
+            count,
+            learning_rate: o.learning_rate,
+            drop_slots: o.drop_slots,
+        },
+        rewrite,
+    )))
 }
 
 /// A dataset's shape for messages, telling a null dataspace from a scalar.

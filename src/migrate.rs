@@ -73,7 +73,154 @@ pub const RULES: &[(&str, &str)] = &[
     ("one-element-axis", "tf.keras BatchNormalization normalizes its axis to a list at build time and writes it so ([3]); Keras 3's BatchNormalization takes one int (self.axis = int(axis)) and fails on the list"),
     ("depthwise-groups", "tf.keras DepthwiseConv2D inherits groups from its convolution base and writes groups: 1; Keras 3's DepthwiseConv2D has no groups argument, so Layer.__init__ rejects it"),
     ("nested-node-index", "tf.keras gives a Sequential built on its own InputLayer a node 0 of its own, so its first call inside a Functional is node 1; in Keras 3 it is node 0, and the old index makes Keras 3.15 reject the graph (3.0.5 can loop forever)"),
+    ("optimizer-module", "tf.keras 2.15 serializes SGD from keras.optimizers.experimental, a module Keras 3 does not have; Keras 3 keeps every optimizer in keras.optimizers"),
+    ("optimizer-arguments", "tf.keras optimizers write jit_compile and is_legacy_optimizer into their config; Keras 3's BaseOptimizer.__init__ raises on any keyword it does not know (\"Argument(s) not recognized\")"),
+    ("optimizer-variables", "tf.keras saves an optimizer as iterations then its slots; Keras 3 tracks a learning-rate variable second (BaseOptimizer.__init__), and its SGD keeps no momentum slots without momentum. Without the new layout Keras 3 skips the whole optimizer state with a warning"),
+    ("loss-arguments", "tf.keras loss classes write the wrapped function as fn; Keras 3 loss classes take no fn argument"),
+    ("loss-reduction", "tf.keras writes reduction \"auto\", which Keras 3 refuses (standardize_reduction); tf.keras's auto is sum_over_batch_size outside distribution strategies, Keras 3's default"),
+    ("compile-defaults", "tf.keras records compile arguments left unset as null; Keras 3 fails to fit with steps_per_execution null (self.steps_per_execution > 1) and treats null run_eagerly and jit_compile unlike its defaults (False, \"auto\")"),
 ];
+
+/// Optimizers (module `keras.optimizers`) whose tf.keras 2.15 config and
+/// variables krepair migrates, with the config keys each Keras 3 class
+/// takes beyond the base optimizer's.
+pub const KNOWN_OPTIMIZERS: &[(&str, &[&str])] = &[
+    ("Adam", &["beta_1", "beta_2", "epsilon", "amsgrad"]),
+    ("SGD", &["momentum", "nesterov"]),
+    ("RMSprop", &["rho", "momentum", "epsilon", "centered"]),
+];
+
+/// Config keys of Keras 3's BaseOptimizer (3.0 to 3.15) that tf.keras
+/// 2.15 also writes.
+const OPTIMIZER_BASE_KEYS: &[&str] = &[
+    "name",
+    "learning_rate",
+    "weight_decay",
+    "clipnorm",
+    "global_clipnorm",
+    "clipvalue",
+    "use_ema",
+    "ema_momentum",
+    "ema_overwrite_frequency",
+];
+
+/// Loss classes (module `keras.losses`) and the arguments their Keras 3.0
+/// constructors take (keras/losses/losses.py).
+pub const KNOWN_LOSSES: &[(&str, &[&str])] = &[
+    ("MeanSquaredError", &["reduction", "name"]),
+    ("MeanAbsoluteError", &["reduction", "name"]),
+    ("MeanAbsolutePercentageError", &["reduction", "name"]),
+    ("MeanSquaredLogarithmicError", &["reduction", "name"]),
+    ("Huber", &["delta", "reduction", "name"]),
+    ("LogCosh", &["reduction", "name"]),
+    ("Hinge", &["reduction", "name"]),
+    ("SquaredHinge", &["reduction", "name"]),
+    ("CategoricalHinge", &["reduction", "name"]),
+    ("KLDivergence", &["reduction", "name"]),
+    ("Poisson", &["reduction", "name"]),
+    ("CosineSimilarity", &["axis", "reduction", "name"]),
+    (
+        "BinaryCrossentropy",
+        &[
+            "from_logits",
+            "label_smoothing",
+            "axis",
+            "reduction",
+            "name",
+        ],
+    ),
+    (
+        "CategoricalCrossentropy",
+        &[
+            "from_logits",
+            "label_smoothing",
+            "axis",
+            "reduction",
+            "name",
+        ],
+    ),
+    (
+        "SparseCategoricalCrossentropy",
+        &["from_logits", "ignore_class", "reduction", "name"],
+    ),
+];
+
+/// Loss names both tf.keras and Keras 3.0 resolve to the same function
+/// (keras/losses/__init__.py ALL_OBJECTS_DICT).
+const KNOWN_LOSS_NAMES: &[&str] = &[
+    "mse",
+    "mae",
+    "mape",
+    "msle",
+    "bce",
+    "kld",
+    "mean_squared_error",
+    "mean_absolute_error",
+    "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error",
+    "binary_crossentropy",
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+    "hinge",
+    "squared_hinge",
+    "categorical_hinge",
+    "kl_divergence",
+    "poisson",
+    "cosine_similarity",
+    "log_cosh",
+    "huber",
+];
+
+/// Metric classes (module `keras.metrics`) and their Keras 3.0 arguments.
+pub const KNOWN_METRICS: &[(&str, &[&str])] = &[
+    ("Accuracy", &["name", "dtype"]),
+    ("BinaryAccuracy", &["name", "dtype", "threshold"]),
+    ("CategoricalAccuracy", &["name", "dtype"]),
+    ("SparseCategoricalAccuracy", &["name", "dtype"]),
+    ("TopKCategoricalAccuracy", &["name", "dtype", "k"]),
+    ("SparseTopKCategoricalAccuracy", &["name", "dtype", "k"]),
+    ("MeanSquaredError", &["name", "dtype"]),
+    ("MeanAbsoluteError", &["name", "dtype"]),
+    ("RootMeanSquaredError", &["name", "dtype"]),
+];
+
+/// Metric names Keras 3's compile resolves as tf.keras does.
+const KNOWN_METRIC_NAMES: &[&str] = &[
+    "accuracy",
+    "acc",
+    "mse",
+    "mae",
+    "mape",
+    "msle",
+    "binary_accuracy",
+    "categorical_accuracy",
+    "sparse_categorical_accuracy",
+    "top_k_categorical_accuracy",
+    "sparse_top_k_categorical_accuracy",
+];
+
+/// What the optimizer's saved variables need (`optimizer/vars` in
+/// model.weights.h5), planned from the config alone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerVariables {
+    /// The optimizer class.
+    pub class: String,
+    /// The learning rate, for Keras 3's `learning_rate` variable (vars/1).
+    pub learning_rate: f32,
+    /// Slot variables per trainable variable in tf.keras's layout.
+    pub slots_per_variable: usize,
+    /// Keras 3 keeps no slots (SGD without momentum): drop tf.keras's.
+    pub drop_slots: bool,
+}
+
+/// The migration of one config: its rewrites, and what the weights need.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// The config rewrites, in config order (the compile config last).
+    pub rewrites: Vec<Rewrite>,
+    /// The optimizer variables to lay out for Keras 3.
+    pub optimizer: Option<OptimizerVariables>,
+}
 
 /// Why the archive cannot be migrated (yet): one line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,8 +239,8 @@ pub fn is_tf_keras(keras_version: Option<&str>) -> bool {
 }
 
 /// Plan the migration of `config` (edited in place) written by tf.keras
-/// `keras_version`. Returns the rewrites made, in config order.
-pub fn plan(config: &mut Value, keras_version: Option<&str>) -> Result<Vec<Rewrite>, Refusal> {
+/// `keras_version`.
+pub fn plan(config: &mut Value, keras_version: Option<&str>) -> Result<Plan, Refusal> {
     let refuse = |layer: &str, reason: String| Refusal {
         layer: layer.to_string(),
         reason,
@@ -106,20 +253,325 @@ pub fn plan(config: &mut Value, keras_version: Option<&str>) -> Result<Vec<Rewri
                 format!("saved by tf.keras 2.{m}: krepair migrate handles tf.keras 2.15 archives so far (2.12-2.14 number their weights differently, keras #18830)"),
             ))
         }
-        _ => return Ok(Vec::new()),
+        _ => return Ok(Plan::default()),
     }
-    if config
-        .get("compile_config")
-        .is_some_and(|c| !c.is_null() && c.as_object().is_none_or(|o| !o.is_empty()))
-    {
-        return Err(refuse(
-            "",
-            "the model was saved compiled: migrating its optimizer and losses is not done yet (load it with compile=False after a migration of the uncompiled model)".into(),
+    let mut rewrites = Vec::new();
+    visit(config, "", &mut rewrites)?;
+    let optimizer = match config.get_mut("compile_config") {
+        Some(cc) if !cc.is_null() && cc.as_object().is_none_or(|o| !o.is_empty()) => {
+            compile_config(cc, &mut rewrites).map_err(|reason| refuse("", reason))?
+        }
+        _ => None,
+    };
+    Ok(Plan {
+        rewrites,
+        optimizer,
+    })
+}
+
+/// A rewrite of the compile config (layer path empty: the root model).
+fn compile_rewrite(code: &'static str, key: String, old: Value, new: Option<Value>) -> Rewrite {
+    Rewrite {
+        code,
+        layer: String::new(),
+        key: format!("compile_config.{key}"),
+        old,
+        new,
+    }
+}
+
+/// The keys of `cfg` not in `allowed`, for a refusal.
+fn unknown_keys(cfg: &serde_json::Map<String, Value>, allowed: &[&str]) -> Option<String> {
+    let extra: Vec<&str> = cfg
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !allowed.contains(k))
+        .collect();
+    (!extra.is_empty()).then(|| extra.join(", "))
+}
+
+/// Migrate a tf.keras 2.15 `compile_config` (optimizer, losses, metrics,
+/// compile arguments). Returns what the optimizer's variables need, or why
+/// it cannot be migrated.
+fn compile_config(
+    cc: &mut Value,
+    out: &mut Vec<Rewrite>,
+) -> Result<Option<OptimizerVariables>, String> {
+    let Some(cc) = cc.as_object_mut() else {
+        return Err("compile_config is not a JSON object".into());
+    };
+    const KEYS: &[&str] = &[
+        "optimizer",
+        "loss",
+        "metrics",
+        "loss_weights",
+        "weighted_metrics",
+        "run_eagerly",
+        "steps_per_execution",
+        "jit_compile",
+    ];
+    if let Some(extra) = unknown_keys(cc, KEYS) {
+        return Err(format!(
+            "compile_config holds {extra}, which Keras 3's compile does not take"
         ));
     }
-    let mut out = Vec::new();
-    visit(config, "", &mut out)?;
-    Ok(out)
+    let optimizer = match cc.get_mut("optimizer") {
+        None | Some(Value::Null) => None,
+        Some(o) => optimizer(o, out)?,
+    };
+    if let Some(loss) = cc.get_mut("loss") {
+        losses(loss, "loss", out)?;
+    }
+    for key in ["metrics", "weighted_metrics"] {
+        if let Some(m) = cc.get(key) {
+            check_metrics(m, key)?;
+        }
+    }
+    match cc.get("loss_weights") {
+        None | Some(Value::Null | Value::Number(_)) => {}
+        Some(Value::Array(a)) if a.iter().all(Value::is_number) => {}
+        Some(Value::Object(o)) if o.values().all(Value::is_number) => {}
+        Some(other) => {
+            return Err(format!(
+                "compile_config.loss_weights {other} is not a number, list or dict of numbers"
+            ))
+        }
+    }
+    for (key, default) in [
+        ("run_eagerly", Value::from(false)),
+        ("steps_per_execution", Value::from(1)),
+        ("jit_compile", Value::from("auto")),
+    ] {
+        if cc.get(key).is_some_and(Value::is_null) {
+            out.push(compile_rewrite(
+                "compile-defaults",
+                key.into(),
+                Value::Null,
+                Some(default.clone()),
+            ));
+            cc.insert(key.into(), default);
+        }
+    }
+    Ok(optimizer)
+}
+
+fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVariables>, String> {
+    let class = o
+        .get("class_name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let module = o
+        .get("module")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let Some(&(_, own_keys)) = KNOWN_OPTIMIZERS.iter().find(|(c, _)| *c == class) else {
+        return Err(format!(
+            "no migration rule for the optimizer {} (krepair migrate knows {})",
+            if o.is_string() {
+                o.to_string()
+            } else {
+                format!("`{module}.{class}`")
+            },
+            KNOWN_OPTIMIZERS
+                .iter()
+                .map(|k| k.0)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    match module.as_str() {
+        "keras.optimizers" => {}
+        "keras.optimizers.experimental" => {
+            out.push(compile_rewrite(
+                "optimizer-module",
+                "optimizer.module".into(),
+                Value::from(module.clone()),
+                Some(Value::from("keras.optimizers")),
+            ));
+            o["module"] = Value::from("keras.optimizers");
+        }
+        _ => {
+            return Err(format!(
+                "no migration rule for the optimizer `{module}.{class}` (legacy optimizers keep other variables)"
+            ))
+        }
+    }
+    let Some(cfg) = o.get_mut("config").and_then(Value::as_object_mut) else {
+        return Err(format!("the optimizer `{class}` has no config"));
+    };
+    // tf.keras always writes is_legacy_optimizer; Keras 3 never does. Its
+    // presence is what marks the variables as still in tf.keras's layout.
+    let tf_layout = match cfg.get("is_legacy_optimizer") {
+        None => false,
+        Some(Value::Bool(false)) => true,
+        Some(v) => return Err(format!("the optimizer `{class}` is a legacy optimizer (is_legacy_optimizer {v}): its variables are laid out differently")),
+    };
+    for key in ["jit_compile", "is_legacy_optimizer"] {
+        if let Some(old) = cfg.shift_remove(key) {
+            out.push(compile_rewrite(
+                "optimizer-arguments",
+                format!("optimizer.config.{key}"),
+                old,
+                None,
+            ));
+        }
+    }
+    let allowed: Vec<&str> = OPTIMIZER_BASE_KEYS
+        .iter()
+        .chain(own_keys)
+        .copied()
+        .collect();
+    if let Some(extra) = unknown_keys(cfg, &allowed) {
+        return Err(format!(
+            "the optimizer `{class}` has arguments Keras 3 does not take: {extra}"
+        ));
+    }
+    if !tf_layout {
+        return Ok(None);
+    }
+    let learning_rate = match cfg.get("learning_rate") {
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN) as f32,
+        Some(v) if v.is_object() => {
+            return Err(format!("the optimizer `{class}` has a learning-rate schedule: its migration is not verified yet"))
+        }
+        other => {
+            return Err(format!(
+                "the optimizer `{class}` has learning_rate {}",
+                other.map_or("missing".to_string(), Value::to_string)
+            ))
+        }
+    };
+    let flag = |k: &str| cfg.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let positive = |k: &str| cfg.get(k).and_then(Value::as_f64).is_some_and(|m| m > 0.0);
+    let (own_slots, drop_slots) = match class.as_str() {
+        "Adam" => (2 + usize::from(flag("amsgrad")), false),
+        // tf.keras's SGD keeps a momentum slot even without momentum (and
+        // never reads it); Keras 3's keeps none.
+        "SGD" => (1, !positive("momentum")),
+        _ => (
+            1 + usize::from(positive("momentum")) + usize::from(flag("centered")),
+            false,
+        ),
+    };
+    Ok(Some(OptimizerVariables {
+        class,
+        learning_rate,
+        slots_per_variable: own_slots + usize::from(flag("use_ema")),
+        drop_slots,
+    }))
+}
+
+/// A loss: a name, a loss class, or a list or dict of them (one per output).
+fn losses(l: &mut Value, key: &str, out: &mut Vec<Rewrite>) -> Result<(), String> {
+    match l {
+        Value::Null => Ok(()),
+        Value::String(name) => {
+            if KNOWN_LOSS_NAMES.contains(&name.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("no migration rule for the loss `{name}`"))
+            }
+        }
+        Value::Array(a) => a
+            .iter_mut()
+            .enumerate()
+            .try_for_each(|(i, l)| losses(l, &format!("{key}[{i}]"), out)),
+        Value::Object(o) if o.get("class_name").is_none() => o
+            .iter_mut()
+            .try_for_each(|(k, l)| losses(l, &format!("{key}.{k}"), out)),
+        Value::Object(o) => {
+            let class = o
+                .get("class_name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let module = o.get("module").and_then(Value::as_str).unwrap_or("");
+            let known = KNOWN_LOSSES.iter().find(|(c, _)| *c == class);
+            let (Some(&(_, args)), "keras.losses") = (known, module) else {
+                return Err(format!("no migration rule for the loss `{module}.{class}`"));
+            };
+            let Some(cfg) = o.get_mut("config").and_then(Value::as_object_mut) else {
+                return Err(format!("the loss `{class}` has no config"));
+            };
+            if let Some(old) = cfg.shift_remove("fn") {
+                out.push(compile_rewrite(
+                    "loss-arguments",
+                    format!("{key}.config.fn"),
+                    old,
+                    None,
+                ));
+            }
+            if cfg.get("reduction").and_then(Value::as_str) == Some("auto") {
+                let new = Value::from("sum_over_batch_size");
+                out.push(compile_rewrite(
+                    "loss-reduction",
+                    format!("{key}.config.reduction"),
+                    Value::from("auto"),
+                    Some(new.clone()),
+                ));
+                cfg.insert("reduction".into(), new);
+            }
+            match cfg.get("reduction").and_then(Value::as_str) {
+                None | Some("sum_over_batch_size" | "sum" | "none") => {}
+                Some(r) => {
+                    return Err(format!(
+                        "the loss `{class}` has reduction `{r}`, which Keras 3 does not have"
+                    ))
+                }
+            }
+            if let Some(extra) = unknown_keys(cfg, args) {
+                return Err(format!(
+                    "the loss `{class}` has arguments Keras 3 does not take: {extra}"
+                ));
+            }
+            Ok(())
+        }
+        other => Err(format!("compile_config.{key} {other} is not a loss")),
+    }
+}
+
+/// Metrics: names, metric classes, or lists or dicts of them. Keras 3
+/// reads what tf.keras writes for the known ones; nothing is rewritten.
+fn check_metrics(m: &Value, key: &str) -> Result<(), String> {
+    match m {
+        Value::Null => Ok(()),
+        Value::String(name) => {
+            if KNOWN_METRIC_NAMES.contains(&name.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("no migration rule for the metric `{name}`"))
+            }
+        }
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, m)| check_metrics(m, &format!("{key}[{i}]"))),
+        Value::Object(o) if o.get("class_name").is_none() => o
+            .iter()
+            .try_for_each(|(k, m)| check_metrics(m, &format!("{key}.{k}"))),
+        Value::Object(o) => {
+            let class = o.get("class_name").and_then(Value::as_str).unwrap_or("");
+            let module = o.get("module").and_then(Value::as_str).unwrap_or("");
+            let known = KNOWN_METRICS.iter().find(|(c, _)| *c == class);
+            let (Some(&(_, args)), "keras.metrics") = (known, module) else {
+                return Err(format!(
+                    "no migration rule for the metric `{module}.{class}`"
+                ));
+            };
+            match o.get("config").and_then(Value::as_object) {
+                Some(cfg) => match unknown_keys(cfg, args) {
+                    Some(extra) => Err(format!(
+                        "the metric `{class}` has arguments Keras 3 does not take: {extra}"
+                    )),
+                    None => Ok(()),
+                },
+                None => Err(format!("the metric `{class}` has no config")),
+            }
+        }
+        other => Err(format!("compile_config.{key} {other} is not a metric")),
+    }
 }
 
 /// The config path of layer entry `l` inside the model at `path`.
@@ -446,6 +898,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The config rewrites alone.
+    fn plan(c: &mut Value, v: Option<&str>) -> Result<Vec<Rewrite>, Refusal> {
+        super::plan(c, v).map(|p| p.rewrites)
+    }
+
     fn dense(name: &str, inbound: Value) -> Value {
         json!({"module": "keras.layers", "class_name": "Dense", "config": {"name": name, "units": 2, "dtype": "float32", "batch_input_shape": [null, 4]}, "registered_name": null, "name": name, "inbound_nodes": inbound})
     }
@@ -560,7 +1017,7 @@ mod tests {
         assert!(plan(&mut c, Some("2.15.0"))
             .unwrap_err()
             .reason
-            .contains("compiled"));
+            .contains("no migration rule for the optimizer \"adam\""));
 
         let mut c = tf215_nested();
         assert!(plan(&mut c, Some("2.13.1"))
@@ -621,6 +1078,183 @@ mod tests {
         assert!(rw
             .iter()
             .any(|r| r.code == "batch-input-shape" && r.layer == "scaler/norm"));
+    }
+
+    /// A tf.keras 2.15 compile config as model.save writes it.
+    fn tf215_compile(optimizer: &str, extra: Value) -> Value {
+        let mut cfg = json!({"name": optimizer, "weight_decay": null, "clipnorm": null, "global_clipnorm": null, "clipvalue": null, "use_ema": false, "ema_momentum": 0.99, "ema_overwrite_frequency": null, "jit_compile": false, "is_legacy_optimizer": false, "learning_rate": 0.009999999776482582});
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        json!({
+            "optimizer": {"module": if optimizer == "SGD" { "keras.optimizers.experimental" } else { "keras.optimizers" }, "class_name": optimizer, "config": cfg, "registered_name": null},
+            "loss": {"module": "keras.losses", "class_name": "SparseCategoricalCrossentropy", "config": {"reduction": "auto", "name": "sparse_categorical_crossentropy", "from_logits": true, "ignore_class": null, "fn": "sparse_categorical_crossentropy"}, "registered_name": null},
+            "metrics": ["accuracy", {"module": "keras.metrics", "class_name": "SparseTopKCategoricalAccuracy", "config": {"name": "top2", "dtype": "float32", "k": 2}, "registered_name": null}],
+            "loss_weights": null, "weighted_metrics": null, "run_eagerly": null, "steps_per_execution": null, "jit_compile": null
+        })
+    }
+
+    #[test]
+    fn a_compile_config_is_migrated_with_its_optimizer_layout() {
+        let mut c = tf215_nested();
+        c["compile_config"] = tf215_compile(
+            "Adam",
+            json!({"beta_1": 0.9, "beta_2": 0.99, "epsilon": 1e-7, "amsgrad": false}),
+        );
+        let p = super::plan(&mut c, Some("2.15.0")).unwrap();
+        let compile: Vec<(&str, &str)> = p
+            .rewrites
+            .iter()
+            .filter(|r| r.key.starts_with("compile_config."))
+            .map(|r| (r.code, r.key.as_str()))
+            .collect();
+        assert_eq!(
+            compile,
+            [
+                (
+                    "optimizer-arguments",
+                    "compile_config.optimizer.config.jit_compile"
+                ),
+                (
+                    "optimizer-arguments",
+                    "compile_config.optimizer.config.is_legacy_optimizer"
+                ),
+                ("loss-arguments", "compile_config.loss.config.fn"),
+                ("loss-reduction", "compile_config.loss.config.reduction"),
+                ("compile-defaults", "compile_config.run_eagerly"),
+                ("compile-defaults", "compile_config.steps_per_execution"),
+                ("compile-defaults", "compile_config.jit_compile"),
+            ]
+        );
+        assert_eq!(
+            p.optimizer,
+            Some(OptimizerVariables {
+                class: "Adam".into(),
+                learning_rate: 0.01,
+                slots_per_variable: 2,
+                drop_slots: false
+            })
+        );
+        let cc = &c["compile_config"];
+        assert!(cc["optimizer"]["config"].get("jit_compile").is_none());
+        assert_eq!(cc["loss"]["config"]["reduction"], "sum_over_batch_size");
+        assert_eq!(cc["steps_per_execution"], 1);
+        // Idempotent: the optimizer layout is planned once, with the
+        // config rewrite that marks it done.
+        let again = super::plan(&mut c, Some("2.15.0")).unwrap();
+        assert_eq!(again, Plan::default());
+    }
+
+    #[test]
+    fn optimizer_layouts_follow_each_class() {
+        let layout = |class: &str, extra: Value| {
+            let mut c = tf215_nested();
+            c["compile_config"] = tf215_compile(class, extra);
+            super::plan(&mut c, Some("2.15.0")).map(|p| {
+                let o = p.optimizer.unwrap();
+                (o.slots_per_variable, o.drop_slots)
+            })
+        };
+        assert_eq!(
+            layout("SGD", json!({"momentum": 0.9, "nesterov": true})),
+            Ok((1, false))
+        );
+        assert_eq!(
+            layout("SGD", json!({"momentum": 0.0, "nesterov": false})),
+            Ok((1, true))
+        );
+        assert_eq!(
+            layout(
+                "RMSprop",
+                json!({"rho": 0.9, "momentum": 0.5, "epsilon": 1e-7, "centered": true})
+            ),
+            Ok((3, false))
+        );
+        assert_eq!(
+            layout(
+                "RMSprop",
+                json!({"rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": false})
+            ),
+            Ok((1, false))
+        );
+        assert_eq!(
+            layout("Adam", json!({"amsgrad": true, "use_ema": true})),
+            Ok((4, false))
+        );
+        // SGD's module moves.
+        let mut c = tf215_nested();
+        c["compile_config"] = tf215_compile("SGD", json!({"momentum": 0.9}));
+        let p = super::plan(&mut c, Some("2.15.0")).unwrap();
+        assert!(p.rewrites.iter().any(|r| r.code == "optimizer-module"));
+        assert_eq!(
+            c["compile_config"]["optimizer"]["module"],
+            "keras.optimizers"
+        );
+
+        for (class, extra, needle) in [
+            (
+                "Adagrad",
+                json!({}),
+                "no migration rule for the optimizer `keras.optimizers.Adagrad`",
+            ),
+            (
+                "Adam",
+                json!({"is_legacy_optimizer": true}),
+                "legacy optimizer",
+            ),
+            (
+                "Adam",
+                json!({"learning_rate": {"module": "keras.optimizers.schedules", "class_name": "ExponentialDecay", "config": {}}}),
+                "schedule",
+            ),
+            (
+                "Adam",
+                json!({"decay": 0.1}),
+                "arguments Keras 3 does not take: decay",
+            ),
+        ] {
+            let e = layout(class, extra).unwrap_err();
+            assert!(e.reason.contains(needle), "{class}: {}", e.reason);
+        }
+    }
+
+    #[test]
+    fn losses_and_metrics_without_a_rule_are_refused() {
+        for (key, value, needle) in [
+            ("loss", json!("huber_loss"), "the loss `huber_loss`"),
+            (
+                "loss",
+                json!({"module": "keras.losses", "class_name": "BinaryFocalCrossentropy", "config": {}}),
+                "BinaryFocalCrossentropy",
+            ),
+            (
+                "loss",
+                json!({"module": "keras.losses", "class_name": "MeanSquaredError", "config": {"reduction": "sum_over_batch_size", "name": "m", "extra": 1}}),
+                "does not take: extra",
+            ),
+            ("metrics", json!(["auc"]), "the metric `auc`"),
+            (
+                "metrics",
+                json!([{"module": "keras.metrics", "class_name": "AUC", "config": {}}]),
+                "keras.metrics.AUC",
+            ),
+            ("loss_weights", json!("x"), "loss_weights"),
+        ] {
+            let mut c = tf215_nested();
+            c["compile_config"] = tf215_compile("Adam", json!({}));
+            c["compile_config"][key] = value;
+            let e = plan(&mut c, Some("2.15.0")).unwrap_err();
+            assert!(e.reason.contains(needle), "{key}: {}", e.reason);
+        }
+        // Per-output losses and metrics are each migrated.
+        let mut c = tf215_nested();
+        c["compile_config"] = tf215_compile("Adam", json!({}));
+        c["compile_config"]["loss"] = json!({"a": "mse", "b": {"module": "keras.losses", "class_name": "MeanAbsoluteError", "config": {"reduction": "auto", "name": "mae", "fn": "mean_absolute_error"}, "registered_name": null}});
+        c["compile_config"]["metrics"] = json!({"a": ["mae"], "b": [["accuracy"]]});
+        let rw = plan(&mut c, Some("2.15.0")).unwrap();
+        assert!(rw
+            .iter()
+            .any(|r| r.key == "compile_config.loss.b.config.fn"));
     }
 
     #[test]

@@ -533,6 +533,23 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
                 w.write_f32(&format!("{group}/0"), mean)?;
                 w.write_f32(&format!("{group}/1"), variance)?;
             }
+            Action::OptimizerVariables {
+                group,
+                count,
+                learning_rate,
+                drop_slots,
+            } => {
+                if *drop_slots {
+                    for i in 1..*count {
+                        w.unlink(group, &i.to_string())?;
+                    }
+                } else {
+                    for i in (1..*count).rev() {
+                        w.rename(group, &i.to_string(), &(i + 1).to_string())?;
+                    }
+                }
+                w.create_scalar_f32(group, "1", *learning_rate)?;
+            }
         }
     }
     let mut image = w.finish()?;

@@ -248,7 +248,7 @@ impl Report {
                 }
             }
             out.push_str(&format!(
-                "  migrated to Keras 3: {} rewrite(s) of config.json: {}\n",
+                "  migrated to Keras 3: {} rewrite(s): {}\n",
                 self.migration.len(),
                 by_code
                     .iter()

@@ -347,6 +347,35 @@ impl Weights {
             .map_err(|e| self.err(format!("deleting `{group}/{name}`"), e))
     }
 
+    /// Rename the link `group/from` to `group/to` (which must not exist).
+    pub fn rename(&self, group: &str, from: &str, to: &str) -> Result<()> {
+        let g = self
+            .file
+            .group(group)
+            .map_err(|e| self.err(format!("group `{group}`"), e))?;
+        if g.link_exists(to) {
+            return Err(Error::format(
+                &self.label,
+                format!("cannot rename `{group}/{from}`: `{group}/{to}` exists"),
+            ));
+        }
+        g.relink(from, to)
+            .map_err(|e| self.err(format!("renaming `{group}/{from}` to `{to}`"), e))
+    }
+
+    /// Create the float32 scalar dataset `group/name` holding `value`.
+    pub fn create_scalar_f32(&self, group: &str, name: &str, value: f32) -> Result<()> {
+        let g = self
+            .file
+            .group(group)
+            .map_err(|e| self.err(format!("group `{group}`"), e))?;
+        let what = || format!("creating `{group}/{name}`");
+        g.new_dataset::<f32>()
+            .create(name)
+            .and_then(|d| d.write_scalar(&value))
+            .map_err(|e| self.err(what(), e))
+    }
+
     /// Overwrite a float dataset with values of the same shape, in the
     /// dataset's own width (float16 values must be exactly representable).
     pub fn write_f32(&self, path: &str, t: &Tensor) -> Result<()> {

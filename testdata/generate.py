@@ -249,6 +249,97 @@ def case_branches():
     return keras.Model(inp, out), data((4,), 5, 1), {n: None}
 
 
+def compiled(model, optimizer, loss, metrics, x_shape, y_of, seed):
+    """Compile `model`, fit it one epoch on data of `x_shape` (targets
+    `y_of(rng, n)`) and keep a second batch for the check's training step:
+    a migrated optimizer must continue exactly where this one stopped."""
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    r = np.random.default_rng(SEED + seed)
+    xt = data(x_shape, 16, seed)
+    model.fit(xt, y_of(r, 16), epochs=1, batch_size=8, shuffle=False, verbose=0)
+    model._krepair_step = (data(x_shape, 8, seed + 1), y_of(r, 8))
+    return model
+
+
+def case_compiled_adam():
+    """A small CNN compiled with Adam, a loss object (reduction "auto") and
+    two metrics, fitted one epoch: its optimizer has slots to carry over."""
+    n = layers.Normalization(axis=-1)
+    n.adapt(data((6, 6, 3)))
+    inp = keras.Input((6, 6, 3))
+    h = n(inp)
+    h = layers.Conv2D(4, 3, padding="same", activation="relu")(h)
+    h = layers.BatchNormalization()(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    out = layers.Dense(3)(h)
+    model = compiled(
+        keras.Model(inp, out),
+        keras.optimizers.Adam(learning_rate=0.01, beta_2=0.99),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=2)],
+        (6, 6, 3),
+        lambda r, k: r.integers(0, 3, size=(k,)),
+        21,
+    )
+    return model, data((6, 6, 3), 4, 1), {n: None}
+
+
+def case_compiled_sgd():
+    """A Sequential given input_shape=, compiled with Nesterov SGD and a
+    string loss, fitted one epoch."""
+    model = keras.Sequential([
+        layers.Dense(8, activation="tanh", input_shape=(4,)),
+        layers.Dense(2),
+    ])
+    model = compiled(
+        model,
+        keras.optimizers.SGD(learning_rate=0.05, momentum=0.9, nesterov=True),
+        "mse",
+        [keras.metrics.MeanAbsoluteError()],
+        (4,),
+        lambda r, k: r.normal(size=(k, 2)).astype("float32"),
+        22,
+    )
+    return model, data((4,), 4, 1), {}
+
+
+def case_compiled_rmsprop():
+    """RMSprop with momentum (velocities, then momentums), fitted one
+    epoch. (Centered RMSprop cannot take a step in Keras 3.0.5 on JAX, a
+    Keras bug: `ops.square` of a variable.)"""
+    n = layers.Normalization()
+    n.adapt(data((4,)))
+    inp = keras.Input((4,))
+    out = layers.Dense(1)(layers.Dense(8, activation="relu")(n(inp)))
+    model = compiled(
+        keras.Model(inp, out),
+        keras.optimizers.RMSprop(learning_rate=0.01, momentum=0.5),
+        keras.losses.MeanSquaredError(),
+        None,
+        (4,),
+        lambda r, k: r.normal(size=(k, 1)).astype("float32"),
+        23,
+    )
+    return model, data((4,), 4, 1), {n: None}
+
+
+def case_compiled_sgd_plain():
+    """Plain SGD (momentum 0): tf.keras keeps momentum slots that stay
+    zero and that Keras 3 does not have."""
+    inp = keras.Input((4,))
+    out = layers.Dense(2)(inp)
+    model = compiled(
+        keras.Model(inp, out),
+        keras.optimizers.SGD(learning_rate=0.1),
+        "mae",
+        None,
+        (4,),
+        lambda r, k: r.normal(size=(k, 2)).astype("float32"),
+        24,
+    )
+    return model, data((4,), 4, 1), {}
+
+
 CASES = {
     "axis_last": case_axis_last,
     "axis_none": case_axis_none,
@@ -264,6 +355,10 @@ CASES = {
     "efficientnet_stem": case_efficientnet_stem,
     "cnn": case_cnn,
     "branches": case_branches,
+    "compiled_adam": case_compiled_adam,
+    "compiled_sgd": case_compiled_sgd,
+    "compiled_rmsprop": case_compiled_rmsprop,
+    "compiled_sgd_plain": case_compiled_sgd_plain,
     # The same model as axis_last, saved unzipped (Keras >= 3.4).
     "directory_form": case_axis_last,
 }
@@ -449,6 +544,8 @@ def record(name, builder, out_dir, legacy_signature):
     if not np.array_equal(pred_memory, expect_memory):
         raise SystemExit(f"{name}: the in-memory model does not compute {auto}")
     np.save(os.path.join(case_dir, "x.npy"), x)
+    if hasattr(model, "_krepair_step"):
+        record_training(model, archive, x, case_dir)
     np.save(os.path.join(case_dir, "pred_memory.npy"), pred_memory)
     np.save(os.path.join(case_dir, "pred_adapted.npy"), pred_adapted)
     np.save(os.path.join(case_dir, "pred_identity.npy"), pred_identity)
@@ -465,6 +562,35 @@ def record(name, builder, out_dir, legacy_signature):
         json.dump(expected, f, indent=1)
         f.write("\n")
     print(f"{name}: {len(layers_out)} normalization layer(s), auto={auto}")
+
+
+def record_training(model, archive, x, case_dir):
+    """For a compiled model: its optimizer (class, config, variables) and
+    the predictions after one more training step of the saved archive
+    reloaded here, which a migrated archive must reproduce."""
+    opt = model.optimizer
+    variables = opt.variables() if callable(opt.variables) else opt.variables
+    np.savez(
+        os.path.join(case_dir, "optimizer_vars.npz"),
+        *[np.asarray(v) for v in variables],
+    )
+    xs, ys = model._krepair_step
+    np.savez(os.path.join(case_dir, "train_step.npz"), x=xs, y=ys)
+    again = keras.models.load_model(archive)
+    again.train_on_batch(xs, ys)
+    np.save(
+        os.path.join(case_dir, "pred_step.npy"),
+        np.asarray(again.predict(x, verbose=0), dtype="float32"),
+    )
+    config = {k: (v.item() if hasattr(v, "item") else v) for k, v in opt.get_config().items()}
+    with open(os.path.join(case_dir, "optimizer.json"), "w") as f:
+        json.dump({
+            "class_name": type(opt).__name__,
+            "config": config,
+            "variables": len(variables),
+            "loss": type(model.loss).__name__ if not isinstance(model.loss, str) else model.loss,
+        }, f, indent=1)
+        f.write("\n")
 
 
 def main():
@@ -484,9 +610,13 @@ def main():
     legacy = (3, 0) <= major_minor <= (3, 5)
     # tf.keras 2.x has no unzipped save, and its legacy-h5 helpers differ.
     not_in_tf_keras = {"directory_form", "efficientnet_stem"}
+    # Compiled tf.keras models are inputs of `krepair migrate` only.
+    only_tf_keras = {n for n in CASES if n.startswith("compiled_")}
     for name in args.cases or CASES:
         if major_minor < (3, 0) and name in not_in_tf_keras:
             print(f"{name}: skipped (not available in tf.keras {keras.__version__})")
+            continue
+        if major_minor >= (3, 0) and name in only_tf_keras and not args.cases:
             continue
         keras.utils.set_random_seed(SEED)
         record(name, CASES[name], args.out, legacy and name == "efficientnet_stem")
