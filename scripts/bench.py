@@ -59,10 +59,13 @@ def main():
     p.add_argument("--work", required=True)
     p.add_argument("--keras-python")
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--migrate", action="store_true",
+                   help="time `krepair migrate` (tf.keras 2.x inputs; there is no Python route)")
     p.add_argument("inputs", nargs="+")
     a = p.parse_args()
     os.makedirs(a.work, exist_ok=True)
     rows = []
+    kr = [a.krepair, "migrate"] if a.migrate else [a.krepair]
     for inp in a.inputs:
         size = os.path.getsize(inp) / 2**20
         out = os.path.join(a.work, "out.keras")
@@ -71,14 +74,15 @@ def main():
         # The durable floor: krepair syncs its output before the rename.
         sync_t = timed(["sh", "-c", 'cp "$1" "$2" && sync "$2"', "sh", inp, out], out, runs)
         _, cp_m = measure(["cp", inp, out], out, 1)
-        kr_t = timed([a.krepair, "-q", inp, out], out, runs)
-        _, kr_m = measure([a.krepair, "-q", inp, out], out, 1)
-        dr_t = timed([a.krepair, "-q", "--dry-run", inp], None, runs)
-        _, dr_m = measure([a.krepair, "-q", "--dry-run", inp], None, 1)
+        kr_t = timed(kr + ["-q", inp, out], out, runs)
+        _, kr_m = measure(kr + ["-q", inp, out], out, 1)
+        dr_t = timed(kr + ["-q", "--dry-run", inp], None, runs)
+        _, dr_m = measure(kr + ["-q", "--dry-run", inp], None, 1)
         py = None
         if a.keras_python:
             py = measure([a.keras_python, os.path.join(HERE, "python_route.py"), inp, out], out, 3)
-        rows.append((os.path.basename(os.path.dirname(inp)) + "/" + os.path.basename(inp), size,
+        name = os.path.basename(os.path.dirname(inp)) + "/" + os.path.basename(inp)
+        rows.append(((f"migrate {name}" if a.migrate else name), size,
                      cp_t, sync_t, cp_m, kr_t, kr_m, dr_t, dr_m, py))
     print("| input | size MiB | cp s | cp+sync s | krepair s | dry run s | Python route s | krepair / cp | krepair / cp+sync | Python / krepair | dry run / repair | peak MiB cp / krepair / dry run / Python |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")

@@ -33,6 +33,13 @@ python3 scripts/bench.py --krepair "$bin" --work target/bench/work \
   --keras-python "$py" target/bench/efficientnetb0.keras
 python3 scripts/bench.py --krepair "$bin" --work target/bench/work \
   target/bench/big-64.keras target/bench/big-256.keras target/bench/big-1024.keras | tail -n +3
+# `krepair migrate` on keras.applications EfficientNetB0 saved by tf.keras
+# 2.15 (no Python route exists: no Keras 3 loads the input).
+pytf=$(scripts/python-env.sh tf2.15)
+[ -f target/bench/tf2.15/efficientnetb0/model.keras ] || "$pytf" testdata/generate.py \
+  --applications --out target/bench/tf2.15 >/dev/null
+python3 scripts/bench.py --migrate --krepair "$bin" --work target/bench/work \
+  target/bench/tf2.15/efficientnetb0/model.keras | tail -n +3
 python3 scripts/bench.py --krepair "$bin" --work target/bench/work \
   target/bench/layers-100.keras target/bench/layers-1000.keras \
   target/bench/layers-3000.keras | tail -n +3

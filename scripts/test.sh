@@ -7,7 +7,8 @@
 #      the reporter's EfficientNetB0 model generated with Keras 3.5 and
 #      3.15, then every fixture repaired by the release binary and loaded
 #      in each Keras (scripts/check_keras.py);
-#   3b. the migration check: every tf.keras 2.15 fixture migrated by the
+#   3b. the migration check: every tf.keras 2.15 fixture, and MobileNetV2
+#      and EfficientNetB0 generated with tf.keras 2.15, migrated by the
 #      release binary and loaded in Keras 3.0, 3.5, 3.6, 3.10, 3.13 and
 #      3.15 (scripts/check_migrate.py);
 #   4. the Python wheel (scripts/build-wheel.sh): the static binary built
@@ -58,6 +59,10 @@ for v in 3.5 3.15; do
   "${py[$v]}" testdata/generate.py --efficientnet --out "$gen/keras-$v"
 done
 
+step "generate keras.applications MobileNetV2 and EfficientNetB0 with tf.keras 2.15 (for the migration check)"
+rm -rf "$gen/migrate-tf2.15"
+"${py[tf2.15]}" testdata/generate.py --applications --out "$gen/migrate-tf2.15"
+
 step "real-Keras check"
 # Loading EfficientNetB0 compiles the same XLA programs again and again.
 export JAX_COMPILATION_CACHE_DIR="$PWD/target/jax-cache"
@@ -82,13 +87,13 @@ done
 echo
 echo "real-keras: $total_passed passed, $total_failed failed"
 
-step "migration check (tf.keras 2.15 fixtures in Keras 3.0 to 3.15)"
+step "migration check (tf.keras 2.15 fixtures and applications in Keras 3.0 to 3.15)"
 migrate_versions=(3.0 3.5 3.6 3.10 3.13 3.15)
 for v in "${migrate_versions[@]}"; do
   [ -n "${py[$v]:-}" ] || py[$v]=$(scripts/python-env.sh "$v")
   log="target/migrate-check-$v.log"
   "${py[$v]}" scripts/check_migrate.py --krepair "$bin" --work target/migrate-check \
-    testdata/fixtures/keras-tf2.15 > "$log" 2>&1 || status=1
+    testdata/fixtures/keras-tf2.15 "$gen/migrate-tf2.15" > "$log" 2>&1 || status=1
   grep -v '^ok ' "$log" || true
   line=$(tail -1 "$log")
   if [[ "$line" =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then

@@ -41,6 +41,8 @@ pub const KNOWN_LAYERS: &[&str] = &[
     "Add",
     "Multiply",
     "Concatenate",
+    "ZeroPadding2D",
+    "Reshape",
 ];
 
 /// Model classes: their configs hold `layers`.

@@ -432,6 +432,41 @@ def case_efficientnet(workdir):
     return model, x, {norm: "efficientnetb0/" + norm.name}
 
 
+# ------------------------------------------- keras.applications (generated)
+
+
+def case_mobilenetv2():
+    """keras.applications.MobileNetV2 (weights=None, alpha 0.35, 32x32):
+    ZeroPadding2D, ReLU(6), DepthwiseConv2D, BatchNormalization, Add."""
+    model = keras.applications.MobileNetV2(
+        weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=5
+    )
+    x = np.random.default_rng(SEED).uniform(0, 255, size=(3, 32, 32, 3)).astype("float32")
+    return model, x, {}
+
+
+def case_efficientnetb0():
+    """keras.applications.EfficientNetB0 (weights=None, 32x32) with
+    ImageNet statistics in its Normalization layer: swish, squeeze and
+    excitation (Reshape, Multiply), Dropout with a noise shape."""
+    model = keras.applications.EfficientNetB0(
+        weights=None, input_shape=(32, 32, 3), classes=5
+    )
+    (n,) = [l for l in model.layers if isinstance(l, layers.Normalization)]
+    n.adapt_mean.assign(np.array(IMAGENET_MEAN, "float32"))
+    n.adapt_variance.assign(np.array(IMAGENET_VARIANCE, "float32"))
+    n.count.assign(1281167)
+    n.finalize_state()
+    x = np.random.default_rng(SEED).uniform(0, 255, size=(3, 32, 32, 3)).astype("float32")
+    return model, x, {n: None}
+
+
+APPLICATIONS = {
+    "mobilenetv2": case_mobilenetv2,
+    "efficientnetb0": case_efficientnetb0,
+}
+
+
 # ------------------------------------------------------------ the recording
 
 
@@ -598,6 +633,8 @@ def main():
     p.add_argument("--out", required=True, help="folder to write the cases into")
     p.add_argument("--efficientnet", action="store_true",
                    help="make only the reporter's EfficientNetB0 model (about 20 MB)")
+    p.add_argument("--applications", action="store_true",
+                   help="make only the keras.applications models (MobileNetV2, EfficientNetB0; about 19 MB)")
     p.add_argument("cases", nargs="*", help="case names (default: all small cases)")
     args = p.parse_args()
     keras.utils.set_random_seed(SEED)
@@ -608,6 +645,11 @@ def main():
         record("efficientnet", case_efficientnet, args.out, legacy)
         return
     legacy = (3, 0) <= major_minor <= (3, 5)
+    if args.applications:
+        for name, builder in APPLICATIONS.items():
+            keras.utils.set_random_seed(SEED)
+            record(name, builder, args.out, False)
+        return
     # tf.keras 2.x has no unzipped save, and its legacy-h5 helpers differ.
     not_in_tf_keras = {"directory_form", "efficientnet_stem"}
     # Compiled tf.keras models are inputs of `krepair migrate` only.
