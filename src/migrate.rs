@@ -43,6 +43,10 @@ pub const KNOWN_LAYERS: &[&str] = &[
     "Concatenate",
     "ZeroPadding2D",
     "Reshape",
+    "Embedding",
+    "LSTM",
+    "GRU",
+    "Bidirectional",
 ];
 
 /// Model classes: their configs hold `layers`.
@@ -75,6 +79,10 @@ pub const RULES: &[(&str, &str)] = &[
     ("one-element-axis", "tf.keras BatchNormalization normalizes its axis to a list at build time and writes it so ([3]); Keras 3's BatchNormalization takes one int (self.axis = int(axis)) and fails on the list"),
     ("depthwise-groups", "tf.keras DepthwiseConv2D inherits groups from its convolution base and writes groups: 1; Keras 3's DepthwiseConv2D has no groups argument, so Layer.__init__ rejects it"),
     ("nested-node-index", "tf.keras gives a Sequential built on its own InputLayer a node 0 of its own, so its first call inside a Functional is node 1; in Keras 3 it is node 0, and the old index makes Keras 3.15 reject the graph (3.0.5 can loop forever)"),
+    ("rnn-time-major", "tf.keras RNN layers write time_major; Keras 3's RNN layers are batch-major only and have no such argument, so Layer.__init__ rejects it (a time_major of true is refused)"),
+    ("gru-implementation", "tf.keras writes a GRU's implementation; Keras 3.0.5's GRU passes no implementation to its cell and Layer.__init__ rejects it (3.15 pops it); both implementations compute the same function"),
+    ("embedding-input-length", "tf.keras writes an Embedding's input_length; Keras 3.0.5's Embedding has no such argument and Layer.__init__ rejects it (3.15 pops it with a deprecation warning); the InputLayer carries the shape"),
+    ("orthogonal-initializer", "tf.keras names the orthogonal initializer Orthogonal; Keras 3.0 to 3.6 call the class OrthogonalInitializer and cannot resolve Orthogonal (\"Could not interpret initializer identifier\"), while 3.10+ call it Orthogonal and keep OrthogonalInitializer as an alias"),
     ("optimizer-module", "tf.keras 2.15 serializes SGD from keras.optimizers.experimental, a module Keras 3 does not have; Keras 3 keeps every optimizer in keras.optimizers"),
     ("optimizer-arguments", "tf.keras optimizers write jit_compile and is_legacy_optimizer into their config; Keras 3's BaseOptimizer.__init__ raises on any keyword it does not know (\"Argument(s) not recognized\")"),
     ("optimizer-variables", "tf.keras saves an optimizer as iterations then its slots; Keras 3 tracks a learning-rate variable second (BaseOptimizer.__init__), and its SGD keeps no momentum slots without momentum. Without the new layout Keras 3 skips the whole optimizer state with a warning"),
@@ -731,6 +739,67 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
             }
         }
     }
+    if matches!(class.as_str(), "LSTM" | "GRU") {
+        match cfg.get("time_major") {
+            None => {}
+            Some(Value::Bool(false)) => {
+                let old = cfg.shift_remove("time_major").unwrap_or(Value::Null);
+                out.push(Rewrite {
+                    code: "rnn-time-major",
+                    layer: path.to_string(),
+                    key: "config.time_major".into(),
+                    old,
+                    new: None,
+                });
+            }
+            Some(v) => {
+                return Err(Refusal {
+                    layer: path.to_string(),
+                    reason: format!(
+                        "{class} with time_major {v}: Keras 3 RNNs are batch-major only"
+                    ),
+                })
+            }
+        }
+    }
+    for (class_of, key, code) in [
+        ("GRU", "implementation", "gru-implementation"),
+        ("Embedding", "input_length", "embedding-input-length"),
+    ] {
+        if class == class_of {
+            if let Some(old) = cfg.shift_remove(key) {
+                out.push(Rewrite {
+                    code,
+                    layer: path.to_string(),
+                    key: format!("config.{key}"),
+                    old,
+                    new: None,
+                });
+            }
+        }
+    }
+    for (key, v) in cfg.iter_mut() {
+        let orthogonal = v.get("module").and_then(Value::as_str) == Some("keras.initializers")
+            && v.get("class_name").and_then(Value::as_str) == Some("Orthogonal");
+        if orthogonal {
+            out.push(Rewrite {
+                code: "orthogonal-initializer",
+                layer: path.to_string(),
+                key: format!("config.{key}.class_name"),
+                old: Value::from("Orthogonal"),
+                new: Some(Value::from("OrthogonalInitializer")),
+            });
+            v["class_name"] = Value::from("OrthogonalInitializer");
+        }
+    }
+    if class == "Bidirectional" {
+        // The wrapped layers are layer entries of their own.
+        for key in ["layer", "backward_layer"] {
+            if let Some(inner) = cfg.get_mut(key).filter(|v| v.is_object()) {
+                visit(inner, &format!("{path}/{key}"), out)?;
+            }
+        }
+    }
     if let Some(d) = cfg.get_mut("dtype") {
         let is_policy = d.get("class_name").and_then(Value::as_str) == Some("Policy")
             && d.get("module").and_then(Value::as_str) == Some("keras.mixed_precision");
@@ -1057,6 +1126,57 @@ mod tests {
             .unwrap_err()
             .reason
             .contains("exactly one"));
+    }
+
+    #[test]
+    fn recurrent_layers_and_their_wrappers() {
+        let orth = json!({"module": "keras.initializers", "class_name": "Orthogonal", "config": {"gain": 1.0, "seed": null}, "registered_name": null, "shared_object_id": 7});
+        let lstm = json!({"module": "keras.layers", "class_name": "LSTM", "config": {"name": "lstm", "units": 3, "time_major": false, "implementation": 2, "recurrent_initializer": orth}, "registered_name": null});
+        let mut c = tf215_nested();
+        c["config"]["layers"][2] = json!({"module": "keras.layers", "class_name": "Bidirectional", "config": {"name": "bi", "layer": lstm, "merge_mode": "concat"}, "registered_name": null, "inbound_nodes": [[["block", 1, 0, {}]]]});
+        c["config"]["layers"].as_array_mut().unwrap().push(json!({"module": "keras.layers", "class_name": "GRU", "config": {"name": "gru", "units": 3, "time_major": false, "implementation": 2, "reset_after": true}, "registered_name": null, "inbound_nodes": [[["bi", 0, 0, {}]]]}));
+        c["config"]["layers"].as_array_mut().unwrap().push(json!({"module": "keras.layers", "class_name": "Embedding", "config": {"name": "emb", "input_dim": 5, "output_dim": 2, "input_length": null, "mask_zero": true}, "registered_name": null, "inbound_nodes": [[["in", 0, 0, {}]]]}));
+        let rw = plan(&mut c, Some("2.15.0")).unwrap();
+        let got: Vec<(&str, &str, &str)> = rw
+            .iter()
+            .filter(|r| {
+                r.code != "model-module"
+                    && r.code != "nested-node-index"
+                    && r.code != "batch-input-shape"
+            })
+            .map(|r| (r.code, r.layer.as_str(), r.key.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("rnn-time-major", "bi/layer", "config.time_major"),
+                (
+                    "orthogonal-initializer",
+                    "bi/layer",
+                    "config.recurrent_initializer.class_name"
+                ),
+                ("rnn-time-major", "gru", "config.time_major"),
+                ("gru-implementation", "gru", "config.implementation"),
+                ("embedding-input-length", "emb", "config.input_length"),
+            ]
+        );
+        let inner = &c["config"]["layers"][2]["config"]["layer"]["config"];
+        // An LSTM keeps its implementation (Keras 3 takes it); the
+        // initializer keeps its arguments and shared_object_id.
+        assert_eq!(inner["implementation"], 2);
+        assert_eq!(
+            inner["recurrent_initializer"]["class_name"],
+            "OrthogonalInitializer"
+        );
+        assert_eq!(inner["recurrent_initializer"]["shared_object_id"], 7);
+        assert_eq!(plan(&mut c, Some("2.15.0")).unwrap(), vec![], "idempotent");
+
+        let mut c = tf215_nested();
+        c["config"]["layers"][2] = json!({"module": "keras.layers", "class_name": "GRU", "config": {"name": "gru", "time_major": true}, "registered_name": null, "inbound_nodes": []});
+        assert!(plan(&mut c, Some("2.15.0"))
+            .unwrap_err()
+            .reason
+            .contains("batch-major"));
     }
 
     #[test]

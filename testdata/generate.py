@@ -249,6 +249,18 @@ def case_branches():
     return keras.Model(inp, out), data((4,), 5, 1), {n: None}
 
 
+def case_text():
+    """A text model: Embedding(mask_zero=True) (zeros in the input are
+    masked), a Bidirectional LSTM and a GRU."""
+    inp = keras.Input((6,), dtype="int32")
+    h = layers.Embedding(20, 4, mask_zero=True)(inp)
+    h = layers.Bidirectional(layers.LSTM(3, return_sequences=True))(h)
+    h = layers.GRU(3)(h)
+    out = layers.Dense(2)(h)
+    x = np.array([[1, 2, 3, 0, 0, 0], [4, 5, 6, 7, 8, 9], [0, 0, 1, 2, 0, 3]], "int32")
+    return keras.Model(inp, out), x, {}
+
+
 def compiled(model, optimizer, loss, metrics, x_shape, y_of, seed):
     """Compile `model`, fit it one epoch on data of `x_shape` (targets
     `y_of(rng, n)`) and keep a second batch for the check's training step:
@@ -355,6 +367,7 @@ CASES = {
     "efficientnet_stem": case_efficientnet_stem,
     "cnn": case_cnn,
     "branches": case_branches,
+    "text": case_text,
     "compiled_adam": case_compiled_adam,
     "compiled_sgd": case_compiled_sgd,
     "compiled_rmsprop": case_compiled_rmsprop,
