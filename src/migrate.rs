@@ -78,7 +78,7 @@ pub const RULES: &[(&str, &str)] = &[
     ("dtype-policy", "tf.keras serializes a mixed-precision policy as keras.mixed_precision Policy; Keras 3 reads that as a plain string dtype and fails (3.15) or loses the policy; it is a keras DTypePolicy"),
     ("one-element-axis", "tf.keras BatchNormalization normalizes its axis to a list at build time and writes it so ([3]); Keras 3's BatchNormalization takes one int (self.axis = int(axis)) and fails on the list"),
     ("depthwise-groups", "tf.keras DepthwiseConv2D inherits groups from its convolution base and writes groups: 1; Keras 3's DepthwiseConv2D has no groups argument, so Layer.__init__ rejects it"),
-    ("nested-node-index", "tf.keras gives a Sequential built on its own InputLayer a node 0 of its own, so its first call inside a Functional is node 1; in Keras 3 it is node 0, and the old index makes Keras 3.15 reject the graph (3.0.5 can loop forever)"),
+    ("nested-node-index", "tf.keras gives a nested Functional, or a Sequential built on its own InputLayer, a node 0 of its own, so its first call inside a Functional is node 1; in Keras 3 it is node 0, and the old index makes Keras 3.15 reject the graph (3.0.5 and 3.13 loop forever)"),
     ("rnn-time-major", "tf.keras RNN layers write time_major; Keras 3's RNN layers are batch-major only and have no such argument, so Layer.__init__ rejects it (a time_major of true is refused)"),
     ("gru-implementation", "tf.keras writes a GRU's implementation; Keras 3.0.5's GRU passes no implementation to its cell and Layer.__init__ rejects it (3.15 pops it); both implementations compute the same function"),
     ("embedding-input-length", "tf.keras writes an Embedding's input_length; Keras 3.0.5's Embedding has no such argument and Layer.__init__ rejects it (3.15 pops it with a deprecation warning); the InputLayer carries the shape"),
@@ -836,7 +836,8 @@ enum Nested {
     Sequential,
     /// A Sequential without one: tf.keras numbers its calls from 0.
     SequentialWithoutInput,
-    /// A Functional.
+    /// A Functional: always built on InputLayers, so tf.keras gives it a
+    /// node 0 of its own too.
     Functional,
 }
 
@@ -863,8 +864,9 @@ fn nested_kind(l: &Value) -> Option<Nested> {
 }
 
 /// In a tf.keras Functional config, shift every reference to the calls of
-/// a nested Sequential built on its own InputLayer down by one (node 1
-/// becomes node 0, ...). Other nested models are refused for now.
+/// a nested Functional, or of a nested Sequential built on its own
+/// InputLayer, down by one (node 1 becomes node 0, ...). A nested
+/// Sequential without an InputLayer is refused for now.
 fn renumber_nested_calls(
     model: &mut Value,
     path: &str,
@@ -900,17 +902,13 @@ fn renumber_nested_calls(
             return Ok(());
         };
         match own {
-            Nested::Sequential => {}
+            // Verified for both in Keras 3.0.5, 3.13.2 and 3.15.1: the old
+            // index hangs 3.0.5 and 3.13.2 and is refused by 3.15.1.
+            Nested::Sequential | Nested::Functional => {}
             Nested::SequentialWithoutInput => {
                 return Err(Refusal {
                     layer: owner.to_string(),
                     reason: format!("it calls `{target}`, a Sequential without an InputLayer: how tf.keras numbered its calls is not verified yet"),
-                })
-            }
-            Nested::Functional => {
-                return Err(Refusal {
-                    layer: owner.to_string(),
-                    reason: format!("it calls `{target}`, a nested Functional: Keras 3 versions number its calls differently (3.3+ assume a built-in node, keras/src/models/functional.py:664), not verified yet"),
                 })
             }
         }
@@ -1066,12 +1064,18 @@ mod tests {
             .reason
             .contains("node 0"));
 
+        // A nested Functional is renumbered like a Sequential on an
+        // InputLayer.
         let mut c = tf215_nested();
         c["config"]["layers"][1]["class_name"] = "Functional".into();
-        assert!(plan(&mut c, Some("2.15.0"))
-            .unwrap_err()
-            .reason
-            .contains("nested Functional"));
+        c["config"]["layers"][1]["module"] = "keras.src.engine.functional".into();
+        let rw = plan(&mut c, Some("2.15.0")).unwrap();
+        assert!(rw
+            .iter()
+            .any(|r| r.code == "nested-node-index" && r.layer == "out"));
+        assert!(rw
+            .iter()
+            .any(|r| r.code == "model-module" && r.layer == "block"));
 
         let mut c = tf215_nested();
         c["config"]["layers"][1]["config"]["layers"]

@@ -249,6 +249,18 @@ def case_branches():
     return keras.Model(inp, out), data((4,), 5, 1), {n: None}
 
 
+def case_nested_functional():
+    """A Functional nested in a Functional, called once (tf.keras saves
+    that call as its node 1)."""
+    n = layers.Normalization()
+    n.adapt(data((4,)))
+    ii = keras.Input((4,))
+    inner = keras.Model(ii, layers.Dense(3, activation="tanh")(n(ii)), name="inner")
+    x = keras.Input((4,))
+    out = layers.Dense(2)(inner(layers.Dense(4)(x)))
+    return keras.Model(x, out), data((4,), 5, 1), {n: "inner/" + n.name}
+
+
 def case_text():
     """A text model: Embedding(mask_zero=True) (zeros in the input are
     masked), a Bidirectional LSTM and a GRU."""
@@ -367,6 +379,7 @@ CASES = {
     "efficientnet_stem": case_efficientnet_stem,
     "cnn": case_cnn,
     "branches": case_branches,
+    "nested_functional": case_nested_functional,
     "text": case_text,
     "compiled_adam": case_compiled_adam,
     "compiled_sgd": case_compiled_sgd,

@@ -57,6 +57,14 @@ fn every_tf_keras_2_15_fixture_migrates_with_the_rules_it_needs() {
                 "node 1 of tf.keras is node 0"
             );
         }
+        if f.expected.case == "nested_functional" {
+            assert!(c.contains("nested-node-index"), "{c:?}");
+            let m: Value = serde_json::from_slice(&member(&out, "config.json")).unwrap();
+            let dense = &m["config"]["layers"][3];
+            assert_eq!(dense["inbound_nodes"][0][0][0], "inner");
+            assert_eq!(dense["inbound_nodes"][0][0][1], 0);
+            assert_eq!(m["config"]["layers"][2]["module"], "keras.src.models.functional");
+        }
         if f.expected.case == "mixed_float16" {
             assert!(c.contains("dtype-policy"), "{c:?}");
         }
