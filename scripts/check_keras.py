@@ -62,9 +62,14 @@ def finalize_disabled():
         cls.finalize_state = real
 
 
+def model_input(model, x):
+    """A model with several inputs takes x (their stack) as a list."""
+    return list(x) if len(model.inputs) > 1 else x
+
+
 def load_predict(path, x):
     model = keras.saving.load_model(path, compile=False)
-    return np.asarray(model.predict(x, verbose=0), dtype="float32")
+    return np.asarray(model.predict(model_input(model, x), verbose=0), dtype="float32")
 
 
 def try_load_predict(path, x):
@@ -89,7 +94,7 @@ def maxdiff(a, b):
 def predict_fresh(model, x):
     # A compiled predict function captures the statistics as constants.
     model.predict_function = None
-    return np.asarray(model.predict(x, verbose=0), dtype="float32")
+    return np.asarray(model.predict(model_input(model, x), verbose=0), dtype="float32")
 
 
 def in_version_references(path, x):

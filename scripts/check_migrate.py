@@ -44,12 +44,12 @@ sys.path.insert(0, os.path.join(HERE, "..", "testdata"))
 import fixture_layers  # noqa: E402,F401
 
 # One counter and one finalize_state() switch for both real-Keras checks.
-from check_keras import check, finalize_disabled, results  # noqa: E402
+from check_keras import check, finalize_disabled, model_input, results  # noqa: E402
 
 
 def load_predict(path, x):
     model = keras.models.load_model(path)
-    return np.asarray(model.predict(x, verbose=0), dtype="float32")
+    return np.asarray(model.predict(model_input(model, x), verbose=0), dtype="float32")
 
 
 def sha(path):
@@ -170,7 +170,7 @@ def check_compiled(label, out, case_dir, x):
     before = np.load(os.path.join(case_dir, "pred_memory.npy"))
     check(f"{label}: the training step changes the predictions (the check can fail)", not np.allclose(before, pred_step, rtol=1e-4, atol=1e-5))
     model.train_on_batch(step["x"], step["y"])
-    got = np.asarray(model.predict(x, verbose=0), dtype="float32")
+    got = np.asarray(model.predict(model_input(model, x), verbose=0), dtype="float32")
     check(
         f"{label}: one more training step predicts what tf.keras's step did",
         np.allclose(got, pred_step, rtol=1e-4, atol=1e-5),

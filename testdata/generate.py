@@ -49,6 +49,12 @@ def data(shape, n=64, seed=0):
     return (x * (1.0 + 0.37 * offs) + 3.0 * offs - 2.5).astype("float32")
 
 
+def model_input(model, x):
+    """A model with several inputs takes x (their stack) as a list; its
+    outputs, all of one shape, stack into one prediction array."""
+    return list(x) if len(model.inputs) > 1 else x
+
+
 def norms_of(model):
     out = []
     for layer in model._flatten_layers(include_self=False, recursive=True):
@@ -261,6 +267,19 @@ def case_nested_functional():
     return keras.Model(x, out), data((4,), 5, 1), {n: "inner/" + n.name}
 
 
+def case_two_in_two_out():
+    """Two inputs, two outputs and a Dense layer shared by both branches."""
+    n = layers.Normalization()
+    n.adapt(data((4,)))
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    shared = layers.Dense(3, activation="tanh", name="shared")
+    sa, sb = shared(n(a)), shared(b)
+    out1 = layers.Dense(2, name="out1")(layers.Concatenate()([sa, sb]))
+    out2 = layers.Dense(2, name="out2")(sb)
+    x = np.stack([data((4,), 5, 1), data((4,), 5, 2) / 10.0])
+    return keras.Model([a, b], [out1, out2]), x, {n: None}
+
+
 def case_text():
     """A text model: Embedding(mask_zero=True) (zeros in the input are
     masked), a Bidirectional LSTM and a GRU."""
@@ -380,6 +399,7 @@ CASES = {
     "cnn": case_cnn,
     "branches": case_branches,
     "nested_functional": case_nested_functional,
+    "two_in_two_out": case_two_in_two_out,
     "text": case_text,
     "compiled_adam": case_compiled_adam,
     "compiled_sgd": case_compiled_sgd,
@@ -541,7 +561,7 @@ def predict_with(model, norms, x, which):
     # The compiled predict function captured the old statistics as
     # constants: drop it so the new ones are traced in.
     model.predict_function = None
-    pred = model.predict(x, verbose=0)
+    pred = model.predict(model_input(model, x), verbose=0)
     for n, (m, v) in zip(adapt, saved):
         n.adapt_mean.assign(m)
         n.adapt_variance.assign(v)
@@ -567,7 +587,7 @@ def record(name, builder, out_dir, legacy_signature):
         model.save(archive, zipped=False)
     else:
         model.save(archive)
-    pred_memory = np.asarray(model.predict(x, verbose=0), dtype="float32")
+    pred_memory = np.asarray(model.predict(model_input(model, x), verbose=0), dtype="float32")
     norms = norms_of(model)
     layers_out = []
     with weights_of(archive) as h5:
@@ -641,7 +661,7 @@ def record_training(model, archive, x, case_dir):
     again.train_on_batch(xs, ys)
     np.save(
         os.path.join(case_dir, "pred_step.npy"),
-        np.asarray(again.predict(x, verbose=0), dtype="float32"),
+        np.asarray(again.predict(model_input(again, x), verbose=0), dtype="float32"),
     )
     config = {k: (v.item() if hasattr(v, "item") else v) for k, v in opt.get_config().items()}
     with open(os.path.join(case_dir, "optimizer.json"), "w") as f:
