@@ -210,8 +210,11 @@ impl Image {
         // Objects leave the metadata cache when closed: krepair visits each
         // once, and a model with thousands of layers would otherwise grow
         // the cache (and the process) by tens of MiB.
+        // The core driver rounds a grown file up to its increment when it
+        // closes; growing costs nothing here (the reserved mapping is
+        // handed back), so a page keeps that padding small.
         let fapl = hdf5::file::FileAccess::build()
-            .core_options(64 << 10, false)
+            .core_options(4 << 10, false)
             .evict_on_close(true)
             .finish()?;
         let mut callbacks = H5FD_file_image_callbacks_t {
