@@ -6,8 +6,11 @@
 #   3. the real-Keras check: pinned Keras venvs (scripts/python-env.sh),
 #      the reporter's EfficientNetB0 model generated with Keras 3.5 and
 #      3.15, then every fixture repaired by the release binary and loaded
-#      in each Keras (scripts/check_keras.py);
-#   3b. the migration check: every tf.keras 2.15 fixture, and MobileNetV2
+#      in each Keras (scripts/check_keras.py), and the tf.keras 2.13 and
+#      2.14 fixtures repaired and loaded in tf.keras 2.13 and 2.14;
+#   3b. the migration check: every tf.keras 2.13, 2.14 and 2.15 fixture
+#      (made by testdata/generate.py with the pins keras-tf2.1x.txt;
+#      regenerate with scripts/python-env.sh tf2.13), and MobileNetV2
 #      and EfficientNetB0 generated with tf.keras 2.15, migrated by the
 #      release binary and loaded in Keras 3.0, 3.5, 3.6, 3.10, 3.13 and
 #      3.15 (scripts/check_migrate.py);
@@ -84,16 +87,34 @@ for v in "${versions[@]}"; do
     status=1
   fi
 done
+# Repairs (not migrations) of tf.keras 2.13 and 2.14 archives, loaded in
+# the tf.keras that saved them.
+for v in tf2.13 tf2.14; do
+  py[$v]=$(scripts/python-env.sh "$v")
+  log="target/keras-check-$v.log"
+  "${py[$v]}" scripts/check_keras.py --krepair "$bin" --work target/keras-check \
+    "testdata/fixtures/migrate-$v" > "$log" 2>&1 || status=1
+  grep -v '^ok ' "$log" || true
+  line=$(tail -1 "$log")
+  if [[ "$line" =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    total_passed=$((total_passed + BASH_REMATCH[1]))
+    total_failed=$((total_failed + BASH_REMATCH[2]))
+  else
+    echo "keras $v: the check did not finish" >&2
+    status=1
+  fi
+done
 echo
 echo "real-keras: $total_passed passed, $total_failed failed"
 
-step "migration check (tf.keras 2.15 fixtures and applications in Keras 3.0 to 3.15)"
+step "migration check (tf.keras 2.13, 2.14 and 2.15 fixtures and applications in Keras 3.0 to 3.15)"
 migrate_versions=(3.0 3.5 3.6 3.10 3.13 3.15)
 for v in "${migrate_versions[@]}"; do
   [ -n "${py[$v]:-}" ] || py[$v]=$(scripts/python-env.sh "$v")
   log="target/migrate-check-$v.log"
   "${py[$v]}" scripts/check_migrate.py --krepair "$bin" --work target/migrate-check \
-    testdata/fixtures/keras-tf2.15 "$gen/migrate-tf2.15" > "$log" 2>&1 || status=1
+    testdata/fixtures/keras-tf2.15 testdata/fixtures/migrate-tf2.13 testdata/fixtures/migrate-tf2.14 \
+    "$gen/migrate-tf2.15" > "$log" 2>&1 || status=1
   grep -v '^ok ' "$log" || true
   line=$(tail -1 "$log")
   if [[ "$line" =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then

@@ -13,7 +13,7 @@ Examples:
   krepair model.keras fixed.keras
       Repair model.keras into fixed.keras; print what was done.
   krepair migrate tf215.keras keras3.keras
-      Make a tf.keras 2.15 archive load in Keras 3 (and repair it).
+      Make a tf.keras 2.13-2.15 archive load in Keras 3 (and repair it).
   krepair --dry-run model.keras
       Inspect only: exit 3 if a repair would change something, 0 if not.
   krepair --stats identity --report audit.json model.keras fixed.keras
@@ -92,7 +92,7 @@ pub struct ArchiveArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Migrate a tf.keras 2.15 .keras archive so that Keras 3 (3.0 to
+    /// Migrate a tf.keras 2.13-2.15 .keras archive so that Keras 3 (3.0 to
     /// 3.15) loads it, and repair its Normalization layers in the same run.
     ///
     /// Every rewrite of config.json is in the report with its rule, old and
@@ -198,7 +198,7 @@ pub struct BatchArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Also migrate tf.keras 2.15 archives to Keras 3 (as `krepair
+    /// Also migrate tf.keras 2.13-2.15 archives to Keras 3 (as `krepair
     /// migrate`).
     #[arg(long)]
     pub migrate: bool,

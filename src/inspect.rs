@@ -47,6 +47,13 @@ pub enum Action {
         /// Drop the slots (Keras 3 keeps none).
         drop_slots: bool,
     },
+    /// The weights groups were renamed into Keras 3's layout while
+    /// inspecting (see [`crate::migrate::legacy_layout`]): nothing left to
+    /// do but write the edited weights.
+    Renamed {
+        /// How many links were renamed.
+        count: usize,
+    },
     /// Overwrite `group/0` and `group/1` (non-trailing kept axes).
     WriteVariables {
         /// Its `vars` group.
@@ -198,6 +205,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     // found, and embedded, in the migrated config.
     let mut migration = Vec::new();
     let mut optimizer = None;
+    let mut layout = None;
     if check.migrate {
         crate::worker::step("planning the migration of config.json");
         let plan = crate::migrate::plan(&mut config, keras_version.as_deref()).map_err(|r| {
@@ -213,6 +221,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         })?;
         migration = plan.rewrites;
         optimizer = plan.optimizer;
+        layout = plan.layout;
         if !migration.is_empty() {
             config_text = serde_json::to_string(&config)
                 .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
@@ -239,9 +248,12 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         return Err(Error::format(path, what));
     }
     crate::worker::step("opening model.weights.h5");
+    let editable = check.editable || layout.is_some();
     let label = format!("{}!{}", path.display(), archive::WEIGHTS);
     let weights = match archive.in_place(archive::WEIGHTS) {
-        Some((file, range)) => Weights::open_in(&file, range, &label, check.editable)?,
+        // Renaming groups into Keras 3's layout edits the private mapping
+        // (never the file), in a dry run too.
+        Some((file, range)) => Weights::open_in(&file, range, &label, editable)?,
         None => {
             // A compressed member: inflate it (checking its CRC-32) into a
             // temporary file, map that, and remove the file at once.
@@ -260,7 +272,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
                 .metadata()
                 .map_err(|e| Error::io(tmp.path(), "stat", e))?
                 .len();
-            Weights::open_at(tmp.as_file(), 0, len, &label, check.editable)?
+            Weights::open_at(tmp.as_file(), 0, len, &label, editable)?
         }
     };
     if check.members {
@@ -282,8 +294,82 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         crate::worker::step("walking the HDF5 structure of model.weights.h5");
         weights.check_structure()?;
     }
-    let mut layers = Vec::new();
     let mut actions = Vec::new();
+    if let Some(numbering) = layout {
+        crate::worker::step("renaming the tf.keras weights groups into Keras 3's layout");
+        let config: Value = serde_json::from_str(&config_text)
+            .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
+        let renames = crate::migrate::legacy_layout(&config, numbering, &weights).map_err(|r| {
+            Error::Refused {
+                path: path.to_path_buf(),
+                layer: if r.layer.is_empty() {
+                    "(the model)".into()
+                } else {
+                    r.layer
+                },
+                reason: format!("cannot migrate: {}", r.reason),
+            }
+        })?;
+        for r in &renames {
+            weights.rename(&r.parent, &r.from, &r.to)?;
+            let at = |name: &str| {
+                if r.parent.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{}/{name}", r.parent)
+                }
+            };
+            migration.push(crate::migrate::Rewrite {
+                code: "weights-layout",
+                layer: String::new(),
+                key: format!("{}:{}", archive::WEIGHTS, at(&r.from)),
+                old: Value::from(at(&r.from)),
+                new: Some(Value::from(at(&r.to))),
+            });
+        }
+        if !renames.is_empty() {
+            actions.push(Action::Renamed {
+                count: renames.len(),
+            });
+        }
+    }
+    // Repairing (not migrating) a tf.keras 2.13/2.14 archive keeps its
+    // layout: find its groups through the renames a migration would make.
+    let mut legacy = Vec::new();
+    if !check.migrate && !sites.is_empty() {
+        if let Some(numbering) = crate::migrate::numbering_of(keras_version.as_deref()) {
+            let config: Value = serde_json::from_str(&config_text)
+                .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
+            legacy = crate::migrate::legacy_layout(&config, numbering, &weights).map_err(|r| {
+                Error::Refused {
+                    path: path.to_path_buf(),
+                    layer: if r.layer.is_empty() {
+                        "(the model)".into()
+                    } else {
+                        r.layer
+                    },
+                    reason: format!(
+                        "the tf.keras weights layout does not match the config: {}",
+                        r.reason
+                    ),
+                }
+            })?;
+            // 2.13 numbers a layer with weights by twos: embedding one
+            // Normalization's statistics (its weights go) would renumber
+            // the next one, and tf.keras 2.13 could no longer load it.
+            if let Some(r) = legacy.iter().find(|r| r.from.starts_with("normalization_")) {
+                return Err(Error::Refused {
+                    path: path.to_path_buf(),
+                    layer: "(the model)".into(),
+                    reason: format!(
+                        "tf.keras 2.13 numbers layers with weights by twos (keras #18830): embedding statistics would renumber `{}`, and tf.keras 2.13 could not load the result; `krepair migrate` converts the archive to Keras 3's layout instead",
+                        crate::migrate::legacy_path(&legacy, &format!("{}/{}", r.parent, r.from))
+                    ),
+                });
+            }
+        }
+    }
+    let mut layers = Vec::new();
     let mut claimed = HashSet::new();
     let within_counts = count_within(&sites);
     for site in &sites {
@@ -294,6 +380,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
             policy,
             &mut claimed,
             &within_counts,
+            &legacy,
         )?;
         layers.push(report);
         if let Some(a) = action {
@@ -460,6 +547,7 @@ fn resolve(
     w: &Weights,
     claimed: &mut HashSet<String>,
     within_counts: &HashMap<String, usize>,
+    legacy: &[crate::migrate::Rename],
 ) -> std::result::Result<String, (&'static str, String)> {
     let found = match &site.locator {
         Locator::Group(g) => {
@@ -467,12 +555,18 @@ fn resolve(
             if w.is_group(&primary) {
                 primary
             } else if w.is_group("_layer_checkpoint_dependencies") {
-                // The same fallback as Keras' H5Entry: tf.keras 2.12-2.14
-                // spell `layers` as `_layer_checkpoint_dependencies`.
-                let alt = format!(
-                    "{}/vars",
-                    g.replace("layers", "_layer_checkpoint_dependencies")
-                );
+                // tf.keras 2.12-2.14 spell `layers` as
+                // `_layer_checkpoint_dependencies` (Keras' H5Entry falls
+                // back to it), and 2.12/2.13 number by twos: the path
+                // through the layout renames when they are known.
+                let alt = if legacy.is_empty() {
+                    format!(
+                        "{}/vars",
+                        g.replace("layers", "_layer_checkpoint_dependencies")
+                    )
+                } else {
+                    crate::migrate::legacy_path(legacy, &primary)
+                };
                 if w.is_group(&alt) {
                     alt
                 } else {
@@ -564,6 +658,7 @@ fn analyze(
     policy: Policy,
     claimed: &mut HashSet<String>,
     within_counts: &HashMap<String, usize>,
+    legacy: &[crate::migrate::Rename],
 ) -> Result<(LayerReport, Option<Action>)> {
     let mut r = base_report(site);
     match site.mode {
@@ -592,7 +687,7 @@ fn analyze(
         "finding the weights of `{}` in model.weights.h5",
         site.config_path
     ));
-    let group = match resolve(site, w, claimed, within_counts) {
+    let group = match resolve(site, w, claimed, within_counts, legacy) {
         Ok(g) => g,
         Err((code, reason)) => return Ok(refuse(r, code, reason)),
     };

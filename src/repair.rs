@@ -533,6 +533,7 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
                 w.write_f32(&format!("{group}/0"), mean)?;
                 w.write_f32(&format!("{group}/1"), variance)?;
             }
+            Action::Renamed { .. } => {}
             Action::OptimizerVariables {
                 group,
                 count,

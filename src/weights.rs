@@ -351,7 +351,7 @@ impl Weights {
     pub fn rename(&self, group: &str, from: &str, to: &str) -> Result<()> {
         let g = self
             .file
-            .group(group)
+            .group(if group.is_empty() { "/" } else { group })
             .map_err(|e| self.err(format!("group `{group}`"), e))?;
         if g.link_exists(to) {
             return Err(Error::format(
@@ -405,6 +405,17 @@ impl Weights {
             ds.write_raw(&t.data)
         }
         .map_err(|e| self.err(format!("writing `{path}`"), e))
+    }
+
+    /// Does the group at `path` hold a dataset anywhere below it? (A
+    /// walk with the usual bounds; an error counts as no.)
+    pub fn has_datasets_under(&self, path: &str) -> bool {
+        let mut found = false;
+        let _ = self.walk(path, |_, _, _, kind| {
+            found |= kind == Kind::Dataset;
+            Ok(())
+        });
+        found
     }
 
     /// Walk every object and refuse what Keras 3.15 refuses and krepair
@@ -565,5 +576,19 @@ impl Weights {
         file.close()
             .map_err(|e| h5err(&label, "closing HDF5 file", e))?;
         Ok(image)
+    }
+}
+
+impl crate::migrate::WeightsTree for Weights {
+    fn is_group(&self, path: &str) -> bool {
+        Weights::is_group(self, path)
+    }
+
+    fn has_datasets(&self, path: &str) -> bool {
+        self.has_datasets_under(path)
+    }
+
+    fn links(&self, path: &str) -> usize {
+        self.file.group(path).map(|g| g.len() as usize).unwrap_or(0)
     }
 }

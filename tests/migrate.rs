@@ -63,7 +63,10 @@ fn every_tf_keras_2_15_fixture_migrates_with_the_rules_it_needs() {
             let dense = &m["config"]["layers"][3];
             assert_eq!(dense["inbound_nodes"][0][0][0], "inner");
             assert_eq!(dense["inbound_nodes"][0][0][1], 0);
-            assert_eq!(m["config"]["layers"][2]["module"], "keras.src.models.functional");
+            assert_eq!(
+                m["config"]["layers"][2]["module"],
+                "keras.src.models.functional"
+            );
         }
         if f.expected.case == "mixed_float16" {
             assert!(c.contains("dtype-policy"), "{c:?}");
@@ -111,6 +114,8 @@ fn every_tf_keras_2_15_fixture_migrates_with_the_rules_it_needs() {
         krepair::migrate::RULES
             .iter()
             .map(|r| r.0.to_string())
+            // The 2.13/2.14 fixtures exercise this one (below).
+            .filter(|r| r != "weights-layout")
             .collect::<BTreeSet<_>>(),
         "every rule is exercised by a real fixture"
     );
@@ -146,9 +151,9 @@ fn what_has_no_rule_is_refused_and_nothing_is_written() {
     derive(&fixture("tf2.15", "axis_last").archive(), &p, |m| {
         let meta = m.iter_mut().find(|x| x.0 == "metadata.json").unwrap();
         let text = String::from_utf8(meta.1.clone()).unwrap();
-        meta.1 = text.replace("2.15.0", "2.13.1").into_bytes();
+        meta.1 = text.replace("2.15.0", "2.12.0").into_bytes();
     });
-    refuses(&p, &["migrate"], "saved by tf.keras 2.13");
+    refuses(&p, &["migrate"], "saved by tf.keras 2.12");
     // A compiled model.
     let p = t.path().join("compiled.keras");
     derive(&fixture("tf2.15", "axis_last").archive(), &p, |m| {
@@ -318,4 +323,121 @@ fn batch_migrate_covers_a_tree() {
         assert!(cfg.contains("keras.src.models.functional"), "{case}");
     }
     assert_eq!(sha(&out.join("k3.keras")), sha(&root.join("k3.keras")));
+}
+
+/// Every group path of an archive's weights, sorted.
+fn groups_of(archive: &std::path::Path) -> Vec<String> {
+    let t = tempfile::NamedTempFile::new().unwrap();
+    fs::write(t.path(), member(archive, "model.weights.h5")).unwrap();
+    let f = hdf5::File::open(t.path()).unwrap();
+    let mut out = Vec::new();
+    let mut stack = vec![String::new()];
+    while let Some(p) = stack.pop() {
+        let g = f.group(if p.is_empty() { "/" } else { &p }).unwrap();
+        for name in g.member_names().unwrap() {
+            let full = if p.is_empty() {
+                name.clone()
+            } else {
+                format!("{p}/{name}")
+            };
+            if g.group(&name).is_ok() {
+                out.push(full.clone());
+                stack.push(full);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn tf_keras_2_13_and_2_14_archives_get_keras_3_weight_paths() {
+    let t = tempfile::tempdir().unwrap();
+    let mut doubled = 0;
+    for v in ["2.13", "2.14"] {
+        let dir = root().join(format!("testdata/fixtures/migrate-tf{v}"));
+        for case in names(&dir) {
+            let input = dir.join(&case).join("model.keras");
+            let out = t.path().join(format!("{v}-{case}.keras"));
+            let r = migrate_report(&input, &out);
+            assert!(
+                groups_of(&input)
+                    .iter()
+                    .any(|g| g.starts_with("_layer_checkpoint_dependencies")),
+                "{v}/{case}: the input has tf.keras's layout"
+            );
+            let after = groups_of(&out);
+            assert!(
+                !after
+                    .iter()
+                    .any(|g| g.contains("_layer_checkpoint_dependencies")),
+                "{v}/{case}: {after:?}"
+            );
+            assert!(after.iter().any(|g| g == "layers"), "{v}/{case}");
+            let renames: Vec<&Value> = r["migration"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| x["code"] == "weights-layout")
+                .collect();
+            assert!(!renames.is_empty(), "{v}/{case}");
+            // Each rename names its group before and after.
+            for x in &renames {
+                assert!(x["old"].as_str().is_some() && x["new"].as_str().is_some());
+            }
+            // 2.13 numbers weighted layers of one class by twos.
+            doubled += renames
+                .iter()
+                .filter(|x| x["old"].as_str().unwrap().ends_with("_2"))
+                .count();
+            if v == "2.14" {
+                assert_eq!(
+                    renames.len(),
+                    1 + case.contains("nested") as usize,
+                    "{case}"
+                );
+            }
+            // Idempotent, and Normalization repaired in the same run.
+            let again = t.path().join("again.keras");
+            let o = krepair(&[&"migrate", &"-q", &out, &again]);
+            assert_eq!(code(&o), 0, "{}", stderr(&o));
+            assert_eq!(sha(&again), sha(&out), "{v}/{case}");
+            fs::remove_file(&again).unwrap();
+            for l in r["layers"].as_array().unwrap() {
+                assert_eq!(l["status"], "repaired", "{v}/{case}");
+            }
+        }
+    }
+    assert!(
+        doubled >= 3,
+        "the 2.13 fixtures exercise the doubled numbering"
+    );
+    // A dry run renames in memory only: it plans, and writes nothing.
+    let input = root().join("testdata/fixtures/migrate-tf2.13/two_norms/model.keras");
+    let before = sha(&input);
+    let o = krepair(&[&"migrate", &"--dry-run", &"--report", &"-", &input]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(codes(&r).contains("weights-layout"));
+    assert_eq!(sha(&input), before);
+}
+
+#[test]
+fn repairing_a_tf_keras_2_13_archive_keeps_its_numbering_or_refuses() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = root().join("testdata/fixtures/migrate-tf2.13");
+    // One Normalization per container: found through 2.13's numbering
+    // and repaired in place, the layout kept.
+    for case in ["axis_last", "nested_sequential", "cnn"] {
+        let input = dir.join(case).join("model.keras");
+        let out = t.path().join(format!("{case}.keras"));
+        let o = krepair(&[&"-q", &input, &out]);
+        assert_eq!(code(&o), 0, "{case}: {}", stderr(&o));
+        assert_eq!(groups_of(&input), groups_of(&out), "{case}: layout kept");
+    }
+    // Two in one container: embedding the first would renumber the
+    // second for tf.keras 2.13.
+    let p = t.path().join("two_norms.keras");
+    fs::copy(dir.join("two_norms").join("model.keras"), &p).unwrap();
+    refuses(&p, &[], "numbers layers with weights by twos");
 }

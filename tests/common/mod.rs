@@ -68,9 +68,15 @@ pub fn root() -> PathBuf {
 pub fn fixtures() -> Vec<Fixture> {
     let mut out = Vec::new();
     let base = root().join("testdata/fixtures");
+    // keras-<version>: the repair fixtures (migrate-<version>: tf.keras
+    // 2.13 and 2.14 archives for `krepair migrate`, tests/migrate.rs).
     let mut versions: Vec<_> = fs::read_dir(&base)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("keras-"))
+        })
         .collect();
     versions.sort();
     for v in versions {
