@@ -73,36 +73,33 @@ export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 status=0
 total_passed=0
 total_failed=0
-for v in "${versions[@]}"; do
-  log="target/keras-check-$v.log"
-  "${py[$v]}" scripts/check_keras.py --krepair "$bin" --work target/keras-check \
-    testdata/fixtures/keras-* "$gen"/keras-* > "$log" 2>&1 || status=1
+# check LOG PYTHON SCRIPT ARGS...: run one real-Keras check into LOG, show
+# what is not ok, and add its closing "N passed, N failed" to the totals.
+check() {
+  local log=$1; shift
+  "$@" > "$log" 2>&1 || status=1
   grep -v '^ok ' "$log" || true
+  local line
   line=$(tail -1 "$log")
   if [[ "$line" =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     total_passed=$((total_passed + BASH_REMATCH[1]))
     total_failed=$((total_failed + BASH_REMATCH[2]))
+    echo "$log: $line"
   else
-    echo "keras $v: the check did not finish" >&2
+    echo "$log: the check did not finish" >&2
     status=1
   fi
+}
+for v in "${versions[@]}"; do
+  check "target/keras-check-$v.log" "${py[$v]}" scripts/check_keras.py --krepair "$bin" \
+    --work target/keras-check testdata/fixtures/keras-* "$gen"/keras-*
 done
 # Repairs (not migrations) of tf.keras 2.13 and 2.14 archives, loaded in
 # the tf.keras that saved them.
 for v in tf2.13 tf2.14; do
   py[$v]=$(scripts/python-env.sh "$v")
-  log="target/keras-check-$v.log"
-  "${py[$v]}" scripts/check_keras.py --krepair "$bin" --work target/keras-check \
-    "testdata/fixtures/migrate-$v" > "$log" 2>&1 || status=1
-  grep -v '^ok ' "$log" || true
-  line=$(tail -1 "$log")
-  if [[ "$line" =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
-    total_passed=$((total_passed + BASH_REMATCH[1]))
-    total_failed=$((total_failed + BASH_REMATCH[2]))
-  else
-    echo "keras $v: the check did not finish" >&2
-    status=1
-  fi
+  check "target/keras-check-$v.log" "${py[$v]}" scripts/check_keras.py --krepair "$bin" \
+    --work target/keras-check "testdata/fixtures/migrate-$v"
 done
 echo
 echo "real-keras: $total_passed passed, $total_failed failed"
@@ -111,20 +108,9 @@ step "migration check (tf.keras 2.13, 2.14 and 2.15 fixtures and applications in
 migrate_versions=(3.0 3.5 3.6 3.10 3.13 3.15)
 for v in "${migrate_versions[@]}"; do
   [ -n "${py[$v]:-}" ] || py[$v]=$(scripts/python-env.sh "$v")
-  log="target/migrate-check-$v.log"
-  "${py[$v]}" scripts/check_migrate.py --krepair "$bin" --work target/migrate-check \
-    testdata/fixtures/keras-tf2.15 testdata/fixtures/migrate-tf2.13 testdata/fixtures/migrate-tf2.14 \
-    "$gen/migrate-tf2.15" > "$log" 2>&1 || status=1
-  grep -v '^ok ' "$log" || true
-  line=$(tail -1 "$log")
-  if [[ "$line" =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
-    total_passed=$((total_passed + BASH_REMATCH[1]))
-    total_failed=$((total_failed + BASH_REMATCH[2]))
-    echo "keras $v: $line"
-  else
-    echo "keras $v: the migration check did not finish" >&2
-    status=1
-  fi
+  check "target/migrate-check-$v.log" "${py[$v]}" scripts/check_migrate.py --krepair "$bin" \
+    --work target/migrate-check testdata/fixtures/keras-tf2.15 testdata/fixtures/migrate-tf2.13 \
+    testdata/fixtures/migrate-tf2.14 "$gen/migrate-tf2.15"
 done
 echo
 echo "real-keras (repair and migrate): $total_passed passed, $total_failed failed"

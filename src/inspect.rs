@@ -208,17 +208,8 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     let mut layout = None;
     if check.migrate {
         crate::worker::step("planning the migration of config.json");
-        let plan = crate::migrate::plan(&mut config, keras_version.as_deref()).map_err(|r| {
-            Error::Refused {
-                path: path.to_path_buf(),
-                layer: if r.layer.is_empty() {
-                    "(the model)".into()
-                } else {
-                    r.layer
-                },
-                reason: format!("cannot migrate: {}", r.reason),
-            }
-        })?;
+        let plan = crate::migrate::plan(&mut config, keras_version.as_deref())
+            .map_err(|r| refused(path, r, "cannot migrate"))?;
         migration = plan.rewrites;
         optimizer = plan.optimizer;
         layout = plan.layout;
@@ -299,17 +290,8 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         crate::worker::step("renaming the tf.keras weights groups into Keras 3's layout");
         let config: Value = serde_json::from_str(&config_text)
             .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
-        let renames = crate::migrate::legacy_layout(&config, numbering, &weights).map_err(|r| {
-            Error::Refused {
-                path: path.to_path_buf(),
-                layer: if r.layer.is_empty() {
-                    "(the model)".into()
-                } else {
-                    r.layer
-                },
-                reason: format!("cannot migrate: {}", r.reason),
-            }
-        })?;
+        let renames = crate::migrate::legacy_layout(&config, numbering, &weights)
+            .map_err(|r| refused(path, r, "cannot migrate"))?;
         for r in &renames {
             weights.rename(&r.parent, &r.from, &r.to)?;
             let at = |name: &str| {
@@ -341,18 +323,11 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
             let config: Value = serde_json::from_str(&config_text)
                 .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
             legacy = crate::migrate::legacy_layout(&config, numbering, &weights).map_err(|r| {
-                Error::Refused {
-                    path: path.to_path_buf(),
-                    layer: if r.layer.is_empty() {
-                        "(the model)".into()
-                    } else {
-                        r.layer
-                    },
-                    reason: format!(
-                        "the tf.keras weights layout does not match the config: {}",
-                        r.reason
-                    ),
-                }
+                refused(
+                    path,
+                    r,
+                    "the tf.keras weights layout does not match the config",
+                )
             })?;
             // 2.13 numbers a layer with weights by twos: embedding one
             // Normalization's statistics (its weights go) would renumber
@@ -409,6 +384,19 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         actions,
         weights: Some(weights),
     })
+}
+
+/// A migration refusal as the error of `path`, its reason after `what`.
+fn refused(path: &std::path::Path, r: crate::migrate::Refusal, what: &str) -> Error {
+    Error::Refused {
+        path: path.to_path_buf(),
+        layer: if r.layer.is_empty() {
+            "(the model)".into()
+        } else {
+            r.layer
+        },
+        reason: format!("{what}: {}", r.reason),
+    }
 }
 
 /// The group tf.keras and Keras 3 save an optimizer's variables in.
