@@ -142,20 +142,30 @@ def check_compiled(label, out, case_dir, x):
     if not check(f"{label}: compiled with {want['class_name']}", type(opt).__name__ == want["class_name"], type(opt).__name__):
         return
     cfg = opt.get_config()
+    def same(a, b):
+        if isinstance(b, dict):  # a learning-rate schedule
+            return isinstance(a, dict) and a.get("class_name") == b.get("class_name") and all(
+                same(a["config"].get(k), v) for k, v in b["config"].items()
+                # krepair names a schedule tf.keras left unnamed (schedule-name).
+                if not (k == "name" and v is None))
+        if isinstance(b, float):
+            return a is not None and np.float32(a) == np.float32(b)
+        return a == b
+
     mismatched = [
         k for k, v in want["config"].items()
-        if k in cfg and k not in ("name",) and not (
-            np.float32(cfg[k]) == np.float32(v) if isinstance(v, float) else cfg[k] == v
-        )
+        if k in cfg and k not in ("name",) and not same(cfg[k], v)
     ]
     check(f"{label}: optimizer hyperparameters equal tf.keras's", not mismatched, ", ".join(mismatched))
     loss = model.loss if isinstance(model.loss, str) else type(model.loss).__name__
     check(f"{label}: loss {want['loss']}", loss == want["loss"], str(loss))
-    # Keras 3: iterations, learning rate, then the slots in tf.keras's
-    # order; SGD without momentum keeps none.
+    # Keras 3: iterations, the learning rate (none for a schedule), then
+    # the slots in tf.keras's order; SGD without momentum keeps none.
     got = [np.asarray(v) for v in opt.variables]
-    slots = tf_vars[1:] if len(got) > 2 else []
-    expected = [tf_vars[0], np.float32(want["config"]["learning_rate"])] + slots
+    lr = want["config"]["learning_rate"]
+    head = [tf_vars[0]] + ([] if isinstance(lr, dict) else [np.float32(lr)])
+    slots = tf_vars[1:] if len(got) > len(head) else []
+    expected = head + slots
     same = len(got) == len(expected) and all(
         np.asarray(g).shape == np.asarray(e).shape and np.array_equal(np.asarray(g, "float64"), np.asarray(e, "float64"))
         for g, e in zip(got, expected)

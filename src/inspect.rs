@@ -42,8 +42,8 @@ pub enum Action {
         group: String,
         /// How many datasets it holds now.
         count: usize,
-        /// The learning-rate value.
-        learning_rate: f32,
+        /// The learning-rate value (none for a schedule).
+        learning_rate: Option<f32>,
         /// Drop the slots (Keras 3 keeps none).
         drop_slots: bool,
     },
@@ -364,11 +364,13 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     }
     if let Some(o) = &optimizer {
         match optimizer_action(&weights, o, path)? {
-            Some((action, rewrite)) => {
+            OptimizerPlan::Edit(edit) => {
+                let (action, rewrite) = *edit;
                 actions.push(action);
                 migration.push(rewrite);
             }
-            None => findings.push(finding(
+            OptimizerPlan::Same => {}
+            OptimizerPlan::NotBuilt => findings.push(finding(
                 "optimizer-not-built",
                 format!("the {} optimizer was compiled but never took a step, so tf.keras saved no slots: Keras 3 warns that it skips the optimizer's variables and starts it afresh, as tf.keras would", o.class),
             )),
@@ -402,21 +404,30 @@ fn refused(path: &std::path::Path, r: crate::migrate::Refusal, what: &str) -> Er
 /// The group tf.keras and Keras 3 save an optimizer's variables in.
 const OPTIMIZER_VARS: &str = "optimizer/vars";
 
+/// What an optimizer's saved variables need.
+enum OptimizerPlan {
+    /// This edit (boxed: it is much larger than the other variants).
+    Edit(Box<(Action, crate::migrate::Rewrite)>),
+    /// Nothing: Keras 3 lays them out as tf.keras did (a schedule).
+    Same,
+    /// Nothing can: tf.keras saved no slots (it never took a step).
+    NotBuilt,
+}
+
 /// Check the saved tf.keras optimizer variables against what the config
-/// says they are, and plan their Keras 3 layout. None when tf.keras saved
-/// no slots (the optimizer never took a step).
+/// says they are, and plan their Keras 3 layout.
 fn optimizer_action(
     weights: &Weights,
     o: &crate::migrate::OptimizerVariables,
     path: &std::path::Path,
-) -> Result<Option<(Action, crate::migrate::Rewrite)>> {
+) -> Result<OptimizerPlan> {
     let refuse = |reason: String| Error::Refused {
         path: path.to_path_buf(),
         layer: "(the optimizer)".into(),
         reason: format!("cannot migrate: {reason}"),
     };
     if !weights.is_group(OPTIMIZER_VARS) {
-        return Ok(None);
+        return Ok(OptimizerPlan::NotBuilt);
     }
     let datasets = weights.datasets(OPTIMIZER_VARS)?;
     let count = datasets.len();
@@ -440,7 +451,7 @@ fn optimizer_action(
         )));
     }
     if count == 1 {
-        return Ok(None);
+        return Ok(OptimizerPlan::NotBuilt);
     }
     let slots = count - 1;
     if slots % o.slots_per_variable != 0 {
@@ -449,7 +460,11 @@ fn optimizer_action(
             o.class, o.slots_per_variable
         )));
     }
-    let after = if o.drop_slots { 2 } else { count + 1 };
+    let lr = usize::from(o.learning_rate.is_some());
+    if lr == 0 && !o.drop_slots {
+        return Ok(OptimizerPlan::Same);
+    }
+    let after = if o.drop_slots { 1 + lr } else { count + lr };
     let rewrite = crate::migrate::Rewrite {
         code: "optimizer-variables",
         layer: String::new(),
@@ -461,7 +476,7 @@ fn optimizer_action(
             "slots_dropped": if o.drop_slots { slots } else { 0 },
         })),
     };
-    Ok(Some((
+    Ok(OptimizerPlan::Edit(Box::new((
         Action::OptimizerVariables {
             group: OPTIMIZER_VARS.into(),
             count,
@@ -469,7 +484,7 @@ fn optimizer_action(
             drop_slots: o.drop_slots,
         },
         rewrite,
-    )))
+    ))))
 }
 
 /// A dataset's shape for messages, telling a null dataspace from a scalar.

@@ -87,6 +87,7 @@ pub const RULES: &[(&str, &str)] = &[
     ("optimizer-module", "tf.keras 2.15 serializes SGD from keras.optimizers.experimental, a module Keras 3 does not have; Keras 3 keeps every optimizer in keras.optimizers"),
     ("optimizer-arguments", "tf.keras optimizers write jit_compile and is_legacy_optimizer into their config; Keras 3's BaseOptimizer.__init__ raises on any keyword it does not know (\"Argument(s) not recognized\")"),
     ("optimizer-variables", "tf.keras saves an optimizer as iterations then its slots; Keras 3 tracks a learning-rate variable second (BaseOptimizer.__init__), and its SGD keeps no momentum slots without momentum. Without the new layout Keras 3 skips the whole optimizer state with a warning"),
+    ("schedule-name", "tf.keras learning-rate schedules default their name to null and fall back to the class name when called; Keras 3 opens a name scope with the name as given and fails on null (\"Argument `name` must be a string\") at the first training step"),
     ("loss-arguments", "tf.keras loss classes write the wrapped function as fn; Keras 3 loss classes take no fn argument"),
     ("loss-reduction", "tf.keras writes reduction \"auto\", which Keras 3 refuses (standardize_reduction); tf.keras's auto is sum_over_batch_size outside distribution strategies, Keras 3's default"),
     ("compile-defaults", "tf.keras records compile arguments left unset as null; Keras 3 fails to fit with steps_per_execution null (self.steps_per_execution > 1) and treats null run_eagerly and jit_compile unlike its defaults (False, \"auto\")"),
@@ -216,8 +217,9 @@ const KNOWN_METRIC_NAMES: &[&str] = &[
 pub struct OptimizerVariables {
     /// The optimizer class.
     pub class: String,
-    /// The learning rate, for Keras 3's `learning_rate` variable (vars/1).
-    pub learning_rate: f32,
+    /// The learning rate, for Keras 3's `learning_rate` variable (vars/1);
+    /// None for a schedule (Keras 3 then tracks no such variable).
+    pub learning_rate: Option<f32>,
     /// Slot variables per trainable variable in tf.keras's layout.
     pub slots_per_variable: usize,
     /// Keras 3 keeps no slots (SGD without momentum): drop tf.keras's.
@@ -642,15 +644,16 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
     if !tf_layout {
         return Ok(None);
     }
-    let learning_rate = match cfg.get("learning_rate") {
-        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN) as f32,
+    let learning_rate = match cfg.get_mut("learning_rate") {
+        Some(Value::Number(n)) => Some(n.as_f64().unwrap_or(f64::NAN) as f32),
         Some(v) if v.is_object() => {
-            return Err(format!("the optimizer `{class}` has a learning-rate schedule: its migration is not verified yet"))
+            schedule(v, out).map_err(|e| format!("the optimizer `{class}` has {e}"))?;
+            None
         }
         other => {
             return Err(format!(
                 "the optimizer `{class}` has learning_rate {}",
-                other.map_or("missing".to_string(), Value::to_string)
+                other.map_or("missing".to_string(), |v| v.to_string())
             ))
         }
     };
@@ -672,6 +675,95 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
         slots_per_variable: own_slots + usize::from(flag("use_ema")),
         drop_slots,
     }))
+}
+
+/// The name each learning-rate schedule takes when none is given
+/// (tf.keras: `self.name or "ExponentialDecay"` at call time; Keras 3: the
+/// constructor default).
+pub const SCHEDULE_NAMES: &[(&str, &str)] = &[
+    ("ExponentialDecay", "ExponentialDecay"),
+    ("PiecewiseConstantDecay", "PiecewiseConstant"),
+    ("PolynomialDecay", "PolynomialDecay"),
+    ("InverseTimeDecay", "InverseTimeDecay"),
+];
+
+/// Learning-rate schedules (module `keras.optimizers.schedules`) and the
+/// arguments of their Keras 3.0 constructors, which tf.keras 2.15 writes
+/// alike (keras/optimizers/schedules/learning_rate_schedule.py).
+pub const KNOWN_SCHEDULES: &[(&str, &[&str])] = &[
+    (
+        "ExponentialDecay",
+        &[
+            "initial_learning_rate",
+            "decay_steps",
+            "decay_rate",
+            "staircase",
+            "name",
+        ],
+    ),
+    ("PiecewiseConstantDecay", &["boundaries", "values", "name"]),
+    (
+        "PolynomialDecay",
+        &[
+            "initial_learning_rate",
+            "decay_steps",
+            "end_learning_rate",
+            "power",
+            "cycle",
+            "name",
+        ],
+    ),
+    (
+        "InverseTimeDecay",
+        &[
+            "initial_learning_rate",
+            "decay_steps",
+            "decay_rate",
+            "staircase",
+            "name",
+        ],
+    ),
+];
+
+/// Is this a learning-rate schedule Keras 3 reads as tf.keras wrote it
+/// (once a null name has its default)?
+fn schedule(v: &mut Value, out: &mut Vec<Rewrite>) -> Result<(), String> {
+    let class = v
+        .get("class_name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let module = v.get("module").and_then(Value::as_str).unwrap_or("");
+    let known = KNOWN_SCHEDULES.iter().find(|(c, _)| *c == class);
+    let (Some(&(_, args)), "keras.optimizers.schedules") = (known, module) else {
+        return Err(format!(
+            "the learning-rate schedule `{module}.{class}`, which krepair migrate has no rule for"
+        ));
+    };
+    let Some(cfg) = v.get_mut("config").and_then(Value::as_object_mut) else {
+        return Err(format!(
+            "a learning-rate schedule `{class}` without a config"
+        ));
+    };
+    if let Some(extra) = unknown_keys(cfg, args) {
+        return Err(format!(
+            "a learning-rate schedule `{class}` with arguments Keras 3 does not take: {extra}"
+        ));
+    }
+    if cfg.get("name").is_some_and(Value::is_null) {
+        let default = SCHEDULE_NAMES
+            .iter()
+            .find(|(c, _)| *c == class)
+            .map_or(class.as_str(), |n| n.1);
+        out.push(compile_rewrite(
+            "schedule-name",
+            "optimizer.config.learning_rate.config.name".into(),
+            Value::Null,
+            Some(Value::from(default)),
+        ));
+        cfg.insert("name".into(), Value::from(default));
+    }
+    Ok(())
 }
 
 /// A loss: a name, a loss class, or a list or dict of them (one per output).
@@ -1457,7 +1549,7 @@ mod tests {
             p.optimizer,
             Some(OptimizerVariables {
                 class: "Adam".into(),
-                learning_rate: 0.01,
+                learning_rate: Some(0.01),
                 slots_per_variable: 2,
                 drop_slots: false
             })
@@ -1508,6 +1600,18 @@ mod tests {
             layout("Adam", json!({"amsgrad": true, "use_ema": true})),
             Ok((4, false))
         );
+        // A schedule: Keras 3 tracks no learning-rate variable.
+        let mut c = tf215_nested();
+        c["compile_config"] = tf215_compile(
+            "Adam",
+            json!({"learning_rate": {"module": "keras.optimizers.schedules", "class_name": "ExponentialDecay", "config": {"initial_learning_rate": 0.05, "decay_steps": 1, "decay_rate": 0.5, "staircase": false, "name": null}, "registered_name": null}}),
+        );
+        let p = super::plan(&mut c, Some("2.15.0")).unwrap();
+        assert_eq!(p.optimizer.unwrap().learning_rate, None);
+        assert!(p
+            .rewrites
+            .iter()
+            .any(|r| r.code == "schedule-name" && r.new == Some(json!("ExponentialDecay"))));
         // SGD's module moves.
         let mut c = tf215_nested();
         c["compile_config"] = tf215_compile("SGD", json!({"momentum": 0.9}));
@@ -1531,8 +1635,13 @@ mod tests {
             ),
             (
                 "Adam",
-                json!({"learning_rate": {"module": "keras.optimizers.schedules", "class_name": "ExponentialDecay", "config": {}}}),
-                "schedule",
+                json!({"learning_rate": {"module": "keras.optimizers.schedules", "class_name": "CosineDecay", "config": {}}}),
+                "schedule `keras.optimizers.schedules.CosineDecay`",
+            ),
+            (
+                "Adam",
+                json!({"learning_rate": {"module": "keras.optimizers.schedules", "class_name": "ExponentialDecay", "config": {"initial_learning_rate": 0.1, "warmup": 1}}}),
+                "does not take: warmup",
             ),
             (
                 "Adam",

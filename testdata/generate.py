@@ -366,6 +366,25 @@ def case_compiled_rmsprop():
     return model, data((4,), 4, 1), {n: None}
 
 
+def case_compiled_schedule():
+    """Adam with an ExponentialDecay learning rate (Keras 3 then tracks no
+    learning-rate variable), fitted one epoch."""
+    inp = keras.Input((4,))
+    out = layers.Dense(2)(layers.Dense(5, activation="relu")(inp))
+    model = compiled(
+        keras.Model(inp, out),
+        keras.optimizers.Adam(
+            learning_rate=keras.optimizers.schedules.ExponentialDecay(0.05, 1, 0.5)
+        ),
+        "mse",
+        None,
+        (4,),
+        lambda r, k: r.normal(size=(k, 2)).astype("float32"),
+        25,
+    )
+    return model, data((4,), 4, 1), {}
+
+
 def case_compiled_sgd_plain():
     """Plain SGD (momentum 0): tf.keras keeps momentum slots that stay
     zero and that Keras 3 does not have."""
@@ -405,6 +424,7 @@ CASES = {
     "compiled_sgd": case_compiled_sgd,
     "compiled_rmsprop": case_compiled_rmsprop,
     "compiled_sgd_plain": case_compiled_sgd_plain,
+    "compiled_schedule": case_compiled_schedule,
     # The same model as axis_last, saved unzipped (Keras >= 3.4).
     "directory_form": case_axis_last,
 }

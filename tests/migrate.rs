@@ -68,6 +68,11 @@ fn every_tf_keras_2_15_fixture_migrates_with_the_rules_it_needs() {
                 "keras.src.models.functional"
             );
         }
+        if f.expected.case == "compiled_schedule" {
+            // A schedule: no learning-rate variable, the layouts agree.
+            assert!(c.contains("schedule-name"), "{c:?}");
+            assert!(!c.contains("optimizer-variables"), "{c:?}");
+        }
         if f.expected.case == "mixed_float16" {
             assert!(c.contains("dtype-policy"), "{c:?}");
         }
