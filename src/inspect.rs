@@ -205,14 +205,12 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     // found, and embedded, in the migrated config.
     let mut migration = Vec::new();
     let mut optimizer = None;
-    let mut layout = None;
     if check.migrate {
         crate::worker::step("planning the migration of config.json");
         let plan = crate::migrate::plan(&mut config, keras_version.as_deref())
             .map_err(|r| refused(path, r, "cannot migrate"))?;
         migration = plan.rewrites;
         optimizer = plan.optimizer;
-        layout = plan.layout;
         if !migration.is_empty() {
             config_text = serde_json::to_string(&config)
                 .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
@@ -239,7 +237,10 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         return Err(Error::format(path, what));
     }
     crate::worker::step("opening model.weights.h5");
-    let editable = check.editable || layout.is_some();
+    // tf.keras 2.13 and 2.14 keep their layers' weights in another layout
+    // (see [`crate::migrate::legacy_layout`]).
+    let numbering = crate::migrate::numbering_of(keras_version.as_deref());
+    let editable = check.editable || (check.migrate && numbering.is_some());
     let label = format!("{}!{}", path.display(), archive::WEIGHTS);
     let weights = match archive.in_place(archive::WEIGHTS) {
         // Renaming groups into Keras 3's layout edits the private mapping
@@ -286,62 +287,57 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         weights.check_structure()?;
     }
     let mut actions = Vec::new();
-    if let Some(numbering) = layout {
-        crate::worker::step("renaming the tf.keras weights groups into Keras 3's layout");
+    // The renames into Keras 3's layout: made here when migrating; when
+    // repairing, the layout is kept and Normalization groups are found
+    // through them.
+    let mut legacy = Vec::new();
+    if let Some(numbering) = numbering.filter(|_| check.migrate || !sites.is_empty()) {
+        crate::worker::step("matching the tf.keras weights groups to the config");
         let config: Value = serde_json::from_str(&config_text)
             .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
+        let what = if check.migrate {
+            "cannot migrate"
+        } else {
+            "the tf.keras weights layout does not match the config"
+        };
         let renames = crate::migrate::legacy_layout(&config, numbering, &weights)
-            .map_err(|r| refused(path, r, "cannot migrate"))?;
-        for r in &renames {
-            weights.rename(&r.parent, &r.from, &r.to)?;
-            let at = |name: &str| {
-                if r.parent.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{}/{name}", r.parent)
-                }
-            };
-            migration.push(crate::migrate::Rewrite {
-                code: "weights-layout",
-                layer: String::new(),
-                key: format!("{}:{}", archive::WEIGHTS, at(&r.from)),
-                old: Value::from(at(&r.from)),
-                new: Some(Value::from(at(&r.to))),
-            });
-        }
-        if !renames.is_empty() {
-            actions.push(Action::Renamed {
-                count: renames.len(),
-            });
-        }
-    }
-    // Repairing (not migrating) a tf.keras 2.13/2.14 archive keeps its
-    // layout: find its groups through the renames a migration would make.
-    let mut legacy = Vec::new();
-    if !check.migrate && !sites.is_empty() {
-        if let Some(numbering) = crate::migrate::numbering_of(keras_version.as_deref()) {
-            let config: Value = serde_json::from_str(&config_text)
-                .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
-            legacy = crate::migrate::legacy_layout(&config, numbering, &weights).map_err(|r| {
-                refused(
-                    path,
-                    r,
-                    "the tf.keras weights layout does not match the config",
-                )
-            })?;
+            .map_err(|r| refused(path, r, what))?;
+        if check.migrate {
+            for r in &renames {
+                weights.rename(&r.parent, &r.from, &r.to)?;
+                let at = |name: &str| crate::migrate::join_path(&r.parent, name);
+                migration.push(crate::migrate::Rewrite {
+                    code: "weights-layout",
+                    layer: String::new(),
+                    key: format!("{}:{}", archive::WEIGHTS, at(&r.from)),
+                    old: Value::from(at(&r.from)),
+                    new: Some(Value::from(at(&r.to))),
+                });
+            }
+            if !renames.is_empty() {
+                actions.push(Action::Renamed {
+                    count: renames.len(),
+                });
+            }
+        } else {
             // 2.13 numbers a layer with weights by twos: embedding one
             // Normalization's statistics (its weights go) would renumber
             // the next one, and tf.keras 2.13 could no longer load it.
-            if let Some(r) = legacy.iter().find(|r| r.from.starts_with("normalization_")) {
+            if let Some(r) = renames
+                .iter()
+                .find(|r| r.from.starts_with("normalization_"))
+            {
+                let old = crate::migrate::join_path(&r.parent, &r.from);
                 return Err(Error::Refused {
                     path: path.to_path_buf(),
                     layer: "(the model)".into(),
                     reason: format!(
                         "tf.keras 2.13 numbers layers with weights by twos (keras #18830): embedding statistics would renumber `{}`, and tf.keras 2.13 could not load the result; `krepair migrate` converts the archive to Keras 3's layout instead",
-                        crate::migrate::legacy_path(&legacy, &format!("{}/{}", r.parent, r.from))
+                        crate::migrate::legacy_path(&renames, &old)
                     ),
                 });
             }
+            legacy = renames;
         }
     }
     let mut layers = Vec::new();
@@ -421,20 +417,24 @@ fn optimizer_action(
     o: &crate::migrate::OptimizerVariables,
     path: &std::path::Path,
 ) -> Result<OptimizerPlan> {
-    let refuse = |reason: String| Error::Refused {
-        path: path.to_path_buf(),
-        layer: "(the optimizer)".into(),
-        reason: format!("cannot migrate: {reason}"),
+    let refuse = |reason: String| {
+        let layer = "(the optimizer)".into();
+        refused(
+            path,
+            crate::migrate::Refusal { layer, reason },
+            "cannot migrate",
+        )
     };
     if !weights.is_group(OPTIMIZER_VARS) {
         return Ok(OptimizerPlan::NotBuilt);
     }
     let datasets = weights.datasets(OPTIMIZER_VARS)?;
     let count = datasets.len();
-    let mut seen = vec![false; count];
+    // Link names are unique, so `count` names each in 0..count are
+    // exactly 0, 1, ..., count - 1.
     for d in &datasets {
         match d.name.parse::<usize>() {
-            Ok(i) if i < count && d.name == i.to_string() => seen[i] = true,
+            Ok(i) if i < count && d.name == i.to_string() => {}
             _ => {
                 return Err(refuse(format!(
                     "`{OPTIMIZER_VARS}` holds `{}`: not one of 0..{count}",

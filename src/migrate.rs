@@ -233,9 +233,6 @@ pub struct Plan {
     pub rewrites: Vec<Rewrite>,
     /// The optimizer variables to lay out for Keras 3.
     pub optimizer: Option<OptimizerVariables>,
-    /// How the archive's tf.keras (2.13, 2.14) numbered its weights
-    /// groups, when they may still need [`legacy_layout`].
-    pub layout: Option<Numbering>,
 }
 
 /// How tf.keras 2.13 and 2.14 name the weights groups of a model's
@@ -301,7 +298,8 @@ pub fn legacy_path(renames: &[Rename], path: &str) -> String {
 /// The tf.keras 2.13/2.14 container name.
 pub const LEGACY_CONTAINER: &str = "_layer_checkpoint_dependencies";
 
-fn join_path(a: &str, b: &str) -> String {
+/// `a/b`, or `b` at the root (`a` empty).
+pub fn join_path(a: &str, b: &str) -> String {
     if a.is_empty() {
         b.to_string()
     } else {
@@ -457,8 +455,10 @@ pub fn plan(config: &mut Value, keras_version: Option<&str>) -> Result<Plan, Ref
         layer: layer.to_string(),
         reason,
     };
-    let layout = match keras_version.and_then(Version::parse) {
-        Some(Version(2, 13..=15)) => numbering_of(keras_version),
+    // 2.13 and 2.14 weights also need [`legacy_layout`] (by
+    // [`numbering_of`] the version), once the weights are open.
+    match keras_version.and_then(Version::parse) {
+        Some(Version(2, 13..=15)) => {}
         Some(Version(2, m)) => {
             return Err(refuse(
                 "",
@@ -466,7 +466,7 @@ pub fn plan(config: &mut Value, keras_version: Option<&str>) -> Result<Plan, Ref
             ))
         }
         _ => return Ok(Plan::default()),
-    };
+    }
     let mut rewrites = Vec::new();
     visit(config, "", &mut rewrites)?;
     let optimizer = match config.get_mut("compile_config") {
@@ -478,7 +478,6 @@ pub fn plan(config: &mut Value, keras_version: Option<&str>) -> Result<Plan, Ref
     Ok(Plan {
         rewrites,
         optimizer,
-        layout,
     })
 }
 
@@ -647,7 +646,7 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
     let learning_rate = match cfg.get_mut("learning_rate") {
         Some(Value::Number(n)) => Some(n.as_f64().unwrap_or(f64::NAN) as f32),
         Some(v) if v.is_object() => {
-            schedule(v, out).map_err(|e| format!("the optimizer `{class}` has {e}"))?;
+            schedule(v, out).map_err(|e| format!("the optimizer `{class}`: {e}"))?;
             None
         }
         other => {
@@ -725,31 +724,57 @@ pub const KNOWN_SCHEDULES: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// A serialized Keras object (a loss, a metric, a schedule: `what`) whose
+/// class must be one of `table` in `module`, with a config: its class
+/// name and the arguments Keras 3 takes, or why not.
+fn known_class(
+    v: &Value,
+    module: &str,
+    table: &[(&str, &'static [&'static str])],
+    what: &str,
+) -> Result<(String, &'static [&'static str]), String> {
+    let class = v.get("class_name").and_then(Value::as_str).unwrap_or("");
+    let m = v.get("module").and_then(Value::as_str).unwrap_or("");
+    let known = table
+        .iter()
+        .find(|(c, _)| *c == class)
+        .filter(|_| m == module);
+    let Some(&(_, args)) = known else {
+        return Err(format!("no migration rule for the {what} `{m}.{class}`"));
+    };
+    if !v.get("config").is_some_and(Value::is_object) {
+        return Err(format!("the {what} `{class}` has no config"));
+    }
+    Ok((class.to_string(), args))
+}
+
+/// The config of an object [`known_class`] accepted.
+fn config_of(v: &mut Value) -> &mut serde_json::Map<String, Value> {
+    v["config"].as_object_mut().expect("checked by known_class")
+}
+
+/// Refuse the arguments of `cfg` that Keras 3's `class` does not take.
+fn check_arguments(
+    cfg: &serde_json::Map<String, Value>,
+    args: &[&str],
+    what: &str,
+    class: &str,
+) -> Result<(), String> {
+    match unknown_keys(cfg, args) {
+        Some(extra) => Err(format!(
+            "the {what} `{class}` has arguments Keras 3 does not take: {extra}"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Is this a learning-rate schedule Keras 3 reads as tf.keras wrote it
 /// (once a null name has its default)?
 fn schedule(v: &mut Value, out: &mut Vec<Rewrite>) -> Result<(), String> {
-    let class = v
-        .get("class_name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let module = v.get("module").and_then(Value::as_str).unwrap_or("");
-    let known = KNOWN_SCHEDULES.iter().find(|(c, _)| *c == class);
-    let (Some(&(_, args)), "keras.optimizers.schedules") = (known, module) else {
-        return Err(format!(
-            "the learning-rate schedule `{module}.{class}`, which krepair migrate has no rule for"
-        ));
-    };
-    let Some(cfg) = v.get_mut("config").and_then(Value::as_object_mut) else {
-        return Err(format!(
-            "a learning-rate schedule `{class}` without a config"
-        ));
-    };
-    if let Some(extra) = unknown_keys(cfg, args) {
-        return Err(format!(
-            "a learning-rate schedule `{class}` with arguments Keras 3 does not take: {extra}"
-        ));
-    }
+    let what = "learning-rate schedule";
+    let (class, args) = known_class(v, "keras.optimizers.schedules", KNOWN_SCHEDULES, what)?;
+    let cfg = config_of(v);
+    check_arguments(cfg, args, what, &class)?;
     if cfg.get("name").is_some_and(Value::is_null) {
         let default = SCHEDULE_NAMES
             .iter()
@@ -784,20 +809,9 @@ fn losses(l: &mut Value, key: &str, out: &mut Vec<Rewrite>) -> Result<(), String
         Value::Object(o) if o.get("class_name").is_none() => o
             .iter_mut()
             .try_for_each(|(k, l)| losses(l, &format!("{key}.{k}"), out)),
-        Value::Object(o) => {
-            let class = o
-                .get("class_name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let module = o.get("module").and_then(Value::as_str).unwrap_or("");
-            let known = KNOWN_LOSSES.iter().find(|(c, _)| *c == class);
-            let (Some(&(_, args)), "keras.losses") = (known, module) else {
-                return Err(format!("no migration rule for the loss `{module}.{class}`"));
-            };
-            let Some(cfg) = o.get_mut("config").and_then(Value::as_object_mut) else {
-                return Err(format!("the loss `{class}` has no config"));
-            };
+        Value::Object(_) => {
+            let (class, args) = known_class(l, "keras.losses", KNOWN_LOSSES, "loss")?;
+            let cfg = config_of(l);
             if let Some(old) = cfg.shift_remove("fn") {
                 out.push(compile_rewrite(
                     "loss-arguments",
@@ -824,12 +838,7 @@ fn losses(l: &mut Value, key: &str, out: &mut Vec<Rewrite>) -> Result<(), String
                     ))
                 }
             }
-            if let Some(extra) = unknown_keys(cfg, args) {
-                return Err(format!(
-                    "the loss `{class}` has arguments Keras 3 does not take: {extra}"
-                ));
-            }
-            Ok(())
+            check_arguments(cfg, args, "loss", &class)
         }
         other => Err(format!("compile_config.{key} {other} is not a loss")),
     }
@@ -855,23 +864,13 @@ fn check_metrics(m: &Value, key: &str) -> Result<(), String> {
             .iter()
             .try_for_each(|(k, m)| check_metrics(m, &format!("{key}.{k}"))),
         Value::Object(o) => {
-            let class = o.get("class_name").and_then(Value::as_str).unwrap_or("");
-            let module = o.get("module").and_then(Value::as_str).unwrap_or("");
-            let known = KNOWN_METRICS.iter().find(|(c, _)| *c == class);
-            let (Some(&(_, args)), "keras.metrics") = (known, module) else {
-                return Err(format!(
-                    "no migration rule for the metric `{module}.{class}`"
-                ));
-            };
-            match o.get("config").and_then(Value::as_object) {
-                Some(cfg) => match unknown_keys(cfg, args) {
-                    Some(extra) => Err(format!(
-                        "the metric `{class}` has arguments Keras 3 does not take: {extra}"
-                    )),
-                    None => Ok(()),
-                },
-                None => Err(format!("the metric `{class}` has no config")),
-            }
+            let (class, args) = known_class(m, "keras.metrics", KNOWN_METRICS, "metric")?;
+            check_arguments(
+                o["config"].as_object().expect("checked by known_class"),
+                args,
+                "metric",
+                &class,
+            )
         }
         other => Err(format!("compile_config.{key} {other} is not a metric")),
     }

@@ -544,13 +544,13 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
                     for i in 1..*count {
                         w.unlink(group, &i.to_string())?;
                     }
+                } else if learning_rate.is_some() {
+                    // Make room for the learning rate at 1.
+                    for i in (1..*count).rev() {
+                        w.rename(group, &i.to_string(), &(i + 1).to_string())?;
+                    }
                 }
                 if let Some(lr) = learning_rate {
-                    if !*drop_slots {
-                        for i in (1..*count).rev() {
-                            w.rename(group, &i.to_string(), &(i + 1).to_string())?;
-                        }
-                    }
                     w.create_scalar_f32(group, "1", *lr)?;
                 }
             }
