@@ -68,7 +68,7 @@ def model_input(model, x):
 
 
 def load_predict(path, x):
-    model = keras.saving.load_model(path, compile=False)
+    model = keras.models.load_model(path, compile=False)
     return np.asarray(model.predict(model_input(model, x), verbose=0), dtype="float32")
 
 
@@ -101,7 +101,7 @@ def in_version_references(path, x):
     """What this Keras computes for the unrepaired input: as loaded (the
     stored statistics, finalized by the .keras loader) and with every
     adapt-mode layer set to identity."""
-    model = keras.saving.load_model(path, compile=False)
+    model = keras.models.load_model(path, compile=False)
     refs = {"adapted": predict_fresh(model, x)}
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.Normalization) and layer.input_mean is None:
@@ -161,11 +161,11 @@ def run_case(krepair, case_dir, work, tag):
             [krepair, "--quiet", "--stats", policy, "--report", report_path, src, out],
             capture_output=True, text=True,
         )
-        # tf.keras 2.13 numbers layers with weights by twos: krepair
+        # tf.keras 2.12 and 2.13 number layers with weights by twos: krepair
         # refuses to embed statistics that would renumber a second
         # Normalization of the same model (it says to migrate instead).
         # Such a refusal must name the reason and write nothing.
-        renumbers = exp["keras_version"].startswith("2.13.") and sum(
+        renumbers = exp["keras_version"].startswith(("2.12.", "2.13.")) and sum(
             1 for l in exp["layers"] if "/" not in l["config_path"]) > 1
         if renumbers:
             check(

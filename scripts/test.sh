@@ -6,9 +6,9 @@
 #   3. the real-Keras check: pinned Keras venvs (scripts/python-env.sh),
 #      the reporter's EfficientNetB0 model generated with Keras 3.5 and
 #      3.15, then every fixture repaired by the release binary and loaded
-#      in each Keras (scripts/check_keras.py), and the tf.keras 2.13 and
-#      2.14 fixtures repaired and loaded in tf.keras 2.13 and 2.14;
-#   3b. the migration check: every tf.keras 2.13, 2.14 and 2.15 fixture
+#      in each Keras (scripts/check_keras.py), and the tf.keras 2.12, 2.13
+#      and 2.14 fixtures repaired and loaded in tf.keras 2.12, 2.13, 2.14;
+#   3b. the migration check: every tf.keras 2.12 to 2.15 fixture
 #      (made by testdata/generate.py with the pins keras-tf2.1x.txt;
 #      regenerate with scripts/python-env.sh tf2.13), and MobileNetV2
 #      and EfficientNetB0 generated with tf.keras 2.15, migrated by the
@@ -94,9 +94,9 @@ for v in "${versions[@]}"; do
   check "target/keras-check-$v.log" "${py[$v]}" scripts/check_keras.py --krepair "$bin" \
     --work target/keras-check testdata/fixtures/keras-* "$gen"/keras-*
 done
-# Repairs (not migrations) of tf.keras 2.13 and 2.14 archives, loaded in
-# the tf.keras that saved them.
-for v in tf2.13 tf2.14; do
+# Repairs (not migrations) of tf.keras 2.12, 2.13 and 2.14 archives,
+# loaded in the tf.keras that saved them.
+for v in tf2.12 tf2.13 tf2.14; do
   py[$v]=$(scripts/python-env.sh "$v")
   check "target/keras-check-$v.log" "${py[$v]}" scripts/check_keras.py --krepair "$bin" \
     --work target/keras-check "testdata/fixtures/migrate-$v"
@@ -104,13 +104,13 @@ done
 echo
 echo "real-keras: $total_passed passed, $total_failed failed"
 
-step "migration check (tf.keras 2.13, 2.14 and 2.15 fixtures and applications in Keras 3.0 to 3.15)"
+step "migration check (tf.keras 2.12 to 2.15 fixtures and applications in Keras 3.0 to 3.15)"
 migrate_versions=(3.0 3.5 3.6 3.10 3.13 3.15)
 for v in "${migrate_versions[@]}"; do
   [ -n "${py[$v]:-}" ] || py[$v]=$(scripts/python-env.sh "$v")
   check "target/migrate-check-$v.log" "${py[$v]}" scripts/check_migrate.py --krepair "$bin" \
-    --work target/migrate-check testdata/fixtures/keras-tf2.15 testdata/fixtures/migrate-tf2.13 \
-    testdata/fixtures/migrate-tf2.14 "$gen/migrate-tf2.15"
+    --work target/migrate-check testdata/fixtures/keras-tf2.15 testdata/fixtures/migrate-tf2.12 \
+    testdata/fixtures/migrate-tf2.13 testdata/fixtures/migrate-tf2.14 "$gen/migrate-tf2.15"
 done
 echo
 echo "real-keras (repair and migrate): $total_passed passed, $total_failed failed"

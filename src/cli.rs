@@ -92,13 +92,12 @@ pub struct ArchiveArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Migrate a tf.keras 2.13-2.15 .keras archive so that Keras 3 (3.0 to
+    /// Migrate a tf.keras 2.12-2.15 .keras archive so that Keras 3 (3.0 to
     /// 3.15) loads it, and repair its Normalization layers in the same run.
     ///
     /// Every rewrite of config.json is in the report with its rule, old and
     /// new value (docs/migration.md). What has no verified rule yet
-    /// (tf.keras 2.12-2.14, compiled models, layer classes beyond the known
-    /// ones) is refused with the layer and the reason, and nothing is
+    /// (legacy optimizers, layer classes beyond the known ones, ...) is refused with the layer and the reason, and nothing is
     /// written. A Keras 3 archive is repaired as `krepair IN OUT` would.
     Migrate(ArchiveArgs),
 

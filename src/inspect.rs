@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::archive::{self, Archive, Form};
 use crate::error::{Error, Result};
 use crate::json_span::Seg;
-use crate::model::{self, Locator, Mode, NormSite};
+use crate::model::{self, Locator, Mode, NormSite, ShapeFrom};
 use crate::plan::{self, finding, Chosen, Finding, Policy};
 use crate::report::{Embedded, LayerReport, Status, Stored};
 use crate::stats::{self, Tensor};
@@ -205,6 +205,17 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     // found, and embedded, in the migrated config.
     let mut migration = Vec::new();
     let mut optimizer = None;
+    // The shapes the config declares for Normalization layers without a
+    // build_config (tf.keras 2.12), before migration removes their
+    // batch_input_shape.
+    let mut declared = HashMap::new();
+    if check.migrate && crate::migrate::is_tf_keras(keras_version.as_deref()) {
+        for s in model::find_normalizations(&config)
+            .map_err(|e| Error::format(path, format!("config.json: {e}")))?
+        {
+            declared.insert(s.config_path, (s.input_shape, s.shape_from));
+        }
+    }
     if check.migrate {
         crate::worker::step("planning the migration of config.json");
         let plan = crate::migrate::plan(&mut config, keras_version.as_deref())
@@ -216,8 +227,15 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
                 .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
         }
     }
-    let sites = model::find_normalizations(&config)
+    let mut sites = model::find_normalizations(&config)
         .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
+    for site in &mut sites {
+        if let Some((shape, from)) = declared.remove(&site.config_path) {
+            if site.shape_from == ShapeFrom::Unknown {
+                (site.input_shape, site.shape_from) = (shape, from);
+            }
+        }
+    }
 
     for (code, message) in model::code_findings(&config) {
         findings.push(finding(code, message));
@@ -320,7 +338,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
                 });
             }
         } else {
-            // 2.13 numbers a layer with weights by twos: embedding one
+            // 2.12 and 2.13 number a layer with weights by twos: embedding one
             // Normalization's statistics (its weights go) would renumber
             // the next one, and tf.keras 2.13 could no longer load it.
             if let Some(r) = renames
@@ -332,7 +350,8 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
                     path: path.to_path_buf(),
                     layer: "(the model)".into(),
                     reason: format!(
-                        "tf.keras 2.13 numbers layers with weights by twos (keras #18830): embedding statistics would renumber `{}`, and tf.keras 2.13 could not load the result; `krepair migrate` converts the archive to Keras 3's layout instead",
+                        "tf.keras {} numbers layers with weights by twos (keras #18830): embedding statistics would renumber `{}`, and tf.keras {0} could not load the result; `krepair migrate` converts the archive to Keras 3's layout instead",
+                        keras_version.as_deref().unwrap_or("2.x"),
                         crate::migrate::legacy_path(&renames, &old)
                     ),
                 });
@@ -696,24 +715,54 @@ fn analyze(
     };
     r.weights_group = Some(group.clone());
     let ds = w.datasets(&group)?;
-    let Some(shape) = &site.input_shape else {
-        if ds.is_empty() {
-            // Never built: no variables to lose, nothing to embed.
+    let shape = match (site.shape_from, &site.input_shape) {
+        (ShapeFrom::BuildConfig, Some(s)) => s.clone(),
+        (from, declared) => {
+            if ds.is_empty() {
+                // Never built: no variables to lose, nothing to embed.
+                r.findings.push(finding(
+                    "no-variables",
+                    format!("`{group}` holds no variables and the config has no build_config: the layer was never built"),
+                ));
+                r.reason = Some("never built; left alone".into());
+                return Ok((r, None));
+            }
+            // tf.keras 2.12 writes no build configs: the statistics' own
+            // shape says the sizes of the kept axes.
+            let stats = &ds[0];
+            let completed = if stats.name != "0" || stats.null {
+                Err(format!(
+                    "no build_config.input_shape in the config, and `{group}` holds no mean to take the shape from"
+                ))
+            } else {
+                plan::complete_shape(&site.axis, declared.as_deref(), &stats.shape)
+            };
+            let s = match completed {
+                Ok(s) => s,
+                Err(e) => return Ok(refuse(r, "shape-unknown", e)),
+            };
+            let source = match from {
+                ShapeFrom::BatchInputShape => "the layer's batch_input_shape".to_string(),
+                ShapeFrom::InputLayer => "the InputLayer that feeds it".to_string(),
+                _ => "the kept axes, which are the last ones".to_string(),
+            };
             r.findings.push(finding(
-                "no-variables",
-                format!("`{group}` holds no variables and the config has no build_config: the layer was never built"),
+                "input-shape-derived",
+                format!(
+                    "no build_config in the config: input shape {} from {source} and the stored statistics' shape {:?}",
+                    Value::from(
+                        s.iter()
+                            .map(|d| d.map_or(Value::Null, Value::from))
+                            .collect::<Vec<_>>()
+                    ),
+                    stats.shape
+                ),
             ));
-            r.reason = Some("never built; left alone".into());
-            return Ok((r, None));
+            r.input_shape = Some(s.clone());
+            s
         }
-        return Ok(refuse(
-            r,
-            "shape-unknown",
-            "no build_config.input_shape in the config, so the statistics' shape cannot be checked"
-                .into(),
-        ));
     };
-    let geo = match plan::geometry(&site.axis, shape) {
+    let geo = match plan::geometry(&site.axis, &shape) {
         Ok(g) => g,
         Err(e) => return Ok(refuse(r, "shape-unknown", e)),
     };

@@ -2,7 +2,7 @@
 //! JSON tree in, rewrites and a refusal out; no files).
 //!
 //! `krepair migrate` (issue #10) handles archives written by tf.keras
-//! 2.13 to 2.15 whose layers are in [`KNOWN_LAYERS`] (and
+//! 2.12 to 2.15 whose layers are in [`KNOWN_LAYERS`] (and
 //! registered custom classes, which bring their own code). Every rule here
 //! was found necessary by loading real tf.keras 2.15 archives in Keras
 //! 3.0.5 and 3.15.1 with and without it, and is listed with the Keras
@@ -73,6 +73,8 @@ pub struct Rewrite {
 /// Every rewrite code, with why it is needed (docs/migration.md has the
 /// same list with the Keras source lines; a test keeps them in step).
 pub const RULES: &[(&str, &str)] = &[
+    ("legacy-module", "tf.keras 2.12 writes the layers inside a model, and the initializers, regularizers, constraints and dtype policies inside a layer, in the legacy form without a module (serialize_keras_object of keras/saving/legacy); Keras 3 reads that form through its legacy loader only for whole layers and loses the rules below, so each gets the module tf.keras 2.13 writes"),
+    ("numpy-scalar", "tf.keras 2.12 writes some NumPy scalars in a layer config as {\"class_name\": \"__numpy__\", ...} (a ReLU's max_value, negative_slope and threshold); Keras 3 hands that dict to the layer's constructor as it is (\"could not be deserialized properly\"), and tf.keras 2.12 itself cannot load it; tf.keras 2.13 writes the plain number"),
     ("model-module", "tf.keras writes the module of a model class as keras.src.engine.* (keras.engine.* in 2.12), which no Keras 3 can import; Keras 3 keeps Functional in keras.src.models.functional and Sequential in keras.src.models.sequential"),
     ("batch-input-shape", "tf.keras writes batch_input_shape into the config of a layer that was given an input shape; Keras 3's Layer.__init__ accepts only input_shape and input_dim and raises on any other keyword (InputLayer keeps it: it reads batch_input_shape itself)"),
     ("dtype-policy", "tf.keras serializes a mixed-precision policy as keras.mixed_precision Policy; Keras 3 reads that as a plain string dtype and fails (3.15) or loses the policy; it is a keras DTypePolicy"),
@@ -277,7 +279,7 @@ pub struct Rename {
 pub fn numbering_of(keras_version: Option<&str>) -> Option<Numbering> {
     match keras_version.and_then(Version::parse) {
         Some(Version(2, 14)) => Some(Numbering::Plain),
-        Some(Version(2, 13)) => Some(Numbering::Doubled),
+        Some(Version(2, 12 | 13)) => Some(Numbering::Doubled),
         _ => None,
     }
 }
@@ -457,17 +459,21 @@ pub fn plan(config: &mut Value, keras_version: Option<&str>) -> Result<Plan, Ref
     };
     // 2.13 and 2.14 weights also need [`legacy_layout`] (by
     // [`numbering_of`] the version), once the weights are open.
-    match keras_version.and_then(Version::parse) {
-        Some(Version(2, 13..=15)) => {}
+    let legacy_form = match keras_version.and_then(Version::parse) {
+        Some(Version(2, 12)) => true,
+        Some(Version(2, 13..=15)) => false,
         Some(Version(2, m)) => {
             return Err(refuse(
                 "",
-                format!("saved by tf.keras 2.{m}: krepair migrate handles tf.keras 2.13 to 2.15 archives so far (2.12 writes legacy layer configs without modules or build configs)"),
+                format!("saved by tf.keras 2.{m}: krepair migrate handles tf.keras 2.12 to 2.15 archives (2.11 and older write no .keras archive Keras 3 can read)"),
             ))
         }
         _ => return Ok(Plan::default()),
-    }
+    };
     let mut rewrites = Vec::new();
+    if legacy_form {
+        legacy_modules(config, "", &mut rewrites)?;
+    }
     visit(config, "", &mut rewrites)?;
     let optimizer = match config.get_mut("compile_config") {
         Some(cc) if !cc.is_null() && cc.as_object().is_none_or(|o| !o.is_empty()) => {
@@ -894,6 +900,138 @@ fn is_engine_module(m: &str) -> bool {
     m.starts_with("keras.engine.") || m.starts_with("keras.src.engine.")
 }
 
+/// NumPy dtypes whose scalars [`legacy_modules`] writes as JSON numbers
+/// (the number is the value itself; Keras casts it to the layer's dtype).
+const NUMPY_SCALARS: &[&str] = &[
+    "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+];
+
+/// The module tf.keras 2.13 writes for an object of the legacy form under
+/// `key` of a layer config, by the key's kind.
+fn legacy_object_module(key: &str, class: &str) -> Option<&'static str> {
+    if key.ends_with("_initializer") {
+        Some("keras.initializers")
+    } else if key.ends_with("_regularizer") {
+        Some("keras.regularizers")
+    } else if key.ends_with("_constraint") {
+        Some("keras.constraints")
+    } else if key == "dtype" && class == "Policy" {
+        Some("keras.mixed_precision")
+    } else {
+        None
+    }
+}
+
+/// Give the legacy-form layer entry at `path` (tf.keras 2.12: no
+/// `module`), the layers of a model, and the objects in a layer's config
+/// the module tf.keras 2.13 writes for them, so that the rules of
+/// [`visit`] read one form. The root model has its module already.
+fn legacy_modules(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Refusal> {
+    let refuse = |reason: String| Refusal {
+        layer: path.to_string(),
+        reason,
+    };
+    let class = entry
+        .get("class_name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let has_layers = entry
+        .get("config")
+        .and_then(|c| c.get("layers"))
+        .is_some_and(Value::is_array);
+    let is_model = MODELS.contains(&class.as_str()) && has_layers;
+    if entry.get("module").is_none() {
+        if class.contains('>') {
+            return Err(refuse(format!("the custom class `{class}` is in tf.keras 2.12's legacy form, without its module: no migration rule for it yet")));
+        }
+        let module = match class.as_str() {
+            "Sequential" if is_model => "keras.engine.sequential",
+            _ if is_model => "keras.engine.functional",
+            _ => "keras.layers",
+        };
+        out.push(Rewrite {
+            code: "legacy-module",
+            layer: path.to_string(),
+            key: "module".into(),
+            old: Value::Null,
+            new: Some(Value::from(module)),
+        });
+        entry["module"] = Value::from(module);
+    }
+    if is_model {
+        for l in entry["config"]["layers"]
+            .as_array_mut()
+            .expect("checked: an array")
+        {
+            let child = child_path(path, l);
+            legacy_modules(l, &child, out)?;
+        }
+        return Ok(());
+    }
+    let Some(cfg) = entry.get_mut("config").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    for (key, v) in cfg.iter_mut() {
+        let Some(obj) = v.as_object_mut() else {
+            continue;
+        };
+        if obj.contains_key("module") || !obj.contains_key("class_name") {
+            continue;
+        }
+        let inner = obj
+            .get("class_name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if matches!(key.as_str(), "layer" | "backward_layer") {
+            legacy_modules(v, &format!("{path}/{key}"), out)?;
+            continue;
+        }
+        if inner == "__numpy__" {
+            let scalar = obj
+                .get("config")
+                .and_then(|c| c.get("value"))
+                .filter(|v| v.is_number())
+                .cloned();
+            let dtype = obj
+                .get("config")
+                .and_then(|c| c.get("dtype"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let Some(number) = scalar.filter(|_| NUMPY_SCALARS.contains(&dtype)) else {
+                return Err(refuse(format!(
+                    "`config.{key}` is a NumPy value {} that is not a float or int scalar: no migration rule for it",
+                    Value::Object(obj.clone())
+                )));
+            };
+            out.push(Rewrite {
+                code: "numpy-scalar",
+                layer: path.to_string(),
+                key: format!("config.{key}"),
+                old: v.clone(),
+                new: Some(number.clone()),
+            });
+            *v = number;
+            continue;
+        }
+        let Some(module) = legacy_object_module(key, &inner) else {
+            return Err(refuse(format!(
+                "`config.{key}` is a `{inner}` in tf.keras 2.12's legacy form: no migration rule for it"
+            )));
+        };
+        out.push(Rewrite {
+            code: "legacy-module",
+            layer: path.to_string(),
+            key: format!("config.{key}.module"),
+            old: Value::Null,
+            new: Some(Value::from(module)),
+        });
+        obj.insert("module".into(), Value::from(module));
+    }
+    Ok(())
+}
+
 /// A layer entry (a model, a layer, or a layer config nested in a custom
 /// layer's config) at `path`.
 fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Refusal> {
@@ -1259,6 +1397,103 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A tf.keras 2.12 config: layers, nested models and initializers in
+    /// the legacy form (as tf.keras 2.12.1 wrote them; see
+    /// testdata/fixtures/migrate-tf2.12).
+    fn tf212() -> Value {
+        json!({"module": "keras.engine.functional", "class_name": "Functional", "registered_name": "Functional",
+            "build_config": {"input_shape": [null, 4]},
+            "config": {"name": "model", "layers": [
+                {"class_name": "InputLayer", "config": {"batch_input_shape": [null, 4], "dtype": "float32", "name": "in"}, "name": "in", "inbound_nodes": []},
+                {"class_name": "Sequential", "config": {"name": "seq", "layers": [
+                    {"class_name": "InputLayer", "config": {"batch_input_shape": [null, 4], "name": "i2"}},
+                    {"class_name": "Dense", "config": {"name": "d", "units": 2,
+                        "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": null}},
+                        "kernel_regularizer": {"class_name": "L2", "config": {"l2": 0.01}},
+                        "bias_constraint": {"class_name": "NonNeg", "config": {}}}}]},
+                    "name": "seq", "inbound_nodes": [[["in", 0, 0, {}]]]},
+                {"class_name": "ReLU", "config": {"name": "r", "max_value": {"class_name": "__numpy__", "config": {"value": 6.0, "dtype": "float32"}}},
+                    "name": "r", "inbound_nodes": [[["seq", 1, 0, {}]]]}],
+                "input_layers": [["in", 0, 0]], "output_layers": [["r", 0, 0]]}})
+    }
+
+    #[test]
+    fn tf212_legacy_form_gets_modules_then_the_other_rules() {
+        let mut c = tf212();
+        let p = plan(&mut c, Some("2.12.0")).unwrap();
+        let legacy: Vec<(&str, &str)> = p
+            .iter()
+            .filter(|r| r.code == "legacy-module")
+            .map(|r| (r.layer.as_str(), r.key.as_str()))
+            .collect();
+        assert_eq!(
+            legacy,
+            [
+                ("in", "module"),
+                ("seq", "module"),
+                ("seq/i2", "module"),
+                ("seq/d", "module"),
+                ("seq/d", "config.kernel_initializer.module"),
+                ("seq/d", "config.kernel_regularizer.module"),
+                ("seq/d", "config.bias_constraint.module"),
+                ("r", "module"),
+            ]
+        );
+        let layers = &c["config"]["layers"];
+        assert_eq!(layers[0]["module"], "keras.layers");
+        // The nested model gets tf.keras's module, which model-module then
+        // makes Keras 3's (and its calls are renumbered).
+        assert_eq!(layers[1]["module"], "keras.src.models.sequential");
+        assert_eq!(layers[2]["inbound_nodes"][0][0][1], 0);
+        let d = &layers[1]["config"]["layers"][1]["config"];
+        assert_eq!(d["kernel_initializer"]["module"], "keras.initializers");
+        assert_eq!(d["kernel_regularizer"]["module"], "keras.regularizers");
+        assert_eq!(d["bias_constraint"]["module"], "keras.constraints");
+        // A NumPy scalar becomes the number.
+        assert_eq!(layers[2]["config"]["max_value"], json!(6.0));
+        assert!(p.iter().any(|r| r.code == "numpy-scalar"
+            && r.layer == "r"
+            && r.key == "config.max_value"
+            && r.new == Some(json!(6.0))));
+        // Idempotent: the migrated config, seen as Keras 3's, plans nothing.
+        let again = c.clone();
+        assert!(plan(&mut c, None).unwrap().is_empty());
+        assert_eq!(c, again);
+        // Nor is the legacy pass run twice on a 2.12 config it migrated.
+        let mut c2 = again.clone();
+        let p2 = plan(&mut c2, Some("2.12.0")).unwrap();
+        assert!(p2.is_empty(), "{p2:?}");
+
+        let mut c = tf212();
+        c["config"]["layers"][1]["config"]["layers"][1]["config"]["activity"] =
+            json!({"class_name": "Mystery", "config": {}});
+        let r = plan(&mut c, Some("2.12.0")).unwrap_err();
+        assert_eq!(r.layer, "seq/d");
+        assert!(
+            r.reason.contains("`config.activity` is a `Mystery`"),
+            "{}",
+            r.reason
+        );
+
+        let mut c = tf212();
+        c["config"]["layers"][2]["config"]["max_value"]["config"]["value"] = json!([6.0, 6.0]);
+        let r = plan(&mut c, Some("2.12.0")).unwrap_err();
+        assert!(
+            r.reason.contains("not a float or int scalar"),
+            "{}",
+            r.reason
+        );
+
+        let mut c = tf212();
+        c["config"]["layers"][2]["class_name"] = json!("my_pkg>Mine");
+        let r = plan(&mut c, Some("2.12.0")).unwrap_err();
+        assert!(
+            r.reason.contains("custom class `my_pkg>Mine`"),
+            "{}",
+            r.reason
+        );
+    }
+
     /// The config rewrites alone.
     fn plan(c: &mut Value, v: Option<&str>) -> Result<Vec<Rewrite>, Refusal> {
         super::plan(c, v).map(|p| p.rewrites)
@@ -1387,10 +1622,10 @@ mod tests {
             .contains("no migration rule for the optimizer \"adam\""));
 
         let mut c = tf215_nested();
-        assert!(plan(&mut c, Some("2.12.0"))
+        assert!(plan(&mut c, Some("2.11.0"))
             .unwrap_err()
             .reason
-            .contains("2.12"));
+            .contains("2.11"));
 
         let mut c = tf215_nested();
         c["config"]["layers"][2] = json!({"module": "my_layers", "class_name": "Mine", "config": {"name": "out"}, "registered_name": null, "inbound_nodes": []});

@@ -72,14 +72,32 @@ pub struct NormSite {
     pub invert: bool,
     /// Adapt or explicit.
     pub mode: Mode,
-    /// `build_config.input_shape`, if the layer was built.
+    /// The layer's input shape as the config declares it: its
+    /// `build_config.input_shape`, or (tf.keras 2.12 writes no build
+    /// configs) what [`ShapeFrom`] says; the sizes of kept axes may be
+    /// unknown then.
     pub input_shape: Option<Vec<Option<u64>>>,
+    /// Where `input_shape` comes from.
+    pub shape_from: ShapeFrom,
     /// Where its variables are.
     pub locator: Locator,
     /// Name of the model that directly contains the layer.
     pub container: String,
     /// Layers in the same model fed by this one.
     pub consumers: Vec<Consumer>,
+}
+
+/// Where a Normalization layer's input shape is declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShapeFrom {
+    /// `build_config.input_shape` (Keras 3, tf.keras 2.13 and later).
+    BuildConfig,
+    /// The layer's own `batch_input_shape` (it was given an input shape).
+    BatchInputShape,
+    /// The `batch_input_shape` of the InputLayer that feeds it.
+    InputLayer,
+    /// Nowhere.
+    Unknown,
 }
 
 /// Keras' `to_snake_case` (keras/src/utils/naming.py), rule by rule:
@@ -273,10 +291,16 @@ impl Walker {
             (false, false) => Mode::Explicit,
             _ => Mode::Inconsistent,
         };
-        let input_shape = entry
+        let built = entry
             .get("build_config")
             .and_then(|b| b.get("input_shape"))
             .and_then(parse_shape);
+        let own = cfg.get("batch_input_shape").and_then(parse_shape);
+        let (input_shape, shape_from) = match (built, own) {
+            (Some(s), _) => (Some(s), ShapeFrom::BuildConfig),
+            (None, Some(s)) => (Some(s), ShapeFrom::BatchInputShape),
+            (None, None) => (None, ShapeFrom::Unknown),
+        };
         self.sites.push(NormSite {
             config_path,
             pointer,
@@ -285,6 +309,7 @@ impl Walker {
             invert,
             mode,
             input_shape,
+            shape_from,
             locator,
             container: container.to_string(),
             consumers,
@@ -345,6 +370,12 @@ impl Walker {
                     &container_name,
                     consumers,
                 )?;
+                let site = self.sites.last_mut().expect("just pushed");
+                if site.shape_from == ShapeFrom::Unknown {
+                    if let Some(s) = input_layer_shape(layers, i, &name, sequential) {
+                        (site.input_shape, site.shape_from) = (Some(s), ShapeFrom::InputLayer);
+                    }
+                }
             } else if let Some(seq) = is_container(layer) {
                 self.container(layer, lp, &lgroup, &lpath, seq)?;
             } else if let Some(cfg) = layer.get("config") {
@@ -402,6 +433,45 @@ impl Walker {
         }
         Ok(())
     }
+}
+
+/// The `batch_input_shape` of the InputLayer that alone feeds layer `i`
+/// (named `name`) of a model's `layers`: in a Sequential, the InputLayer
+/// before it with no other layer between; in a Functional, the one layer
+/// its one call reads from.
+fn input_layer_shape(
+    layers: &[Value],
+    i: usize,
+    name: &str,
+    sequential: bool,
+) -> Option<Vec<Option<u64>>> {
+    let input = if sequential {
+        let before = &layers[..i];
+        if !before.iter().all(|l| class_name(l) == Some("InputLayer")) {
+            return None;
+        }
+        before.last()?
+    } else {
+        let nodes = layers[i].get("inbound_nodes")?.as_array()?;
+        let [node] = nodes.as_slice() else {
+            return None;
+        };
+        let [r] = node.as_array()?.as_slice() else {
+            return None;
+        };
+        let source = r.as_array()?.first()?.as_str()?;
+        if source == name {
+            return None;
+        }
+        layers.iter().find(|l| layer_name(l) == source)?
+    };
+    if class_name(input) != Some("InputLayer") {
+        return None;
+    }
+    input
+        .get("config")?
+        .get("batch_input_shape")
+        .and_then(parse_shape)
 }
 
 fn consumer_of(l: &Value) -> Consumer {
@@ -539,6 +609,71 @@ mod tests {
             .iter()
             .map(|s| (s.config_path.clone(), s.locator.clone()))
             .collect()
+    }
+
+    #[test]
+    fn shapes_without_a_build_config_come_from_the_graph() {
+        // tf.keras 2.12 writes no build_config.
+        let legacy = |name: &str, extra: Value| {
+            let mut l = layer(
+                "Normalization",
+                name,
+                json!({"axis": [-1], "mean": null, "variance": null}),
+            );
+            if let Value::Object(e) = extra {
+                l.as_object_mut().unwrap().extend(e);
+            }
+            l
+        };
+        let mut own = legacy("own", json!({}));
+        own["config"]["batch_input_shape"] = json!([null, null, 3]);
+        let cfg = json!({"class_name": "Functional", "config": {"name": "m", "layers": [
+            layer("InputLayer", "in", json!({"batch_input_shape": [null, 5]})),
+            legacy("fed", json!({"inbound_nodes": [[["in", 0, 0, {}]]]})),
+            layer("Dense", "d", json!({})),
+            legacy("after_dense", json!({"inbound_nodes": [[["d", 0, 0, {}]]]})),
+            own,
+            legacy("built", json!({"build_config": {"input_shape": [null, 7]}, "inbound_nodes": [[["in", 0, 0, {}]]]})),
+            {"class_name": "Sequential", "config": {"name": "s", "layers": [
+                layer("InputLayer", "i2", json!({"batch_input_shape": [null, 2, 6]})),
+                legacy("first", json!({})),
+                layer("Dense", "d2", json!({})),
+                legacy("second", json!({})),
+            ]}},
+        ]}});
+        type Row = (String, Option<Vec<Option<u64>>>, ShapeFrom);
+        let got: Vec<Row> = find_normalizations(&cfg)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.config_path, s.input_shape, s.shape_from))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "fed".into(),
+                    Some(vec![None, Some(5)]),
+                    ShapeFrom::InputLayer
+                ),
+                ("after_dense".into(), None, ShapeFrom::Unknown),
+                (
+                    "own".into(),
+                    Some(vec![None, None, Some(3)]),
+                    ShapeFrom::BatchInputShape
+                ),
+                (
+                    "built".into(),
+                    Some(vec![None, Some(7)]),
+                    ShapeFrom::BuildConfig
+                ),
+                (
+                    "s/first".into(),
+                    Some(vec![None, Some(2), Some(6)]),
+                    ShapeFrom::InputLayer
+                ),
+                ("s/second".into(), None, ShapeFrom::Unknown),
+            ]
+        );
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub const CODES: &[(&str, Severity, &str)] = &[
     ("code-in-config", Severity::Warning, "a layer config carries code (Lambda, TorchModuleWrapper, TFSMLayer) that Keras would run on load; krepair never evaluates it"),
     ("custom-class", Severity::Info, "a layer or object comes from a module outside Keras; loading the model needs that code"),
     ("no-variables", Severity::Warning, "adapt-mode layer that was never built (no build_config, no variables); left alone"),
+    ("input-shape-derived", Severity::Info, "the config declares no build_config (tf.keras 2.12): the layer's input shape is taken from its batch_input_shape or feeding InputLayer and completed from the stored statistics' shape"),
     ("inconsistent-config", Severity::Error, "only one of mean and variance is set in the config"),
     ("shape-unknown", Severity::Error, "the config does not say the layer's input shape, or it contradicts the axis"),
     ("weights-not-found", Severity::Error, "no weights group for the layer where Keras would store it"),
@@ -161,6 +162,68 @@ pub fn geometry(axis: &[i64], input_shape: &[Option<u64>]) -> Result<Geometry, S
         stats_shape,
         trailing,
     })
+}
+
+/// A Normalization input shape the config does not fully declare (tf.keras
+/// 2.12 writes no build configs), completed from the stored statistics,
+/// whose shape is that of the kept axes (Normalization.build():
+/// `mean_and_var_shape`). `declared` is the shape the layer graph gives
+/// (sizes of kept axes may be unknown), or `None`: then only kept axes
+/// counted from the end, which every input rank keeps the same way, can
+/// be placed, and the rank is taken as theirs plus the batch axis.
+pub fn complete_shape(
+    axis: &[i64],
+    declared: Option<&[Option<u64>]>,
+    stats: &[usize],
+) -> Result<Vec<Option<u64>>, String> {
+    let mut keep: Vec<i64> = axis.to_vec();
+    keep.sort_unstable();
+    keep.dedup();
+    if keep.len() != stats.len() {
+        return Err(format!(
+            "the stored statistics have shape {stats:?}, but axis {axis:?} keeps {} axes",
+            keep.len()
+        ));
+    }
+    let Some(declared) = declared else {
+        let m = keep.len() as i64;
+        if keep.iter().copied().ne(-m..0) {
+            return Err(format!(
+                "no input shape in the config (no build_config), and axis {axis:?} does not name the last axes, so the input's rank is needed"
+            ));
+        }
+        return Ok(std::iter::once(None)
+            .chain(stats.iter().map(|&d| Some(d as u64)))
+            .collect());
+    };
+    let n = declared.len() as i64;
+    let mut shape = declared.to_vec();
+    let mut at: Vec<usize> = Vec::new();
+    for &a in axis {
+        if a < -n || a >= n {
+            return Err(format!("axis {a} is out of range for input rank {n}"));
+        }
+        at.push(if a < 0 { (a + n) as usize } else { a as usize });
+    }
+    at.sort_unstable();
+    at.dedup();
+    if at.len() != stats.len() {
+        return Err(format!(
+            "the stored statistics have shape {stats:?}, but axis {axis:?} keeps {} axes of a rank-{n} input",
+            at.len()
+        ));
+    }
+    for (&d, &size) in at.iter().zip(stats) {
+        match shape[d] {
+            Some(s) if s != size as u64 => {
+                return Err(format!(
+                    "the input shape {declared:?} gives axis {d} size {s}, but the stored statistics have {size}"
+                ))
+            }
+            _ => shape[d] = Some(size as u64),
+        }
+    }
+    Ok(shape)
 }
 
 /// `1/sqrt(stddev)` for the ImageNet RGB stddevs, as
@@ -300,8 +363,50 @@ pub fn target(chosen: Chosen, mean: &Tensor, variance: &Tensor) -> (Tensor, Tens
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Locator, Mode};
+    use crate::model::{Locator, Mode, ShapeFrom};
     use serde_json::json;
+
+    #[test]
+    fn shapes_tf_keras_2_12_does_not_declare_are_completed_from_the_statistics() {
+        // No shape at all: trailing axes only, rank = theirs + 1.
+        assert_eq!(complete_shape(&[-1], None, &[4]), Ok(vec![None, Some(4)]));
+        assert_eq!(
+            complete_shape(&[-1, -2], None, &[3, 4]),
+            Ok(vec![None, Some(3), Some(4)])
+        );
+        assert_eq!(complete_shape(&[], None, &[]), Ok(vec![None]));
+        assert!(complete_shape(&[1], None, &[4])
+            .unwrap_err()
+            .contains("rank is needed"));
+        assert!(complete_shape(&[-2], None, &[4])
+            .unwrap_err()
+            .contains("rank is needed"));
+        assert!(complete_shape(&[-1], None, &[2, 2])
+            .unwrap_err()
+            .contains("keeps 1 axes"));
+        // A declared rank with unknown sizes: the statistics fill them in.
+        assert_eq!(
+            complete_shape(&[-1], Some(&[None, None, None, None]), &[3]),
+            Ok(vec![None, None, None, Some(3)])
+        );
+        assert_eq!(
+            complete_shape(&[1], Some(&[None, None, Some(5)]), &[7]),
+            Ok(vec![None, Some(7), Some(5)])
+        );
+        // ... and must agree with the sizes it gives.
+        assert!(complete_shape(&[-1], Some(&[None, Some(4)]), &[3])
+            .unwrap_err()
+            .contains("size 4"));
+        assert!(complete_shape(&[3], Some(&[None, Some(4)]), &[4])
+            .unwrap_err()
+            .contains("out of range"));
+        let g = geometry(
+            &[1],
+            &complete_shape(&[1], Some(&[None, None, Some(5)]), &[7]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!((g.ndim, g.stats_shape, g.trailing), (3, vec![7], false));
+    }
 
     fn site(consumers: Vec<Consumer>) -> NormSite {
         NormSite {
@@ -312,6 +417,7 @@ mod tests {
             invert: false,
             mode: Mode::Adapt,
             input_shape: Some(vec![None, Some(64), Some(64), Some(3)]),
+            shape_from: ShapeFrom::BuildConfig,
             locator: Locator::Group("layers/normalization".into()),
             container: "efficientnetb0".into(),
             consumers,

@@ -234,11 +234,16 @@ impl Report {
         let mut out = String::new();
         let version = self.keras_version.as_deref().unwrap_or("unknown");
         let n = self.layers.len();
-        out.push_str(&format!(
-            "{}: saved by Keras {version}, {n} Normalization layer{}\n",
-            self.input.path,
-            if n == 1 { "" } else { "s" }
-        ));
+        // An archive refused before it was read says nothing of its
+        // version or layers: the error line says why.
+        let unread = self.error.is_some() && self.keras_version.is_none() && n == 0;
+        if !unread {
+            out.push_str(&format!(
+                "{}: saved by Keras {version}, {n} Normalization layer{}\n",
+                self.input.path,
+                if n == 1 { "" } else { "s" }
+            ));
+        }
         if !self.migration.is_empty() {
             let mut by_code: Vec<(&str, usize)> = Vec::new();
             for r in &self.migration {

@@ -6,8 +6,12 @@ them), so both sides register the same class under the same name.
 
 import keras
 
+# tf.keras 2.12 has it under keras.utils only.
+register = getattr(getattr(keras, "saving", None), "register_keras_serializable", None) \
+    or keras.utils.register_keras_serializable
 
-@keras.saving.register_keras_serializable(package="krepair_fixtures")
+
+@register(package="krepair_fixtures")
 class Scaler(keras.layers.Layer):
     """A custom layer that owns a Normalization layer as an attribute.
 

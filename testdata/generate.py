@@ -40,6 +40,15 @@ from keras import layers  # noqa: E402
 
 SEED = 20147
 
+if keras.__version__.startswith("2.12."):
+    # `import keras` gives tf.keras 2.12's legacy optimizers, which save no
+    # variables; `tf.keras`, what most 2.12 code imports, the new ones.
+    import tensorflow as tf  # noqa: E402
+
+    optimizers = tf.keras.optimizers
+else:
+    optimizers = keras.optimizers
+
 
 def data(shape, n=64, seed=0):
     """Float32 data whose features have distinct means and spreads."""
@@ -317,7 +326,7 @@ def case_compiled_adam():
     out = layers.Dense(3)(h)
     model = compiled(
         keras.Model(inp, out),
-        keras.optimizers.Adam(learning_rate=0.01, beta_2=0.99),
+        optimizers.Adam(learning_rate=0.01, beta_2=0.99),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         ["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=2)],
         (6, 6, 3),
@@ -336,7 +345,7 @@ def case_compiled_sgd():
     ])
     model = compiled(
         model,
-        keras.optimizers.SGD(learning_rate=0.05, momentum=0.9, nesterov=True),
+        optimizers.SGD(learning_rate=0.05, momentum=0.9, nesterov=True),
         "mse",
         [keras.metrics.MeanAbsoluteError()],
         (4,),
@@ -356,7 +365,7 @@ def case_compiled_rmsprop():
     out = layers.Dense(1)(layers.Dense(8, activation="relu")(n(inp)))
     model = compiled(
         keras.Model(inp, out),
-        keras.optimizers.RMSprop(learning_rate=0.01, momentum=0.5),
+        optimizers.RMSprop(learning_rate=0.01, momentum=0.5),
         keras.losses.MeanSquaredError(),
         None,
         (4,),
@@ -373,8 +382,8 @@ def case_compiled_schedule():
     out = layers.Dense(2)(layers.Dense(5, activation="relu")(inp))
     model = compiled(
         keras.Model(inp, out),
-        keras.optimizers.Adam(
-            learning_rate=keras.optimizers.schedules.ExponentialDecay(0.05, 1, 0.5)
+        optimizers.Adam(
+            learning_rate=optimizers.schedules.ExponentialDecay(0.05, 1, 0.5)
         ),
         "mse",
         None,
@@ -392,7 +401,7 @@ def case_compiled_sgd_plain():
     out = layers.Dense(2)(inp)
     model = compiled(
         keras.Model(inp, out),
-        keras.optimizers.SGD(learning_rate=0.1),
+        optimizers.SGD(learning_rate=0.1),
         "mae",
         None,
         (4,),
@@ -605,6 +614,9 @@ def record(name, builder, out_dir, legacy_signature):
     archive = os.path.join(case_dir, archive_name)
     if name == "directory_form":
         model.save(archive, zipped=False)
+    elif keras.__version__.startswith("2.12."):
+        # tf.keras 2.12 writes HDF5 to a `.keras` path unless told.
+        model.save(archive, save_format="keras_v3")
     else:
         model.save(archive)
     pred_memory = np.asarray(model.predict(model_input(model, x), verbose=0), dtype="float32")

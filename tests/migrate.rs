@@ -119,8 +119,8 @@ fn every_tf_keras_2_15_fixture_migrates_with_the_rules_it_needs() {
         krepair::migrate::RULES
             .iter()
             .map(|r| r.0.to_string())
-            // The 2.13/2.14 fixtures exercise this one (below).
-            .filter(|r| r != "weights-layout")
+            // The 2.12-2.14 fixtures exercise these (below).
+            .filter(|r| !["weights-layout", "legacy-module", "numpy-scalar"].contains(&r.as_str()))
             .collect::<BTreeSet<_>>(),
         "every rule is exercised by a real fixture"
     );
@@ -151,14 +151,14 @@ fn what_has_no_rule_is_refused_and_nothing_is_written() {
             .into_bytes();
     });
     refuses(&p, &["migrate"], "refusing to migrate: layer `dense");
-    // tf.keras 2.13.
+    // tf.keras 2.11 wrote no archive Keras 3 can read.
     let p = t.path().join("old.keras");
     derive(&fixture("tf2.15", "axis_last").archive(), &p, |m| {
         let meta = m.iter_mut().find(|x| x.0 == "metadata.json").unwrap();
         let text = String::from_utf8(meta.1.clone()).unwrap();
-        meta.1 = text.replace("2.15.0", "2.12.0").into_bytes();
+        meta.1 = text.replace("2.15.0", "2.11.0").into_bytes();
     });
-    refuses(&p, &["migrate"], "saved by tf.keras 2.12");
+    refuses(&p, &["migrate"], "saved by tf.keras 2.11");
     // A compiled model.
     let p = t.path().join("compiled.keras");
     derive(&fixture("tf2.15", "axis_last").archive(), &p, |m| {
@@ -356,10 +356,11 @@ fn groups_of(archive: &std::path::Path) -> Vec<String> {
 }
 
 #[test]
-fn tf_keras_2_13_and_2_14_archives_get_keras_3_weight_paths() {
+fn tf_keras_2_12_to_2_14_archives_get_keras_3_weight_paths() {
     let t = tempfile::tempdir().unwrap();
     let mut doubled = 0;
-    for v in ["2.13", "2.14"] {
+    let mut numpy_scalars = 0;
+    for v in ["2.12", "2.13", "2.14"] {
         let dir = root().join(format!("testdata/fixtures/migrate-tf{v}"));
         for case in names(&dir) {
             let input = dir.join(&case).join("model.keras");
@@ -410,13 +411,31 @@ fn tf_keras_2_13_and_2_14_archives_get_keras_3_weight_paths() {
             fs::remove_file(&again).unwrap();
             for l in r["layers"].as_array().unwrap() {
                 assert_eq!(l["status"], "repaired", "{v}/{case}");
+                // 2.12 writes no build_config: the shape is derived.
+                let derived = l["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f["code"] == "input-shape-derived");
+                assert_eq!(derived, v == "2.12", "{v}/{case}: {l}");
             }
+            // 2.12's legacy-form configs get modules; no other version's.
+            let all = codes(&r);
+            assert_eq!(all.contains("legacy-module"), v == "2.12", "{v}/{case}");
+            numpy_scalars += r["migration"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| x["code"] == "numpy-scalar")
+                .count();
         }
     }
     assert!(
-        doubled >= 3,
-        "the 2.13 fixtures exercise the doubled numbering"
+        doubled >= 6,
+        "the 2.12 and 2.13 fixtures exercise the doubled numbering ({doubled})"
     );
+    // The 2.12 CNN's ReLU: max_value, negative_slope, threshold.
+    assert_eq!(numpy_scalars, 3);
     // A dry run renames in memory only: it plans, and writes nothing.
     let input = root().join("testdata/fixtures/migrate-tf2.13/two_norms/model.keras");
     let before = sha(&input);
@@ -428,21 +447,37 @@ fn tf_keras_2_13_and_2_14_archives_get_keras_3_weight_paths() {
 }
 
 #[test]
-fn repairing_a_tf_keras_2_13_archive_keeps_its_numbering_or_refuses() {
+fn repairing_a_tf_keras_2_12_or_2_13_archive_keeps_its_numbering_or_refuses() {
     let t = tempfile::tempdir().unwrap();
-    let dir = root().join("testdata/fixtures/migrate-tf2.13");
-    // One Normalization per container: found through 2.13's numbering
-    // and repaired in place, the layout kept.
-    for case in ["axis_last", "nested_sequential", "cnn"] {
-        let input = dir.join(case).join("model.keras");
-        let out = t.path().join(format!("{case}.keras"));
-        let o = krepair(&[&"-q", &input, &out]);
-        assert_eq!(code(&o), 0, "{case}: {}", stderr(&o));
-        assert_eq!(groups_of(&input), groups_of(&out), "{case}: layout kept");
+    for v in ["2.12", "2.13"] {
+        let dir = root().join(format!("testdata/fixtures/migrate-tf{v}"));
+        // One Normalization per container: found through the doubled
+        // numbering and repaired in place, the layout kept.
+        for case in ["axis_last", "nested_sequential", "cnn"] {
+            let input = dir.join(case).join("model.keras");
+            let out = t.path().join(format!("{v}-{case}.keras"));
+            let o = krepair(&[&"-q", &"--report", &"-", &input, &out]);
+            assert_eq!(code(&o), 0, "{v}/{case}: {}", stderr(&o));
+            assert_eq!(
+                groups_of(&input),
+                groups_of(&out),
+                "{v}/{case}: layout kept"
+            );
+            let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+            let derived = r["layers"].as_array().unwrap().iter().any(|l| {
+                l["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f["code"] == "input-shape-derived")
+            });
+            assert_eq!(derived, v == "2.12", "{v}/{case}");
+        }
+        // Two in one container: embedding the first would renumber the
+        // second.
+        let p = t.path().join(format!("{v}-two_norms.keras"));
+        fs::copy(dir.join("two_norms").join("model.keras"), &p).unwrap();
+        refuses(&p, &[], "numbers layers with weights by twos");
+        refuses(&p, &[], &format!("tf.keras {v}."));
     }
-    // Two in one container: embedding the first would renumber the
-    // second for tf.keras 2.13.
-    let p = t.path().join("two_norms.keras");
-    fs::copy(dir.join("two_norms").join("model.keras"), &p).unwrap();
-    refuses(&p, &[], "numbers layers with weights by twos");
 }
