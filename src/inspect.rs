@@ -389,6 +389,10 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
                 "optimizer-not-built",
                 format!("the {} optimizer was compiled but never took a step, so tf.keras saved no slots: Keras 3 warns that it skips the optimizer's variables and starts it afresh, as tf.keras would", o.class),
             )),
+            OptimizerPlan::NotSaved => findings.push(finding(
+                "optimizer-state-not-saved",
+                format!("the {} optimizer was a tf.keras legacy optimizer, whose variables (iterations, slots) tf.keras does not save in a .keras archive: the migrated model's optimizer starts afresh from step 0 (Keras 3 warns that it skips the optimizer's variables)", o.class),
+            )),
         }
     }
     Ok(Inspection {
@@ -427,6 +431,8 @@ enum OptimizerPlan {
     Same,
     /// Nothing can: tf.keras saved no slots (it never took a step).
     NotBuilt,
+    /// Nothing can: tf.keras saves no variables of a legacy optimizer.
+    NotSaved,
 }
 
 /// Check the saved tf.keras optimizer variables against what the config
@@ -444,6 +450,15 @@ fn optimizer_action(
             "cannot migrate",
         )
     };
+    if o.legacy {
+        if weights.is_group("optimizer") {
+            return Err(refuse(format!(
+                "the legacy {} optimizer has an `optimizer` group in the weights, which tf.keras never writes for one",
+                o.class
+            )));
+        }
+        return Ok(OptimizerPlan::NotSaved);
+    }
     if !weights.is_group(OPTIMIZER_VARS) {
         return Ok(OptimizerPlan::NotBuilt);
     }

@@ -87,6 +87,7 @@ pub const RULES: &[(&str, &str)] = &[
     ("embedding-input-length", "tf.keras writes an Embedding's input_length; Keras 3.0.5's Embedding has no such argument and Layer.__init__ rejects it (3.15 pops it with a deprecation warning); the InputLayer carries the shape"),
     ("orthogonal-initializer", "tf.keras names the orthogonal initializer Orthogonal; Keras 3.0 to 3.6 call the class OrthogonalInitializer and cannot resolve Orthogonal (\"Could not interpret initializer identifier\"), while 3.10+ call it Orthogonal and keep OrthogonalInitializer as an alias"),
     ("optimizer-module", "tf.keras 2.15 serializes SGD from keras.optimizers.experimental, a module Keras 3 does not have; Keras 3 keeps every optimizer in keras.optimizers"),
+    ("legacy-optimizer", "a tf.keras legacy optimizer (keras.optimizers.legacy: what `import keras` gives in tf.keras 2.12) is not in Keras 3, and tf.keras saves none of its variables in a .keras archive; it becomes the Keras 3 optimizer of the same class and hyperparameters, its decay of 0 (the only value with an exact Keras 3 equivalent) removed, starting afresh"),
     ("optimizer-arguments", "tf.keras optimizers write jit_compile and is_legacy_optimizer into their config; Keras 3's BaseOptimizer.__init__ raises on any keyword it does not know (\"Argument(s) not recognized\")"),
     ("optimizer-variables", "tf.keras saves an optimizer as iterations then its slots; Keras 3 tracks a learning-rate variable second (BaseOptimizer.__init__), and its SGD keeps no momentum slots without momentum. Without the new layout Keras 3 skips the whole optimizer state with a warning"),
     ("schedule-name", "tf.keras learning-rate schedules default their name to null and fall back to the class name when called; Keras 3 opens a name scope with the name as given and fails on null (\"Argument `name` must be a string\") at the first training step"),
@@ -226,6 +227,10 @@ pub struct OptimizerVariables {
     pub slots_per_variable: usize,
     /// Keras 3 keeps no slots (SGD without momentum): drop tf.keras's.
     pub drop_slots: bool,
+    /// A tf.keras legacy optimizer (`keras.optimizers.legacy`), whose
+    /// variables tf.keras 2.12 to 2.15 never save in a `.keras` archive:
+    /// there is no state to lay out.
+    pub legacy: bool,
 }
 
 /// The migration of one config: its rewrites, and what the weights need.
@@ -599,8 +604,18 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
                 .join(", ")
         ));
     };
+    let legacy = module == "keras.optimizers.legacy";
     match module.as_str() {
         "keras.optimizers" => {}
+        "keras.optimizers.legacy" => {
+            out.push(compile_rewrite(
+                "legacy-optimizer",
+                "optimizer.module".into(),
+                Value::from(module.clone()),
+                Some(Value::from("keras.optimizers")),
+            ));
+            o["module"] = Value::from("keras.optimizers");
+        }
         "keras.optimizers.experimental" => {
             out.push(compile_rewrite(
                 "optimizer-module",
@@ -619,6 +634,27 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
     let Some(cfg) = o.get_mut("config").and_then(Value::as_object_mut) else {
         return Err(format!("the optimizer `{class}` has no config"));
     };
+    if legacy {
+        // OptimizerV2.get_config: name, decay, the hyperparameters, and
+        // clipnorm, global_clipnorm, clipvalue when set.
+        match cfg.get("decay") {
+            None => {}
+            Some(d) if d.as_f64() == Some(0.0) => {
+                let old = cfg.shift_remove("decay").unwrap_or(Value::Null);
+                out.push(compile_rewrite(
+                    "legacy-optimizer",
+                    "optimizer.config.decay".into(),
+                    old,
+                    None,
+                ));
+            }
+            Some(d) => {
+                return Err(format!(
+                    "the legacy optimizer `{class}` has decay {d}: Keras 3 optimizers take no decay (a schedule would stand for it; not verified)"
+                ))
+            }
+        }
+    }
     // tf.keras always writes is_legacy_optimizer; Keras 3 never does. Its
     // presence is what marks the variables as still in tf.keras's layout.
     let tf_layout = match cfg.get("is_legacy_optimizer") {
@@ -646,7 +682,7 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
             "the optimizer `{class}` has arguments Keras 3 does not take: {extra}"
         ));
     }
-    if !tf_layout {
+    if !tf_layout && !legacy {
         return Ok(None);
     }
     let learning_rate = match cfg.get_mut("learning_rate") {
@@ -679,6 +715,7 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
         learning_rate,
         slots_per_variable: own_slots + usize::from(flag("use_ema")),
         drop_slots,
+        legacy,
     }))
 }
 
@@ -1418,6 +1455,40 @@ mod tests {
     }
 
     #[test]
+    fn legacy_optimizers_become_keras_3_ones_without_state() {
+        let mut c = tf212();
+        c["compile_config"] = json!({"optimizer": {"module": "keras.optimizers.legacy", "class_name": "Adam",
+            "config": {"name": "Adam", "learning_rate": 0.02, "decay": 0.0, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07, "amsgrad": false},
+            "registered_name": null}, "loss": "mse", "metrics": ["mae"], "loss_weights": null,
+            "weighted_metrics": null, "run_eagerly": null, "steps_per_execution": null, "jit_compile": null});
+        let p = super::plan(&mut c, Some("2.12.0")).unwrap();
+        let o = &c["compile_config"]["optimizer"];
+        assert_eq!(o["module"], "keras.optimizers");
+        assert!(o["config"].get("decay").is_none());
+        let legacy: Vec<&str> = p
+            .rewrites
+            .iter()
+            .filter(|r| r.code == "legacy-optimizer")
+            .map(|r| r.key.as_str())
+            .collect();
+        assert_eq!(
+            legacy,
+            [
+                "compile_config.optimizer.module",
+                "compile_config.optimizer.config.decay"
+            ]
+        );
+        let v = p.optimizer.unwrap();
+        assert!(v.legacy && v.class == "Adam");
+        // A decay has no exact Keras 3 equivalent verified.
+        let mut c = tf212();
+        c["compile_config"] = json!({"optimizer": {"module": "keras.optimizers.legacy", "class_name": "SGD",
+            "config": {"name": "SGD", "learning_rate": 0.1, "decay": 0.01, "momentum": 0.0, "nesterov": false}}});
+        let r = super::plan(&mut c, Some("2.12.0")).unwrap_err();
+        assert!(r.reason.contains("decay 0.01"), "{}", r.reason);
+    }
+
+    #[test]
     fn tf212_legacy_form_gets_modules_then_the_other_rules() {
         let mut c = tf212();
         let p = plan(&mut c, Some("2.12.0")).unwrap();
@@ -1785,7 +1856,8 @@ mod tests {
                 class: "Adam".into(),
                 learning_rate: Some(0.01),
                 slots_per_variable: 2,
-                drop_slots: false
+                drop_slots: false,
+                legacy: false,
             })
         );
         let cc = &c["compile_config"];

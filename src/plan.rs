@@ -75,6 +75,7 @@ pub const CODES: &[(&str, Severity, &str)] = &[
     ("weights-ambiguous", Severity::Error, "more than one weights group could be the layer's"),
     ("weights-mismatch", Severity::Error, "the weights group does not hold mean, variance and count of the expected dtypes and shapes"),
     ("optimizer-not-built", Severity::Info, "a compiled tf.keras model whose optimizer never took a step: no slots were saved, and Keras 3 starts the optimizer afresh (with a warning), as tf.keras would"),
+    ("optimizer-state-not-saved", Severity::Warning, "a compiled tf.keras model with a legacy optimizer (keras.optimizers.legacy), whose variables tf.keras never saves in a .keras archive: the migrated optimizer starts afresh"),
     ("stats-too-large", Severity::Error, "the layer's statistics have more values than krepair embeds (stats::MAX_VALUES)"),
     ("non-finite-statistics", Severity::Error, "a stored mean or variance is NaN or infinite"),
     ("negative-variance", Severity::Error, "a stored variance is negative"),

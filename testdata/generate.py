@@ -411,6 +411,25 @@ def case_compiled_sgd_plain():
     return model, data((4,), 4, 1), {}
 
 
+def case_compiled_legacy_adam():
+    """A Sequential given `input_shape=`, compiled with a tf.keras legacy
+    Adam (what `import keras` gives in tf.keras 2.12), fitted one epoch:
+    tf.keras saves none of its variables."""
+    n = layers.Normalization(axis=-1, input_shape=(5,))
+    n.adapt(data((5,)))
+    model = keras.Sequential([n, layers.Dense(6, activation="tanh"), layers.Dense(2)])
+    model = compiled(
+        model,
+        optimizers.legacy.Adam(learning_rate=0.02),
+        "mse",
+        ["mae"],
+        (5,),
+        lambda r, k: r.normal(size=(k, 2)).astype("float32"),
+        25,
+    )
+    return model, data((5,), 4, 3), {n: None}
+
+
 CASES = {
     "axis_last": case_axis_last,
     "axis_none": case_axis_none,
@@ -434,6 +453,7 @@ CASES = {
     "compiled_rmsprop": case_compiled_rmsprop,
     "compiled_sgd_plain": case_compiled_sgd_plain,
     "compiled_schedule": case_compiled_schedule,
+    "compiled_legacy_adam": case_compiled_legacy_adam,
     # The same model as axis_last, saved unzipped (Keras >= 3.4).
     "directory_form": case_axis_last,
 }
@@ -682,14 +702,26 @@ def record_training(model, archive, x, case_dir):
     the predictions after one more training step of the saved archive
     reloaded here, which a migrated archive must reproduce."""
     opt = model.optimizer
-    variables = opt.variables() if callable(opt.variables) else opt.variables
+    xs, ys = model._krepair_step
+    np.savez(os.path.join(case_dir, "train_step.npz"), x=xs, y=ys)
+    if "legacy" in type(opt).__module__:
+        # tf.keras saves no variables of a legacy optimizer (and cannot
+        # load the archive compiled): a migrated model's optimizer starts
+        # afresh, as the new optimizer of the same class and
+        # hyperparameters does here.
+        fresh = getattr(optimizers, type(opt).__name__)(
+            **{k: v for k, v in opt.get_config().items() if k not in ("decay", "name")})
+        again = keras.models.load_model(archive, compile=False)
+        again.compile(optimizer=fresh, loss=model.loss)
+        fresh.build(again.trainable_variables)
+        variables = fresh.variables() if callable(fresh.variables) else fresh.variables
+    else:
+        again = keras.models.load_model(archive)
+        variables = opt.variables() if callable(opt.variables) else opt.variables
     np.savez(
         os.path.join(case_dir, "optimizer_vars.npz"),
         *[np.asarray(v) for v in variables],
     )
-    xs, ys = model._krepair_step
-    np.savez(os.path.join(case_dir, "train_step.npz"), x=xs, y=ys)
-    again = keras.models.load_model(archive)
     again.train_on_batch(xs, ys)
     np.save(
         os.path.join(case_dir, "pred_step.npy"),
@@ -701,6 +733,7 @@ def record_training(model, archive, x, case_dir):
             "class_name": type(opt).__name__,
             "config": config,
             "variables": len(variables),
+            "state_saved": "legacy" not in type(opt).__module__,
             "loss": type(model.loss).__name__ if not isinstance(model.loss, str) else model.loss,
         }, f, indent=1)
         f.write("\n")

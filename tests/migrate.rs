@@ -120,7 +120,15 @@ fn every_tf_keras_2_15_fixture_migrates_with_the_rules_it_needs() {
             .iter()
             .map(|r| r.0.to_string())
             // The 2.12-2.14 fixtures exercise these (below).
-            .filter(|r| !["weights-layout", "legacy-module", "numpy-scalar"].contains(&r.as_str()))
+            .filter(|r| {
+                ![
+                    "weights-layout",
+                    "legacy-module",
+                    "numpy-scalar",
+                    "legacy-optimizer",
+                ]
+                .contains(&r.as_str())
+            })
             .collect::<BTreeSet<_>>(),
         "every rule is exercised by a real fixture"
     );
@@ -360,6 +368,7 @@ fn tf_keras_2_12_to_2_14_archives_get_keras_3_weight_paths() {
     let t = tempfile::tempdir().unwrap();
     let mut doubled = 0;
     let mut numpy_scalars = 0;
+    let mut legacy_optimizers = 0;
     for v in ["2.12", "2.13", "2.14"] {
         let dir = root().join(format!("testdata/fixtures/migrate-tf{v}"));
         for case in names(&dir) {
@@ -422,6 +431,17 @@ fn tf_keras_2_12_to_2_14_archives_get_keras_3_weight_paths() {
             // 2.12's legacy-form configs get modules; no other version's.
             let all = codes(&r);
             assert_eq!(all.contains("legacy-module"), v == "2.12", "{v}/{case}");
+            if case == "compiled_legacy_adam" {
+                assert!(all.contains("legacy-optimizer"), "{all:?}");
+                assert!(!all.contains("optimizer-variables"), "{all:?}");
+                let warned = r["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f["code"] == "optimizer-state-not-saved");
+                assert!(warned, "{}", r["findings"]);
+                legacy_optimizers += 1;
+            }
             numpy_scalars += r["migration"]
                 .as_array()
                 .unwrap()
@@ -436,6 +456,7 @@ fn tf_keras_2_12_to_2_14_archives_get_keras_3_weight_paths() {
     );
     // The 2.12 CNN's ReLU: max_value, negative_slope, threshold.
     assert_eq!(numpy_scalars, 3);
+    assert_eq!(legacy_optimizers, 1);
     // A dry run renames in memory only: it plans, and writes nothing.
     let input = root().join("testdata/fixtures/migrate-tf2.13/two_norms/model.keras");
     let before = sha(&input);
