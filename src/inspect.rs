@@ -216,6 +216,12 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
             declared.insert(s.config_path, (s.input_shape, s.shape_from));
         }
     }
+    // tf.keras named the weights groups of 2.12-2.14 after the classes it
+    // saved, which migration may change (TFOpLambda): the layout is
+    // matched against the config as saved.
+    let saved_config_text = (check.migrate
+        && crate::migrate::numbering_of(keras_version.as_deref()).is_some())
+    .then(|| config_text.clone());
     if check.migrate {
         crate::worker::step("planning the migration of config.json");
         let plan = crate::migrate::plan(&mut config, keras_version.as_deref())
@@ -311,8 +317,9 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     let mut legacy = Vec::new();
     if let Some(numbering) = numbering.filter(|_| check.migrate || !sites.is_empty()) {
         crate::worker::step("matching the tf.keras weights groups to the config");
-        let config: Value = serde_json::from_str(&config_text)
-            .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
+        let config: Value =
+            serde_json::from_str(saved_config_text.as_deref().unwrap_or(&config_text))
+                .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
         let what = if check.migrate {
             "cannot migrate"
         } else {

@@ -411,6 +411,22 @@ def case_compiled_sgd_plain():
     return model, data((4,), 4, 1), {}
 
 
+def case_arithmetic():
+    """Arithmetic on Keras tensors, which tf.keras saves as TFOpLambda
+    layers: with constants (x * 2, x + 1, x - 0.5, 3 - x, x / 4, 1 + x,
+    -x) and between tensors (x + y, x - y, x * y)."""
+    n = layers.Normalization(axis=-1)
+    n.adapt(data((4,)))
+    inp = keras.Input((4,))
+    a = layers.Dense(4)(n(inp))
+    b = a * 2.0 + 1.0
+    c = 3.0 - (b - 0.5)
+    d = (a / 4.0) * c
+    e = 1.0 + (-d - a)
+    out = layers.Dense(2)(layers.Concatenate()([e, a + b]))
+    return keras.Model(inp, out), data((4,), 8, 5), {n: None}
+
+
 def case_compiled_legacy_adam():
     """A Sequential given `input_shape=`, compiled with a tf.keras legacy
     Adam (what `import keras` gives in tf.keras 2.12), fitted one epoch:
@@ -454,6 +470,7 @@ CASES = {
     "compiled_sgd_plain": case_compiled_sgd_plain,
     "compiled_schedule": case_compiled_schedule,
     "compiled_legacy_adam": case_compiled_legacy_adam,
+    "arithmetic": case_arithmetic,
     # The same model as axis_last, saved unzipped (Keras >= 3.4).
     "directory_form": case_axis_last,
 }
@@ -764,7 +781,8 @@ def main():
     # tf.keras 2.x has no unzipped save, and its legacy-h5 helpers differ.
     not_in_tf_keras = {"directory_form", "efficientnet_stem"}
     # Compiled tf.keras models are inputs of `krepair migrate` only.
-    only_tf_keras = {n for n in CASES if n.startswith("compiled_")}
+    # So is arithmetic on Keras tensors (TFOpLambda layers in tf.keras).
+    only_tf_keras = {n for n in CASES if n.startswith("compiled_")} | {"arithmetic"}
     for name in args.cases or CASES:
         if major_minor < (3, 0) and name in not_in_tf_keras:
             print(f"{name}: skipped (not available in tf.keras {keras.__version__})")
