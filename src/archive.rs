@@ -163,11 +163,15 @@ fn sniff(path: &Path) -> Result<Form> {
     let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io(path, "read", e))?;
     let head = &head[..n];
     if n == 0 {
-        return Err(Error::format(path, "empty file: not a .keras archive"));
+        return Err(Error::format(
+            path,
+            crate::error::Malformed::NotAnArchive,
+            "empty file: not a .keras archive",
+        ));
     }
     if head.starts_with(HDF5_MAGIC) {
         return Err(Error::format(
-            path,
+            path, crate::error::Malformed::NotAnArchive,
             "this is a legacy HDF5 model file (tf.keras `save_format=\"h5\"`), not a .keras zip archive; Keras 3 refuses it as well; krepair repairs .keras archives only",
         ));
     }
@@ -176,6 +180,7 @@ fn sniff(path: &Path) -> Result<Form> {
     }
     Err(Error::format(
         path,
+        crate::error::Malformed::NotAnArchive,
         "not a .keras archive (no zip signature)",
     ))
 }
@@ -206,7 +211,13 @@ fn declared_entries(f: &mut File, path: &Path) -> Result<u64> {
     let eocd = (0..tail.len().saturating_sub(21))
         .rev()
         .find(|&i| tail[i..].starts_with(b"PK\x05\x06"))
-        .ok_or_else(|| Error::format(path, "truncated zip: no end-of-central-directory record"))?;
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                crate::error::Malformed::Container,
+                "truncated zip: no end-of-central-directory record",
+            )
+        })?;
     let n16 = u16::from_le_bytes([tail[eocd + 10], tail[eocd + 11]]) as u64;
     if n16 != 0xFFFF || eocd < 20 || !tail[eocd - 20..].starts_with(b"PK\x06\x07") {
         return Ok(n16);
@@ -216,10 +227,17 @@ fn declared_entries(f: &mut File, path: &Path) -> Result<u64> {
     let mut rec = [0u8; 40];
     f.seek(SeekFrom::Start(z64_at))
         .and_then(|_| f.read_exact(&mut rec))
-        .map_err(|_| Error::format(path, "corrupt zip64 end-of-central-directory record"))?;
+        .map_err(|_| {
+            Error::format(
+                path,
+                crate::error::Malformed::Container,
+                "corrupt zip64 end-of-central-directory record",
+            )
+        })?;
     if !rec.starts_with(b"PK\x06\x06") {
         return Err(Error::format(
             path,
+            crate::error::Malformed::Container,
             "corrupt zip64 end-of-central-directory record",
         ));
     }
@@ -232,6 +250,7 @@ fn check_name(path: &Path, name: &str, enclosed: Option<PathBuf>) -> Result<()> 
     let bad = |why: &str| {
         Err(Error::format(
             path,
+            crate::error::Malformed::Container,
             format!("member `{}`: {why}", name.escape_debug()),
         ))
     };
@@ -274,16 +293,22 @@ impl Archive {
         if declared > MAX_MEMBERS as u64 {
             return Err(Error::format(
                 path,
+                crate::error::Malformed::Limit,
                 format!("{declared} members, more than the limit of {MAX_MEMBERS}"),
             ));
         }
         f.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io(path, "read", e))?;
-        let mut zip = ZipArchive::new(BufReader::with_capacity(1 << 16, f))
-            .map_err(|e| Error::format(path, format!("invalid zip: {e}")))?;
+        let mut zip = ZipArchive::new(BufReader::with_capacity(1 << 16, f)).map_err(|e| {
+            Error::format(
+                path,
+                crate::error::Malformed::Container,
+                format!("invalid zip: {e}"),
+            )
+        })?;
         if zip.len() as u64 != declared {
             return Err(Error::format(
-                path,
+                path, crate::error::Malformed::Container,
                 format!(
                     "duplicate member names: the central directory lists {declared} entries but only {} distinct names",
                     zip.len()
@@ -293,23 +318,35 @@ impl Archive {
         let mut members = Vec::with_capacity(zip.len());
         let mut seen = HashSet::new();
         for i in 0..zip.len() {
-            let m = zip
-                .by_index_raw(i)
-                .map_err(|e| Error::format(path, format!("member #{i}: {e}")))?;
+            let m = zip.by_index_raw(i).map_err(|e| {
+                Error::format(
+                    path,
+                    crate::error::Malformed::Container,
+                    format!("member #{i}: {e}"),
+                )
+            })?;
             let name = m
                 .name()
-                .map_err(|e| Error::format(path, format!("member #{i}: bad name: {e}")))?
+                .map_err(|e| {
+                    Error::format(
+                        path,
+                        crate::error::Malformed::Container,
+                        format!("member #{i}: bad name: {e}"),
+                    )
+                })?
                 .to_string();
             check_name(path, &name, m.enclosed_name())?;
             if m.is_symlink() {
                 return Err(Error::format(
                     path,
+                    crate::error::Malformed::Container,
                     format!("member `{name}` is a symbolic link"),
                 ));
             }
             if m.size() > BOMB_MIN_BYTES && m.size() / MAX_RATIO.max(1) > m.compressed_size() {
                 return Err(Error::format(
                     path,
+                    crate::error::Malformed::Limit,
                     format!(
                         "member `{name}` declares {} bytes from {} stored bytes (zip bomb)",
                         m.size(),
@@ -318,7 +355,11 @@ impl Archive {
                 ));
             }
             if !seen.insert(name.trim_end_matches('/').to_string()) {
-                return Err(Error::format(path, format!("duplicate member `{name}`")));
+                return Err(Error::format(
+                    path,
+                    crate::error::Malformed::Container,
+                    format!("duplicate member `{name}`"),
+                ));
             }
             let stored_at = match (m.compression(), m.data_start()) {
                 (zip::CompressionMethod::Stored, Some(start))
@@ -330,6 +371,7 @@ impl Archive {
                         None => {
                             return Err(Error::format(
                                 path,
+                                crate::error::Malformed::Container,
                                 format!(
                                     "member `{name}` extends past the end of the file (truncated?)"
                                 ),
@@ -366,13 +408,18 @@ impl Archive {
                     .file_type()
                     .map_err(|e| Error::io(entry.path(), "stat", e))?;
                 let name_os = entry.file_name();
-                let name = name_os
-                    .to_str()
-                    .ok_or_else(|| Error::format(entry.path(), "file name is not UTF-8"))?;
+                let name = name_os.to_str().ok_or_else(|| {
+                    Error::format(
+                        entry.path(),
+                        crate::error::Malformed::Container,
+                        "file name is not UTF-8",
+                    )
+                })?;
                 let r = rel.join(name);
                 if ft.is_symlink() {
                     return Err(Error::format(
                         path,
+                        crate::error::Malformed::Container,
                         format!("`{}` is a symbolic link", r.display()),
                     ));
                 } else if ft.is_dir() {
@@ -392,12 +439,14 @@ impl Archive {
                 } else {
                     return Err(Error::format(
                         path,
+                        crate::error::Malformed::Container,
                         format!("`{}` is not a regular file", r.display()),
                     ));
                 }
                 if members.len() > MAX_MEMBERS {
                     return Err(Error::format(
                         path,
+                        crate::error::Malformed::Limit,
                         format!("more than {MAX_MEMBERS} files"),
                     ));
                 }
@@ -421,7 +470,13 @@ impl Archive {
         self.members
             .iter()
             .position(|m| m.name == name)
-            .ok_or_else(|| Error::format(&self.path, format!("no member `{name}`")))
+            .ok_or_else(|| {
+                Error::format(
+                    &self.path,
+                    crate::error::Malformed::MissingMember,
+                    format!("no member `{name}`"),
+                )
+            })
     }
 
     /// Stream member `name` (decompressed, CRC-checked) into `out`;
@@ -437,23 +492,34 @@ impl Archive {
         };
         match &mut self.zip {
             Some(zip) => {
-                let m = zip
-                    .by_index(idx)
-                    .map_err(|e| Error::format(&self.path, format!("member `{name}`: {e}")))?;
+                let m = zip.by_index(idx).map_err(|e| {
+                    Error::format(
+                        &self.path,
+                        crate::error::Malformed::Container,
+                        format!("member `{name}`: {e}"),
+                    )
+                })?;
                 let declared = m.size();
                 if declared > limit {
                     return Err(Error::format(
                         &label,
+                        crate::error::Malformed::Limit,
                         format!("declares {declared} bytes, more than the limit of {limit}"),
                     ));
                 }
                 // Never trust the stream to end where the header says.
                 let mut limited = m.take(declared.saturating_add(1));
-                io::copy(&mut limited, &mut w)
-                    .map_err(|e| Error::format(&label, format!("cannot read: {e}")))?;
+                io::copy(&mut limited, &mut w).map_err(|e| {
+                    Error::format(
+                        &label,
+                        crate::error::Malformed::Container,
+                        format!("cannot read: {e}"),
+                    )
+                })?;
                 if w.count != declared {
                     return Err(Error::format(
                         &label,
+                        crate::error::Malformed::Container,
                         format!("holds at least {} bytes but declares {declared}", w.count),
                     ));
                 }
@@ -467,6 +533,7 @@ impl Archive {
                 if w.count > limit {
                     return Err(Error::format(
                         &p,
+                        crate::error::Malformed::Limit,
                         format!("larger than the limit of {limit} bytes"),
                     ));
                 }
@@ -540,9 +607,13 @@ pub fn write_zip(
         problem: format!("cannot write: {e}"),
     };
     for i in 0..zip.len() {
-        let m = zip
-            .by_index_raw(i)
-            .map_err(|e| Error::format(&src.path, format!("member #{i}: {e}")))?;
+        let m = zip.by_index_raw(i).map_err(|e| {
+            Error::format(
+                &src.path,
+                crate::error::Malformed::Container,
+                format!("member #{i}: {e}"),
+            )
+        })?;
         let name = m.name().map_err(|e| werr(&e))?.to_string();
         match new.get_mut(&name) {
             None => w.raw_copy_file(m).map_err(|e| werr(&e))?,

@@ -24,8 +24,10 @@ pub enum Error {
     },
     /// The input is not a `.keras` archive krepair can read.
     Format {
-        /// The input file or directory.
+        /// The input file or directory (or `archive!member`).
         path: PathBuf,
+        /// Which part of the input is malformed.
+        kind: Malformed,
         /// One line saying what is wrong and where.
         problem: String,
     },
@@ -75,9 +77,63 @@ pub enum Error {
     Reported {
         /// [`Error::code`] of the worker's error.
         code: &'static str,
+        /// [`Error::kind`] of the worker's error.
+        kind: Option<&'static str>,
         /// The worker's message (it names the file).
         message: String,
     },
+}
+
+/// Which part of an input is malformed ([`Error::Format`]): what a caller
+/// or a test matches on, and `error.kind` in the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// Not a `.keras` archive at all: an empty file, a legacy HDF5 model
+    /// file, no zip signature, a directory without `config.json`.
+    NotAnArchive,
+    /// The zip container (or the directory form) is broken or unsafe:
+    /// truncated or corrupt records, bad, duplicate or unsafe names,
+    /// links, a CRC-32 mismatch, a zip bomb.
+    Container,
+    /// Something declares more than krepair reads: members, bytes, values.
+    Limit,
+    /// `config.json` or `model.weights.h5` is missing (or the weights are
+    /// stored in a form krepair never loads).
+    MissingMember,
+    /// `metadata.json` is not what Keras writes.
+    Metadata,
+    /// `config.json` is not UTF-8 JSON, or not a model config krepair can
+    /// walk.
+    Config,
+    /// `model.weights.h5` is not an HDF5 file, or holds what Keras never
+    /// writes where a layer's variables should be.
+    Weights,
+}
+
+impl Malformed {
+    /// Its stable kebab-case name.
+    pub fn code(self) -> &'static str {
+        match self {
+            Malformed::NotAnArchive => "not-an-archive",
+            Malformed::Container => "container",
+            Malformed::Limit => "limit",
+            Malformed::MissingMember => "missing-member",
+            Malformed::Metadata => "metadata",
+            Malformed::Config => "config",
+            Malformed::Weights => "weights",
+        }
+    }
+
+    /// Every kind, for docs and tests.
+    pub const ALL: [Malformed; 7] = [
+        Malformed::NotAnArchive,
+        Malformed::Container,
+        Malformed::Limit,
+        Malformed::MissingMember,
+        Malformed::Metadata,
+        Malformed::Config,
+        Malformed::Weights,
+    ];
 }
 
 /// How a worker process failed ([`Error::Worker`]).
@@ -104,10 +160,20 @@ impl Error {
     }
 
     /// A malformed-input error on `path`.
-    pub fn format(path: impl AsRef<Path>, problem: impl Into<String>) -> Self {
+    pub fn format(path: impl AsRef<Path>, kind: Malformed, problem: impl Into<String>) -> Self {
         Error::Format {
             path: path.as_ref().to_path_buf(),
+            kind,
             problem: problem.into(),
+        }
+    }
+
+    /// For malformed input, which part (`error.kind` in the report).
+    pub fn kind(&self) -> Option<&'static str> {
+        match self {
+            Error::Format { kind, .. } => Some(kind.code()),
+            Error::Reported { kind, .. } => *kind,
+            _ => None,
         }
     }
 
@@ -142,7 +208,7 @@ impl fmt::Display for Error {
                     one_line(&source.to_string())
                 )
             }
-            Error::Format { path, problem } => {
+            Error::Format { path, problem, .. } => {
                 write!(f, "{}: {}", path.display(), one_line(problem))
             }
             Error::Refused {

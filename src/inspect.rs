@@ -150,10 +150,28 @@ impl Inspection {
 }
 
 fn parse_json(bytes: &[u8], label: &str, archive: &Archive) -> Result<Value> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| Error::format(&archive.path, format!("{label} is not UTF-8: {e}")))?;
-    serde_json::from_str(text)
-        .map_err(|e| Error::format(&archive.path, format!("{label} is not valid JSON: {e}")))
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Error::format(
+            &archive.path,
+            if label == "metadata.json" {
+                crate::error::Malformed::Metadata
+            } else {
+                crate::error::Malformed::Config
+            },
+            format!("{label} is not UTF-8: {e}"),
+        )
+    })?;
+    serde_json::from_str(text).map_err(|e| {
+        Error::format(
+            &archive.path,
+            if label == "metadata.json" {
+                crate::error::Malformed::Metadata
+            } else {
+                crate::error::Malformed::Config
+            },
+            format!("{label} is not valid JSON: {e}"),
+        )
+    })
 }
 
 /// Inspect the archive at `path` under `policy`.
@@ -166,10 +184,15 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         if archive.member(archive::WEIGHTS).is_none() && archive.form == Form::Directory {
             return Err(Error::format(
                 path,
+                crate::error::Malformed::NotAnArchive,
                 "not a .keras directory: no config.json",
             ));
         }
-        return Err(Error::format(path, "no config.json in the archive"));
+        return Err(Error::format(
+            path,
+            crate::error::Malformed::MissingMember,
+            "no config.json in the archive",
+        ));
     }
     let keras_version = match archive.member(archive::METADATA) {
         None => None,
@@ -177,7 +200,11 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
             let bytes = archive.read_member(archive::METADATA, archive::MAX_METADATA_BYTES)?;
             let meta = parse_json(&bytes, "metadata.json", &archive)?;
             if !meta.is_object() {
-                return Err(Error::format(path, "metadata.json is not a JSON object"));
+                return Err(Error::format(
+                    path,
+                    crate::error::Malformed::Metadata,
+                    "metadata.json is not a JSON object",
+                ));
             }
             match meta.get("keras_version") {
                 None | Some(Value::Null) => None,
@@ -185,6 +212,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
                 Some(_) => {
                     return Err(Error::format(
                         path,
+                        crate::error::Malformed::Metadata,
                         "metadata.json: keras_version is not a string",
                     ))
                 }
@@ -210,9 +238,13 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     // batch_input_shape.
     let mut declared = HashMap::new();
     if check.migrate && crate::migrate::is_tf_keras(keras_version.as_deref()) {
-        for s in model::find_normalizations(&config)
-            .map_err(|e| Error::format(path, format!("config.json: {e}")))?
-        {
+        for s in model::find_normalizations(&config).map_err(|e| {
+            Error::format(
+                path,
+                crate::error::Malformed::Config,
+                format!("config.json: {e}"),
+            )
+        })? {
             declared.insert(s.config_path, (s.input_shape, s.shape_from));
         }
     }
@@ -229,12 +261,22 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         migration = plan.rewrites;
         optimizer = plan.optimizer;
         if !migration.is_empty() {
-            config_text = serde_json::to_string(&config)
-                .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
+            config_text = serde_json::to_string(&config).map_err(|e| {
+                Error::format(
+                    path,
+                    crate::error::Malformed::Config,
+                    format!("config.json: {e}"),
+                )
+            })?;
         }
     }
-    let mut sites = model::find_normalizations(&config)
-        .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
+    let mut sites = model::find_normalizations(&config).map_err(|e| {
+        Error::format(
+            path,
+            crate::error::Malformed::Config,
+            format!("config.json: {e}"),
+        )
+    })?;
     for site in &mut sites {
         if let Some((shape, from)) = declared.remove(&site.config_path) {
             if site.shape_from == ShapeFrom::Unknown {
@@ -258,7 +300,11 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         } else {
             "no model.weights.h5 in the archive"
         };
-        return Err(Error::format(path, what));
+        return Err(Error::format(
+            path,
+            crate::error::Malformed::MissingMember,
+            what,
+        ));
     }
     crate::worker::step("opening model.weights.h5");
     // tf.keras 2.13 and 2.14 keep their layers' weights in another layout
@@ -317,9 +363,16 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     let mut legacy = Vec::new();
     if let Some(numbering) = numbering.filter(|_| check.migrate || !sites.is_empty()) {
         crate::worker::step("matching the tf.keras weights groups to the config");
-        let config: Value =
-            serde_json::from_str(saved_config_text.as_deref().unwrap_or(&config_text))
-                .map_err(|e| Error::format(path, format!("config.json: {e}")))?;
+        let config: Value = serde_json::from_str(
+            saved_config_text.as_deref().unwrap_or(&config_text),
+        )
+        .map_err(|e| {
+            Error::format(
+                path,
+                crate::error::Malformed::Config,
+                format!("config.json: {e}"),
+            )
+        })?;
         let what = if check.migrate {
             "cannot migrate"
         } else {

@@ -84,6 +84,7 @@ impl Run {
         report.output = None;
         report.error = Some(ErrorInfo {
             code: e.code(),
+            kind: e.kind(),
             message: e.to_string(),
         });
         Run {
@@ -96,6 +97,7 @@ impl Run {
     pub fn from_report(report: Report) -> Run {
         let error = report.error.as_ref().map(|e| Error::Reported {
             code: e.code,
+            kind: e.kind,
             message: e.message.clone(),
         });
         Run { report, error }
@@ -229,6 +231,7 @@ fn finish_scan(scan: Option<Scan>, archive: &archive::Archive) -> Result<Option<
         if Some(crc) != m.crc32 {
             return Err(Error::format(
                 format!("{}!{}", archive.path.display(), archive::WEIGHTS),
+                crate::error::Malformed::Container,
                 "invalid checksum: the stored bytes do not match the zip's CRC-32",
             ));
         }
@@ -477,6 +480,7 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
                 let span = json_span::value_span(&insp.config_text, &p).map_err(|e| {
                     Error::format(
                         &insp.archive.path,
+                        crate::error::Malformed::Config,
                         format!("config.json at {}: {e}", json_span::path_string(&p)),
                     )
                 })?;
@@ -489,6 +493,7 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
     serde_json::from_str::<serde::de::IgnoredAny>(&new_config).map_err(|e| {
         Error::format(
             &insp.archive.path,
+            crate::error::Malformed::Config,
             format!("edited config.json does not parse: {e}"),
         )
     })?;
@@ -513,10 +518,10 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
     }
     // model.weights.h5: edit the private mapping.
     let Some(w) = insp.weights.take() else {
-        return Err(Error::format(
-            &insp.archive.path,
-            "internal: layers to repair without open weights",
-        ));
+        return Err(Error::Internal {
+            path: insp.archive.path.clone(),
+            problem: "layers to repair without open weights".into(),
+        });
     };
     for a in &insp.actions {
         match a {

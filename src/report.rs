@@ -90,6 +90,13 @@ pub struct ErrorInfo {
     /// Stable kind.
     #[serde(deserialize_with = "intern")]
     pub code: crate::report::StaticStr,
+    /// For `malformed-input`: which part ([`crate::error::Malformed`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "intern_opt"
+    )]
+    pub kind: Option<crate::report::StaticStr>,
     /// The one-line message.
     pub message: String,
 }
@@ -219,6 +226,14 @@ pub fn intern<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error>
     let k: &'static str = Box::leak(s.into_boxed_str());
     set.insert(k);
     Ok(k)
+}
+
+/// [`intern`] for an optional code.
+pub fn intern_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'static str>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => intern(serde::de::value::StringDeserializer::<D::Error>::new(s)).map(Some),
+    }
 }
 
 impl Report {

@@ -91,6 +91,7 @@ pub struct Weights {
 fn h5err(label: &str, what: &str, e: hdf5::Error) -> Error {
     Error::Format {
         path: PathBuf::from(label),
+        kind: crate::error::Malformed::Weights,
         problem: format!("{what}: {}", one_line(&checked_utf8(&e.to_string()))),
     }
 }
@@ -136,16 +137,19 @@ impl Weights {
         if len < crate::archive::HDF5_MAGIC.len() as u64 {
             return Err(Error::format(
                 label,
+                crate::error::Malformed::Weights,
                 format!("not an HDF5 file ({len} bytes, no HDF5 signature)"),
             ));
         }
         let mut image = Image::map(file, offset, len, writable).map_err(|e| Error::Format {
             path: PathBuf::from(label),
+            kind: crate::error::Malformed::Weights,
             problem: format!("cannot map the weights: {e}"),
         })?;
         if !image.starts_with(crate::archive::HDF5_MAGIC) {
             return Err(Error::format(
                 label,
+                crate::error::Malformed::Weights,
                 "not an HDF5 file (no HDF5 signature at its start)",
             ));
         }
@@ -284,6 +288,7 @@ impl Weights {
         if space.is_null() {
             return Err(Error::format(
                 &self.label,
+                crate::error::Malformed::Weights,
                 format!("`{path}` has a null dataspace (no values)"),
             ));
         }
@@ -295,6 +300,7 @@ impl Weights {
             .ok_or_else(|| {
                 Error::format(
                     &self.label,
+                    crate::error::Malformed::Limit,
                     format!("`{path}` declares shape {shape:?}, more than {max_elems} values"),
                 )
             })?;
@@ -311,6 +317,7 @@ impl Weights {
         if data.len() != n {
             return Err(Error::format(
                 &self.label,
+                crate::error::Malformed::Weights,
                 format!(
                     "`{path}`: read {} values where its shape {shape:?} declares {n}",
                     data.len()
@@ -330,6 +337,7 @@ impl Weights {
         if !scalar {
             return Err(Error::format(
                 &self.label,
+                crate::error::Malformed::Weights,
                 format!("`{path}` is not a scalar"),
             ));
         }
@@ -356,6 +364,7 @@ impl Weights {
         if g.link_exists(to) {
             return Err(Error::format(
                 &self.label,
+                crate::error::Malformed::Weights,
                 format!("cannot rename `{group}/{from}`: `{group}/{to}` exists"),
             ));
         }
@@ -386,6 +395,7 @@ impl Weights {
         if ds.shape() != t.shape {
             return Err(Error::format(
                 &self.label,
+                crate::error::Malformed::Weights,
                 format!("`{path}` has shape {:?}, not {:?}", ds.shape(), t.shape),
             ));
         }
@@ -397,6 +407,7 @@ impl Weights {
             {
                 return Err(Error::format(
                     &self.label,
+                    crate::error::Malformed::Weights,
                     format!("`{path}`: the values are not exact in float16"),
                 ));
             }
@@ -436,7 +447,7 @@ impl Weights {
     }
 
     fn unsafe_hdf5(&self, problem: String) -> Error {
-        Error::format(&self.label, problem)
+        Error::format(&self.label, crate::error::Malformed::Weights, problem)
     }
 
     /// The one walk over the HDF5 tree, from the group at `start` (`""` is

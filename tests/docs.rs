@@ -84,3 +84,22 @@ fn migration_doc_lists_every_rule_and_known_layer() {
         );
     }
 }
+
+#[test]
+fn report_doc_lists_every_malformed_kind() {
+    let report = doc("report.md");
+    let exit = doc("exit-codes.md");
+    let mut seen = std::collections::BTreeSet::new();
+    for k in krepair::error::Malformed::ALL {
+        let code = k.code();
+        assert!(seen.insert(code), "duplicate kind {code}");
+        assert!(
+            report.contains(&format!("`{code}`")),
+            "report.md lacks `{code}`"
+        );
+        assert!(
+            exit.contains(&format!("`{code}`")),
+            "exit-codes.md lacks `{code}`"
+        );
+    }
+}

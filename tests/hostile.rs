@@ -52,7 +52,7 @@ fn broken_zip_containers() {
     // CRC mismatch: one byte of config.json changed in place.
     let mut b = zip_bytes(&base());
     patch(&mut b, b"\"trainable\": true", b"\"trainable\": trUe");
-    refuses(&put(t.path(), "crc.keras", &b), &[], "checksum");
+    refuses_as(&put(t.path(), "crc.keras", &b), "checksum", "container");
     fs::remove_file(t.path().join("crc.keras")).unwrap();
 
     // A stored weights member whose bytes do not match its CRC-32 (set
@@ -64,7 +64,7 @@ fn broken_zip_containers() {
     for at in [c + 16, local + 14] {
         b[at] ^= 0x01;
     }
-    refuses(&put(t.path(), "wcrc.keras", &b), &[], "checksum");
+    refuses_as(&put(t.path(), "wcrc.keras", &b), "checksum", "container");
     fs::remove_file(t.path().join("wcrc.keras")).unwrap();
 
     // Duplicate member names.
@@ -72,10 +72,10 @@ fn broken_zip_containers() {
     m.push(("config.jsoX".into(), b"{}".to_vec()));
     let mut b = zip_bytes(&m);
     patch(&mut b, b"config.jsoX", b"config.json");
-    refuses(
+    refuses_as(
         &put(t.path(), "dup.keras", &b),
-        &[],
         "duplicate member names",
+        "container",
     );
     fs::remove_file(t.path().join("dup.keras")).unwrap();
 
@@ -84,10 +84,10 @@ fn broken_zip_containers() {
     for i in 0..krepair::archive::MAX_MEMBERS {
         m.push((format!("assets/{i}"), vec![]));
     }
-    refuses(
+    refuses_as(
         &put(t.path(), "many.keras", &zip_bytes(&m)),
-        &[],
         "more than the limit",
+        "limit",
     );
     fs::remove_file(t.path().join("many.keras")).unwrap();
 
@@ -97,7 +97,7 @@ fn broken_zip_containers() {
     let mut b = zip_bytes(&m);
     let at = central_entry(&b, b"assets/bomb");
     b[at + 24..at + 28].copy_from_slice(&u32::MAX.to_le_bytes());
-    refuses(&put(t.path(), "bomb.keras", &b), &[], "zip bomb");
+    refuses_as(&put(t.path(), "bomb.keras", &b), "zip bomb", "limit");
     fs::remove_file(t.path().join("bomb.keras")).unwrap();
 
     // An absurdly large config.json (declared 100 MiB).
@@ -105,7 +105,11 @@ fn broken_zip_containers() {
     let at = central_entry(&b, b"config.json");
     b[at + 24..at + 28].copy_from_slice(&(100u32 << 20).to_le_bytes());
     b[at + 20..at + 24].copy_from_slice(&(100u32 << 20).to_le_bytes());
-    refuses(&put(t.path(), "bigcfg.keras", &b), &[], "config.json");
+    refuses_as(
+        &put(t.path(), "bigcfg.keras", &b),
+        "config.json",
+        "container",
+    );
 }
 
 #[test]
@@ -127,7 +131,7 @@ fn unsafe_member_names() {
         let mut b = zip_bytes(&m);
         patch(&mut b, placeholder.as_bytes(), bad.as_bytes());
         let p = put(t.path(), &format!("name{i}.keras"), &b);
-        refuses(&p, &[], needle);
+        refuses_as(&p, needle, "container");
         fs::remove_file(p).unwrap();
     }
     // A symbolic-link entry.
@@ -141,75 +145,86 @@ fn unsafe_member_names() {
     }
     w.add_symlink("assets/passwd", "/etc/passwd", opts).unwrap();
     w.finish().unwrap();
-    refuses(&p, &[], "symbolic link");
+    refuses_as(&p, "symbolic link", "container");
 }
 
 #[test]
 fn bad_json_members() {
     let t = tempfile::tempdir().unwrap();
     type Edit = Box<dyn Fn(&mut Vec<(String, Vec<u8>)>)>;
-    let cases: Vec<(&str, Edit, &str)> = vec![
+    let cases: Vec<(&str, Edit, &str, &str)> = vec![
         (
             "metadata not json",
             Box::new(|m| m[0].1 = b"nope".to_vec()),
             "metadata.json is not valid JSON",
+            "metadata",
         ),
         (
             "metadata shape",
             Box::new(|m| m[0].1 = b"[1, 2]".to_vec()),
             "metadata.json is not a JSON object",
+            "metadata",
         ),
         (
             "version type",
             Box::new(|m| m[0].1 = br#"{"keras_version": 3}"#.to_vec()),
             "keras_version is not a string",
+            "metadata",
         ),
         (
             "config shape",
             Box::new(|m| m[1].1 = br#"{"layers": []}"#.to_vec()),
             "not a serialized Keras model",
+            "config",
         ),
         (
             "config not utf8",
             Box::new(|m| m[1].1 = vec![0xff, 0xfe]),
             "config.json is not UTF-8",
+            "config",
         ),
         (
             "config missing",
             Box::new(|m| m.retain(|x| x.0 != "config.json")),
             "no config.json",
+            "missing-member",
         ),
         (
             "weights missing",
             Box::new(|m| m.retain(|x| x.0 != "model.weights.h5")),
             "no model.weights.h5",
+            "missing-member",
         ),
         (
             "weights not hdf5",
             Box::new(|m| m[2].1 = vec![7u8; 4096]),
             "not an HDF5 file",
+            "weights",
         ),
         (
             "weights truncated",
             Box::new(|m| m[2].1.truncate(600)),
             "not a readable HDF5 file",
+            "weights",
         ),
         (
             "weights empty",
             Box::new(|m| m[2].1.clear()),
             "not an HDF5 file (0 bytes",
+            "weights",
         ),
         (
             "weights shorter than the signature",
             Box::new(|m| m[2].1.truncate(5)),
             "not an HDF5 file (5 bytes",
+            "weights",
         ),
     ];
-    for (_what, edit, needle) in cases {
+    for (_what, edit, needle, kind) in cases {
         let mut m = base();
         edit(&mut m);
         let p = put(t.path(), "in.keras", &zip_bytes(&m));
-        refuses(&p, &[], needle);
+        refuses_as(&p, needle, kind);
     }
     // Explicit-mode and no-Normalization archives are checked as strictly.
     let mut m = members(&fixture("3.15", "no_norm").archive());
@@ -277,7 +292,7 @@ fn hostile_hdf5() {
     ];
     for (_what, edit, needle) in cases {
         let p = put(t.path(), "in.keras", &zip_bytes(&hostile_weights(edit)));
-        refuses(&p, &[], needle);
+        refuses_as(&p, needle, "weights");
     }
 }
 

@@ -229,6 +229,27 @@ pub fn flat_f32(v: &serde_json::Value) -> Vec<f32> {
 
 /// Run on a damaged input: exit 1, one line on stderr naming the input
 /// and containing `needle`, no output, input unchanged.
+/// [`refuses`], and the report's `error` says malformed input of `kind`
+/// ([`krepair::error::Malformed`]).
+#[allow(dead_code)]
+pub fn refuses_as(input: &std::path::Path, needle: &str, kind: &str) {
+    refuses(input, &[], needle);
+    let t = tempfile::tempdir().unwrap();
+    let (report, out) = (t.path().join("report.json"), t.path().join("out.keras"));
+    let o = krepair(&[&"-q", &"--report", &report, &input, &out]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(!out.exists());
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["error"]["code"], "malformed-input", "{}", r["error"]);
+    assert_eq!(
+        r["error"]["kind"],
+        kind,
+        "{}: {}",
+        input.display(),
+        r["error"]
+    );
+}
+
 pub fn refuses(input: &std::path::Path, extra: &[&str], needle: &str) {
     let dir = input.parent().unwrap();
     let out = dir.join("out.keras");
