@@ -1,21 +1,25 @@
-//! The `krepair` binary: parse arguments, hand each archive to a worker
-//! process, print, and map the outcome to an exit code
-//! (docs/exit-codes.md). The only place that prints or exits.
+//! The `krepair` binary, orchestration only: parse the arguments
+//! ([`cli`]), hand each archive to a worker process or the batch runner
+//! (the library), send what they report to its sink ([`output`]), and map
+//! the outcome to an exit code (docs/exit-codes.md). The binary is the only
+//! place that prints or exits.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod cli;
+mod output;
 
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
 use cli::{ArchiveArgs, Args, BatchArgs, Command, MergeFormat, ReportCommand, ReportFormat, Shell};
-use krepair::batch::{self, BatchOptions, Job, Mode};
+use krepair::batch::{self, BatchOptions, Mode};
 use krepair::worker::{self, Pool};
 use krepair::Outcome;
+use output::{print_err, print_out, Bar, Journal, ReportSink};
 
 /// Exit code: repaired, or nothing to repair.
 const EXIT_OK: u8 = 0;
@@ -29,26 +33,6 @@ const EXIT_WORK_FOUND: u8 = 3;
 const EXIT_REPORT_LOST: u8 = 4;
 /// Exit code: stopped by Ctrl-C or SIGTERM (128 + SIGINT).
 const EXIT_INTERRUPTED: u8 = 130;
-
-/// Print to stdout. A closed pipe (`krepair ... | head`) is not an error:
-/// the rest is dropped quietly, as ripgrep does, and the exit code stays
-/// the one the work earned. Returns false on any other write error.
-fn print_out(text: &str) -> bool {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => true,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "krepair: cannot write to stdout: {e}");
-            false
-        }
-    }
-}
-
-/// Print one line to stderr, ignoring a closed stderr.
-fn print_err(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
 
 /// Print completions or the man page, generated from the parser's own
 /// definitions (without the run-time HDF5 version, so every build prints
@@ -75,69 +59,6 @@ fn print_generated(command: &Command) -> u8 {
         Err(e) => {
             print_err(&format!("krepair: cannot write to stdout: {e}"));
             EXIT_FAILURE
-        }
-    }
-}
-
-/// Where a report goes: stdout, or a file written atomically at the end.
-/// The file's temporary sibling is created before any work, so a report
-/// path that cannot be written fails the run before anything is written.
-enum ReportSink {
-    None,
-    Stdout,
-    File(
-        PathBuf,
-        tempfile::NamedTempFile,
-        krepair::cleanup::Registered,
-    ),
-}
-
-impl ReportSink {
-    fn open(path: Option<&Path>) -> Result<ReportSink, String> {
-        let Some(path) = path else {
-            return Ok(ReportSink::None);
-        };
-        if path == Path::new("-") {
-            return Ok(ReportSink::Stdout);
-        }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let t = tempfile::Builder::new()
-            .prefix(&krepair::cleanup::prefix())
-            .suffix(".report")
-            .tempfile_in(&dir)
-            .map_err(|e| format!("krepair: {}: cannot write the report: {e}", path.display()))?;
-        let g = krepair::cleanup::register(t.path());
-        Ok(ReportSink::File(path.to_path_buf(), t, g))
-    }
-
-    fn to_stdout(&self) -> bool {
-        matches!(self, ReportSink::Stdout)
-    }
-
-    /// Write `text`; false (with one line on stderr) if it failed.
-    fn write(self, text: &str) -> bool {
-        match self {
-            ReportSink::None => true,
-            ReportSink::Stdout => print_out(text),
-            ReportSink::File(path, mut t, _guard) => {
-                let res = t
-                    .write_all(text.as_bytes())
-                    .and_then(|()| t.as_file().sync_all())
-                    .and_then(|()| t.persist(&path).map(drop).map_err(|e| e.error));
-                match res {
-                    Ok(()) => true,
-                    Err(e) => {
-                        print_err(&format!(
-                            "krepair: {}: cannot write the report: {e}",
-                            path.display()
-                        ));
-                        false
-                    }
-                }
-            }
         }
     }
 }
@@ -238,24 +159,6 @@ fn run_single(args: ArchiveArgs, migrate: bool) -> u8 {
         print_err(&format!("krepair: {e}"));
     }
     code
-}
-
-/// The progress bar: archives done of total, bytes, current file, ETA.
-struct Bar {
-    bar: indicatif::ProgressBar,
-    done: AtomicUsize,
-    total: usize,
-}
-
-impl batch::Progress for Bar {
-    fn start(&self, job: &Job) {
-        self.bar.set_message(job.input.display().to_string());
-    }
-    fn done(&self, job: &Job) {
-        let n = self.done.fetch_add(1, Ordering::SeqCst) + 1;
-        self.bar.set_prefix(format!("{n}/{}", self.total));
-        self.bar.inc(job.size);
-    }
 }
 
 fn run_batch(b: BatchArgs) -> u8 {
@@ -433,65 +336,6 @@ fn run_batch(b: BatchArgs) -> u8 {
         return EXIT_INTERRUPTED;
     }
     code
-}
-
-/// The `--report-format jsonl` journal: one line per archive, written and
-/// flushed as it finishes, then the summary line.
-struct Journal {
-    out: std::sync::Mutex<Box<dyn Write + Send>>,
-    stdout: bool,
-    /// Appending to the `--resume` journal itself: its resumed entries are
-    /// in it already.
-    appending: bool,
-    ok: AtomicBool,
-}
-
-impl Journal {
-    fn open(path: &Path, resume: Option<&Path>) -> std::io::Result<Journal> {
-        if path == Path::new("-") {
-            return Ok(Journal {
-                out: std::sync::Mutex::new(Box::new(std::io::stdout())),
-                stdout: true,
-                appending: false,
-                ok: AtomicBool::new(true),
-            });
-        }
-        let same = resume
-            .is_some_and(|r| std::fs::canonicalize(r).ok() == std::fs::canonicalize(path).ok());
-        let file = if same {
-            batch::journal::open_append(path)?
-        } else {
-            std::fs::File::create(path)?
-        };
-        Ok(Journal {
-            out: std::sync::Mutex::new(Box::new(file)),
-            stdout: false,
-            appending: same,
-            ok: AtomicBool::new(true),
-        })
-    }
-
-    fn write(&self, line: &str) {
-        let mut g = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let res = g.write_all(line.as_bytes()).and_then(|()| g.flush());
-        if let Err(e) = res {
-            if e.kind() != std::io::ErrorKind::BrokenPipe && self.ok.swap(false, Ordering::SeqCst) {
-                print_err(&format!("krepair: cannot write the journal: {e}"));
-            }
-        }
-    }
-
-    fn entry(&self, e: &batch::Entry) {
-        if !(self.appending && e.resumed) {
-            self.write(&batch::journal::entry_line(e));
-        }
-    }
-
-    /// Write the summary line; false if any line could not be written.
-    fn finish(&self, report: &batch::RunReport) -> bool {
-        self.write(&report.summary_line());
-        self.ok.load(Ordering::SeqCst)
-    }
 }
 
 /// `krepair report merge`.
