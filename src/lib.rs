@@ -1,18 +1,23 @@
-//! krepair: repair Keras `.keras` archives whose Normalization layers
-//! depend on `finalize_state()`.
+//! krepair: repair and migrate Keras `.keras` archives.
 //!
 //! The pipeline, and the module that owns each stage:
 //!
 //! 1. [`archive`] opens the container (zip or directory) and checks it;
-//! 2. [`model`] finds every Normalization layer in `config.json` and where
-//!    Keras stored its variables (pure);
-//! 3. [`weights`] reads those variables from `model.weights.h5` (the only
-//!    module that talks to HDF5);
-//! 4. [`plan`] and [`stats`] decide what each layer must compute and check
-//!    the numbers (pure); [`inspect`] ties 1-4 together;
-//! 5. [`repair`] applies the plan to private copies, writes the output
-//!    beside its final path, verifies it and renames it into place;
-//! 6. [`report`] is the audit report (JSON) and the human summary.
+//! 2. [`model`] is the typed view of `config.json`: every Normalization
+//!    layer and where Keras stored its variables (pure); [`weights`] is the
+//!    view of `model.weights.h5` (the only module that talks to HDF5,
+//!    through one bounded walker);
+//! 3. [`passes`] read the views and plan findings and edits: the
+//!    tf.keras 2.x to Keras 3 migration ([`passes::migrate`], pure) and the
+//!    Normalization repair ([`passes::normalization`], with [`plan`] and
+//!    [`stats`] deciding what each layer must compute); [`inspect`] runs
+//!    the passes a command asks for over one archive;
+//! 4. [`repair`] applies the edits ([`plan::Action`], the migration's
+//!    rewrites) to private copies, writes the output beside its final
+//!    path, verifies it and renames it into place;
+//! 5. [`report`] is the audit report (JSON) and the human summary;
+//!    [`batch`] and [`worker`] run many archives, each in its own bounded
+//!    process.
 //!
 //! The library never prints; `main.rs` does.
 
@@ -23,8 +28,8 @@ pub mod error;
 pub mod inspect;
 pub mod json_span;
 mod mapped;
-pub mod migrate;
 pub mod model;
+pub mod passes;
 pub mod plan;
 pub mod repair;
 pub mod report;
@@ -34,6 +39,8 @@ pub mod weights;
 pub mod worker;
 
 pub use error::{Error, Result};
+/// The migration pass, at its old path.
+pub use passes::migrate;
 pub use plan::Policy;
 pub use repair::{run, Options, Run};
 pub use report::{Outcome, Report};

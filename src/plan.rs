@@ -55,6 +55,52 @@ pub struct Finding {
     pub message: String,
 }
 
+/// One change to make.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Write mean/variance into the layer config (at `pointer`) and delete
+    /// the three datasets of `group`.
+    EmbedConfig {
+        /// The layer entry in config.json.
+        pointer: Vec<crate::json_span::Seg>,
+        /// Its `vars` group.
+        group: String,
+        /// Mean to embed.
+        mean: Tensor,
+        /// Variance to embed.
+        variance: Tensor,
+    },
+    /// Lay a tf.keras optimizer's variables (`group/0..count`) out as
+    /// Keras 3 reads them: the learning rate inserted as `group/1` (the
+    /// slots renumbered after it), or, with `drop_slots`, in place of them.
+    OptimizerVariables {
+        /// The optimizer's `vars` group.
+        group: String,
+        /// How many datasets it holds now.
+        count: usize,
+        /// The learning-rate value (none for a schedule).
+        learning_rate: Option<f32>,
+        /// Drop the slots (Keras 3 keeps none).
+        drop_slots: bool,
+    },
+    /// The weights groups were renamed into Keras 3's layout while
+    /// inspecting (see [`crate::migrate::legacy_layout`]): nothing left to
+    /// do but write the edited weights.
+    Renamed {
+        /// How many links were renamed.
+        count: usize,
+    },
+    /// Overwrite `group/0` and `group/1` (non-trailing kept axes).
+    WriteVariables {
+        /// Its `vars` group.
+        group: String,
+        /// Mean to write.
+        mean: Tensor,
+        /// Variance to write.
+        variance: Tensor,
+    },
+}
+
 /// Every finding code krepair emits, with its severity and meaning.
 /// docs/report.md lists the same table; a test keeps them in step.
 pub const CODES: &[(&str, Severity, &str)] = &[

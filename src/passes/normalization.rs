@@ -1,0 +1,389 @@
+//! The Normalization repair pass (keras-team/keras #20147): for each
+//! Normalization layer of the config ([`crate::model`]), find its
+//! variables in the weights, check them against the layer's axis and input
+//! shape, decide what the saved model computed ([`crate::plan`]), and plan
+//! the edit that makes every Keras compute it without `finalize_state()`.
+//! It reads the weights; it never writes anything.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::error::Result;
+use crate::model::{Locator, Mode, NormSite, ShapeFrom};
+use crate::plan::{self, finding, Action, Chosen, Policy};
+use crate::report::{Embedded, LayerReport, Status, Stored};
+use crate::stats;
+use crate::weights::{Elem, Weights};
+use serde_json::Value;
+
+/// A dataset's shape for messages, telling a null dataspace from a scalar.
+fn shape_text(d: &crate::weights::DatasetInfo) -> String {
+    if d.null {
+        "with a null dataspace (no values)".into()
+    } else {
+        format!("{:?}", d.shape)
+    }
+}
+
+/// How many Normalization sites share each `Within` group (a custom
+/// layer holding several).
+pub fn count_within(sites: &[NormSite]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for s in sites {
+        if let Locator::Within { group, .. } = &s.locator {
+            *m.entry(group.clone()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+fn base_report(site: &NormSite) -> LayerReport {
+    LayerReport {
+        config_path: site.config_path.clone(),
+        name: site.name.clone(),
+        weights_group: None,
+        axis: site.axis.clone(),
+        invert: site.invert,
+        mode: match site.mode {
+            Mode::Adapt => "adapt",
+            Mode::Explicit => "explicit",
+            Mode::Inconsistent => "inconsistent",
+        },
+        input_shape: site.input_shape.clone(),
+        stats_shape: None,
+        stored: None,
+        policy: None,
+        embedded: None,
+        status: Status::Unchanged,
+        reason: None,
+        findings: Vec::new(),
+    }
+}
+
+fn refuse(mut r: LayerReport, code: &'static str, reason: String) -> (LayerReport, Option<Action>) {
+    r.findings.push(finding(code, reason.clone()));
+    r.status = Status::Refused;
+    r.reason = Some(reason);
+    (r, None)
+}
+
+/// Is there a `vars` group holding exactly datasets 0, 1, 2?
+fn has_three(w: &Weights, group: &str) -> bool {
+    w.datasets(group)
+        .map(|d| d.iter().map(|x| x.name.as_str()).eq(["0", "1", "2"]))
+        .unwrap_or(false)
+}
+
+/// Find the layer's `vars` group. `Err((code, reason))` if it cannot be
+/// found unambiguously.
+fn resolve(
+    site: &NormSite,
+    w: &Weights,
+    claimed: &mut HashSet<String>,
+    within_counts: &HashMap<String, usize>,
+    legacy: &[crate::migrate::Rename],
+) -> std::result::Result<String, (&'static str, String)> {
+    let found = match &site.locator {
+        Locator::Group(g) => {
+            let primary = format!("{g}/vars");
+            if w.is_group(&primary) {
+                primary
+            } else if w.is_group("_layer_checkpoint_dependencies") {
+                // tf.keras 2.12-2.14 spell `layers` as
+                // `_layer_checkpoint_dependencies` (Keras' H5Entry falls
+                // back to it), and 2.12/2.13 number by twos: the path
+                // through the layout renames when they are known.
+                let alt = if legacy.is_empty() {
+                    format!(
+                        "{}/vars",
+                        g.replace("layers", "_layer_checkpoint_dependencies")
+                    )
+                } else {
+                    crate::migrate::legacy_path(legacy, &primary)
+                };
+                if w.is_group(&alt) {
+                    alt
+                } else {
+                    return Err((
+                        "weights-not-found",
+                        format!("no weights group at `{primary}` or `{alt}`"),
+                    ));
+                }
+            } else {
+                return Err((
+                    "weights-not-found",
+                    format!("no weights group at `{primary}`"),
+                ));
+            }
+        }
+        Locator::Within { group, key_path } => {
+            if !group.is_empty() && !w.is_group(group) {
+                return Err((
+                    "weights-not-found",
+                    format!("no weights group at `{group}`"),
+                ));
+            }
+            let candidates: Vec<String> = w
+                .vars_groups_under(group)
+                .map_err(|e| ("weights-not-found", e.to_string()))?
+                .into_iter()
+                .filter(|g| !claimed.contains(g) && has_three(w, g))
+                .collect();
+            let by_name: Vec<&String> = candidates
+                .iter()
+                .filter(|g| w.name_attr(g).as_deref() == Some(site.name.as_str()))
+                .collect();
+            let hint = format!(
+                "{}/vars",
+                [group.as_str(), &key_path.join("/")]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("/")
+            );
+            if by_name.len() == 1 {
+                by_name[0].clone()
+            } else if candidates.contains(&hint) {
+                hint
+            } else if candidates.len() == 1 && within_counts.get(group) == Some(&1) {
+                candidates[0].clone()
+            } else if candidates.is_empty() {
+                return Err((
+                    "weights-not-found",
+                    format!("no Normalization weights under `{group}`"),
+                ));
+            } else {
+                return Err((
+                    "weights-ambiguous",
+                    format!(
+                        "{} candidate weights groups under `{group}` ({}), none identified by name or config key",
+                        candidates.len(),
+                        candidates.join(", ")
+                    ),
+                ));
+            }
+        }
+    };
+    if let Some(n) = w.name_attr(&found) {
+        if n != site.name {
+            return Err((
+                "weights-ambiguous",
+                format!(
+                    "weights group `{found}` is labelled `{n}`, not `{}`",
+                    site.name
+                ),
+            ));
+        }
+    }
+    if !claimed.insert(found.clone()) {
+        return Err((
+            "weights-ambiguous",
+            format!("weights group `{found}` maps to two layers"),
+        ));
+    }
+    Ok(found)
+}
+
+/// Analyze one Normalization layer: its report entry, and the edit that
+/// repairs it (none when it needs none or cannot be repaired safely).
+pub fn analyze(
+    site: &NormSite,
+    w: &Weights,
+    version: Option<&str>,
+    policy: Policy,
+    claimed: &mut HashSet<String>,
+    within_counts: &HashMap<String, usize>,
+    legacy: &[crate::migrate::Rename],
+) -> Result<(LayerReport, Option<Action>)> {
+    let mut r = base_report(site);
+    match site.mode {
+        Mode::Explicit => {
+            r.status = Status::AlreadyExplicit;
+            r.findings.push(finding(
+                "already-explicit",
+                "mean and variance are in the config",
+            ));
+            return Ok((r, None));
+        }
+        Mode::Inconsistent => {
+            return Ok(refuse(
+                r,
+                "inconsistent-config",
+                "only one of mean and variance is set in the config".into(),
+            ));
+        }
+        Mode::Adapt => {}
+    }
+    r.findings.push(finding(
+        "adapt-mode",
+        "mean and variance are null in the config: the layer depends on finalize_state()",
+    ));
+    crate::worker::step(&format!(
+        "finding the weights of `{}` in model.weights.h5",
+        site.config_path
+    ));
+    let group = match resolve(site, w, claimed, within_counts, legacy) {
+        Ok(g) => g,
+        Err((code, reason)) => return Ok(refuse(r, code, reason)),
+    };
+    r.weights_group = Some(group.clone());
+    let ds = w.datasets(&group)?;
+    let shape = match (site.shape_from, &site.input_shape) {
+        (ShapeFrom::BuildConfig, Some(s)) => s.clone(),
+        (from, declared) => {
+            if ds.is_empty() {
+                // Never built: no variables to lose, nothing to embed.
+                r.findings.push(finding(
+                    "no-variables",
+                    format!("`{group}` holds no variables and the config has no build_config: the layer was never built"),
+                ));
+                r.reason = Some("never built; left alone".into());
+                return Ok((r, None));
+            }
+            // tf.keras 2.12 writes no build configs: the statistics' own
+            // shape says the sizes of the kept axes.
+            let stats = &ds[0];
+            let completed = if stats.name != "0" || stats.null {
+                Err(format!(
+                    "no build_config.input_shape in the config, and `{group}` holds no mean to take the shape from"
+                ))
+            } else {
+                plan::complete_shape(&site.axis, declared.as_deref(), &stats.shape)
+            };
+            let s = match completed {
+                Ok(s) => s,
+                Err(e) => return Ok(refuse(r, "shape-unknown", e)),
+            };
+            let source = match from {
+                ShapeFrom::BatchInputShape => "the layer's batch_input_shape".to_string(),
+                ShapeFrom::InputLayer => "the InputLayer that feeds it".to_string(),
+                _ => "the kept axes, which are the last ones".to_string(),
+            };
+            r.findings.push(finding(
+                "input-shape-derived",
+                format!(
+                    "no build_config in the config: input shape {} from {source} and the stored statistics' shape {:?}",
+                    Value::from(
+                        s.iter()
+                            .map(|d| d.map_or(Value::Null, Value::from))
+                            .collect::<Vec<_>>()
+                    ),
+                    stats.shape
+                ),
+            ));
+            r.input_shape = Some(s.clone());
+            s
+        }
+    };
+    let geo = match plan::geometry(&site.axis, &shape) {
+        Ok(g) => g,
+        Err(e) => return Ok(refuse(r, "shape-unknown", e)),
+    };
+    r.stats_shape = Some(geo.stats_shape.clone());
+    let values = geo
+        .stats_shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if values.is_none_or(|n| n > stats::MAX_VALUES) {
+        return Ok(refuse(
+            r,
+            "stats-too-large",
+            format!(
+                "statistics of shape {:?} hold more than {} values, the most krepair embeds",
+                geo.stats_shape,
+                stats::MAX_VALUES
+            ),
+        ));
+    }
+    let names: Vec<&str> = ds.iter().map(|d| d.name.as_str()).collect();
+    if names != ["0", "1", "2"] {
+        return Ok(refuse(r, "weights-mismatch", format!("`{group}` holds datasets {names:?}, expected [\"0\", \"1\", \"2\"] (mean, variance, count)")));
+    }
+    for (d, what) in ds[..2].iter().zip(["mean", "variance"]) {
+        if d.null
+            || !matches!(d.elem, Elem::Float(4) | Elem::Float(2))
+            || d.shape != geo.stats_shape
+        {
+            return Ok(refuse(
+                r,
+                "weights-mismatch",
+                format!(
+                    "`{group}/{}` ({what}) is {} {}, expected float32 (or float16) {:?} from axis {:?} and input shape",
+                    d.name, d.elem, shape_text(d), geo.stats_shape, site.axis
+                ),
+            ));
+        }
+    }
+    if ds[2].null || !matches!(ds[2].elem, Elem::Int(_)) || !ds[2].shape.is_empty() {
+        return Ok(refuse(
+            r,
+            "weights-mismatch",
+            format!(
+                "`{group}/2` (count) is {} {}, expected an integer scalar",
+                ds[2].elem,
+                shape_text(&ds[2])
+            ),
+        ));
+    }
+    crate::worker::step(&format!("reading the statistics of `{}`", site.config_path));
+    let mean = w.read_f32(&format!("{group}/0"), stats::MAX_VALUES)?;
+    let variance = w.read_f32(&format!("{group}/1"), stats::MAX_VALUES)?;
+    let count = w.read_int_scalar(&format!("{group}/2"))?;
+    r.stored = Some(Stored {
+        mean: mean.clone(),
+        variance: variance.clone(),
+        std: stats::std(&variance),
+        count,
+    });
+    if let Err(p) = stats::check(&mean, &variance) {
+        return Ok(refuse(r, p.code(), p.to_string()));
+    }
+    let choice = match plan::choose(policy, version, site) {
+        Ok(c) => c,
+        Err(reason) => return Ok(refuse(r, "unknown-keras-version", reason)),
+    };
+    r.findings.extend(choice.findings.iter().cloned());
+    let (tm, tv) = plan::target(choice.chosen, &mean, &variance);
+    let location = if geo.trailing { "config" } else { "variables" };
+    r.embedded = Some(Embedded {
+        location,
+        mean: tm.clone(),
+        variance: tv.clone(),
+    });
+    let chosen = choice.chosen;
+    r.policy = Some(choice);
+    let action = if geo.trailing {
+        Some(Action::EmbedConfig {
+            pointer: site.pointer.clone(),
+            group,
+            mean: tm,
+            variance: tv,
+        })
+    } else {
+        r.findings.push(finding(
+            "kept-in-variables",
+            format!(
+                "kept axes {:?} of a rank-{} input are not the trailing ones: no explicit config loads in every Keras 3 version, so the layer keeps adapt mode and the {} statistics stay in its variables, which every .keras loader finalizes",
+                geo.keep,
+                geo.ndim,
+                if chosen == Chosen::Adapted { "adapted" } else { "identity" }
+            ),
+        ));
+        if tm.bits_eq(&mean) && tv.bits_eq(&variance) {
+            r.reason = Some("the variables already hold the chosen statistics".into());
+            None
+        } else {
+            Some(Action::WriteVariables {
+                group,
+                mean: tm,
+                variance: tv,
+            })
+        }
+    };
+    r.status = if action.is_some() {
+        Status::WouldRepair
+    } else {
+        Status::Unchanged
+    };
+    Ok((r, action))
+}
