@@ -173,7 +173,7 @@ def check_compiled(label, out, case_dir, x):
         np.asarray(g).shape == np.asarray(e).shape and np.array_equal(np.asarray(g, "float64"), np.asarray(e, "float64"))
         for g, e in zip(got, expected)
     )
-    whose = "tf.keras's" if want.get("state_saved", True) else "a fresh optimizer's (tf.keras saved none)"
+    whose = "tf.keras's" if want.get("state_saved", True) else "a fresh optimizer's (no state carried over)"
     check(
         f"{label}: optimizer variables equal {whose} ({len(expected)})",
         same,

@@ -404,6 +404,15 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
                 "optimizer-not-built",
                 format!("the {} optimizer was compiled but never took a step, so tf.keras saved no slots: Keras 3 warns that it skips the optimizer's variables and starts it afresh, as tf.keras would", o.class),
             )),
+            OptimizerPlan::Dropped(edit) => {
+                let (action, rewrite) = *edit;
+                findings.push(finding(
+                    "optimizer-state-dropped",
+                    format!("krepair does not map the {} optimizer's variables into Keras 3's layout: its {} saved variables are removed, and the migrated optimizer starts afresh from step 0 with the same hyperparameters", o.class, rewrite.old["variables"]),
+                ));
+                actions.push(action);
+                migration.push(rewrite);
+            }
             OptimizerPlan::NotSaved => findings.push(finding(
                 "optimizer-state-not-saved",
                 format!("the {} optimizer was a tf.keras legacy optimizer, whose variables (iterations, slots) tf.keras does not save in a .keras archive: the migrated model's optimizer starts afresh from step 0 (Keras 3 warns that it skips the optimizer's variables)", o.class),
@@ -448,6 +457,8 @@ enum OptimizerPlan {
     NotBuilt,
     /// Nothing can: tf.keras saves no variables of a legacy optimizer.
     NotSaved,
+    /// This edit removes variables krepair does not map.
+    Dropped(Box<(Action, crate::migrate::Rewrite)>),
 }
 
 /// Check the saved tf.keras optimizer variables against what the config
@@ -476,6 +487,24 @@ fn optimizer_action(
     }
     if !weights.is_group(OPTIMIZER_VARS) {
         return Ok(OptimizerPlan::NotBuilt);
+    }
+    if o.drop_state {
+        let count = weights.datasets(OPTIMIZER_VARS)?.len();
+        if count == 0 {
+            return Ok(OptimizerPlan::NotBuilt);
+        }
+        let rewrite = crate::migrate::Rewrite {
+            code: "unmapped-optimizer",
+            layer: String::new(),
+            key: format!("{}:{OPTIMIZER_VARS}", archive::WEIGHTS),
+            old: serde_json::json!({"variables": count}),
+            new: Some(serde_json::json!({"variables": 0})),
+        };
+        let action = Action::DropOptimizerState {
+            group: OPTIMIZER_VARS.into(),
+            count,
+        };
+        return Ok(OptimizerPlan::Dropped(Box::new((action, rewrite))));
     }
     let datasets = weights.datasets(OPTIMIZER_VARS)?;
     let count = datasets.len();

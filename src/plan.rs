@@ -83,6 +83,14 @@ pub enum Action {
         /// Drop the slots (Keras 3 keeps none).
         drop_slots: bool,
     },
+    /// Remove an optimizer's saved variables (`group/0..count`), whose
+    /// layout krepair does not map: Keras 3 starts it afresh.
+    DropOptimizerState {
+        /// The optimizer's `vars` group.
+        group: String,
+        /// How many datasets it holds.
+        count: usize,
+    },
     /// The weights groups were renamed into Keras 3's layout while
     /// inspecting (see [`crate::migrate::legacy_layout`]): nothing left to
     /// do but write the edited weights.
@@ -122,6 +130,7 @@ pub const CODES: &[(&str, Severity, &str)] = &[
     ("weights-mismatch", Severity::Error, "the weights group does not hold mean, variance and count of the expected dtypes and shapes"),
     ("optimizer-not-built", Severity::Info, "a compiled tf.keras model whose optimizer never took a step: no slots were saved, and Keras 3 starts the optimizer afresh (with a warning), as tf.keras would"),
     ("optimizer-state-not-saved", Severity::Warning, "a compiled tf.keras model with a legacy optimizer (keras.optimizers.legacy), whose variables tf.keras never saves in a .keras archive: the migrated optimizer starts afresh"),
+    ("optimizer-state-dropped", Severity::Warning, "a compiled tf.keras model whose optimizer's variables krepair does not map into Keras 3's layout (migrate::UNMAPPED_OPTIMIZERS): they are removed, and the migrated optimizer starts afresh with the same class and hyperparameters"),
     ("stats-too-large", Severity::Error, "the layer's statistics have more values than krepair embeds (stats::MAX_VALUES)"),
     ("non-finite-statistics", Severity::Error, "a stored mean or variance is NaN or infinite"),
     ("negative-variance", Severity::Error, "a stored variance is negative"),

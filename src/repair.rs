@@ -539,6 +539,11 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
                 w.write_f32(&format!("{group}/1"), variance)?;
             }
             Action::Renamed { .. } => {}
+            Action::DropOptimizerState { group, count } => {
+                for i in 0..*count {
+                    w.unlink(group, &i.to_string())?;
+                }
+            }
             Action::OptimizerVariables {
                 group,
                 count,

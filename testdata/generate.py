@@ -411,6 +411,26 @@ def case_compiled_sgd_plain():
     return model, data((4,), 4, 1), {}
 
 
+def case_compiled_adamw():
+    """A small model compiled with AdamW (weight decay),
+    fitted one epoch: krepair migrates its class and hyperparameters but
+    does not map its variables, so the migrated optimizer starts afresh."""
+    n = layers.Normalization(axis=-1)
+    n.adapt(data((5,)))
+    inp = keras.Input((5,))
+    out = layers.Dense(2)(layers.Dense(6, activation="relu")(n(inp)))
+    model = compiled(
+        keras.Model(inp, out),
+        optimizers.AdamW(learning_rate=0.01, weight_decay=0.05),
+        "mse",
+        None,
+        (5,),
+        lambda r, k: r.normal(size=(k, 2)).astype("float32"),
+        27,
+    )
+    return model, data((5,), 4, 4), {n: None}
+
+
 def case_arithmetic():
     """Arithmetic on Keras tensors, which tf.keras saves as TFOpLambda
     layers: with constants (x * 2, x + 1, x - 0.5, 3 - x, x / 4, 1 + x,
@@ -470,6 +490,7 @@ CASES = {
     "compiled_sgd_plain": case_compiled_sgd_plain,
     "compiled_schedule": case_compiled_schedule,
     "compiled_legacy_adam": case_compiled_legacy_adam,
+    "compiled_adamw": case_compiled_adamw,
     "arithmetic": case_arithmetic,
     # The same model as axis_last, saved unzipped (Keras >= 3.4).
     "directory_form": case_axis_last,
@@ -714,6 +735,10 @@ def record(name, builder, out_dir, legacy_signature):
     print(f"{name}: {len(layers_out)} normalization layer(s), auto={auto}")
 
 
+# krepair's migrate::UNMAPPED_OPTIMIZERS.
+UNMAPPED_OPTIMIZERS = {"Adadelta", "Adafactor", "Adagrad", "Adamax", "AdamW", "Ftrl", "Lion", "Nadam"}
+
+
 def record_training(model, archive, x, case_dir):
     """For a compiled model: its optimizer (class, config, variables) and
     the predictions after one more training step of the saved archive
@@ -721,11 +746,12 @@ def record_training(model, archive, x, case_dir):
     opt = model.optimizer
     xs, ys = model._krepair_step
     np.savez(os.path.join(case_dir, "train_step.npz"), x=xs, y=ys)
-    if "legacy" in type(opt).__module__:
-        # tf.keras saves no variables of a legacy optimizer (and cannot
-        # load the archive compiled): a migrated model's optimizer starts
-        # afresh, as the new optimizer of the same class and
-        # hyperparameters does here.
+    # tf.keras saves no variables of a legacy optimizer (and cannot load
+    # the archive compiled), and krepair drops those of the optimizers it
+    # does not map: a migrated model's optimizer starts afresh, as the new
+    # optimizer of the same class and hyperparameters does here.
+    fresh_start = "legacy" in type(opt).__module__ or type(opt).__name__ in UNMAPPED_OPTIMIZERS
+    if fresh_start:
         fresh = getattr(optimizers, type(opt).__name__)(
             **{k: v for k, v in opt.get_config().items() if k not in ("decay", "name")})
         again = keras.models.load_model(archive, compile=False)
@@ -750,7 +776,7 @@ def record_training(model, archive, x, case_dir):
             "class_name": type(opt).__name__,
             "config": config,
             "variables": len(variables),
-            "state_saved": "legacy" not in type(opt).__module__,
+            "state_saved": not fresh_start,
             "loss": type(model.loss).__name__ if not isinstance(model.loss, str) else model.loss,
         }, f, indent=1)
         f.write("\n")

@@ -76,6 +76,22 @@ fn every_tf_keras_2_15_fixture_migrates_with_the_rules_it_needs() {
         if f.expected.case == "mixed_float16" {
             assert!(c.contains("dtype-policy"), "{c:?}");
         }
+        if f.expected.case == "compiled_adamw" {
+            // Not mapped: the variables go, with a warning, and the
+            // optimizer keeps its class.
+            assert!(c.contains("unmapped-optimizer"), "{c:?}");
+            assert!(!c.contains("optimizer-variables"), "{c:?}");
+            let warned = r["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["code"] == "optimizer-state-dropped" && x["severity"] == "warning");
+            assert!(warned, "{}", r["findings"]);
+            assert_eq!(datasets_under(&f.archive(), "optimizer/vars"), 9);
+            assert_eq!(datasets_under(&out, "optimizer/vars"), 0);
+            let m: Value = serde_json::from_slice(&member(&out, "config.json")).unwrap();
+            assert_eq!(m["compile_config"]["optimizer"]["class_name"], "AdamW");
+        }
         // Every rewrite carries its evidence.
         for rw in r["migration"].as_array().unwrap() {
             assert!(rw["key"].as_str().is_some_and(|k| !k.is_empty()));
@@ -339,6 +355,19 @@ fn batch_migrate_covers_a_tree() {
 }
 
 /// Every group path of an archive's weights, sorted.
+/// How many datasets the group `path` of an archive's weights holds.
+fn datasets_under(archive: &std::path::Path, path: &str) -> usize {
+    let t = tempfile::NamedTempFile::new().unwrap();
+    fs::write(t.path(), member(archive, "model.weights.h5")).unwrap();
+    let f = hdf5::File::open(t.path()).unwrap();
+    let g = f.group(path).unwrap();
+    g.member_names()
+        .unwrap()
+        .iter()
+        .filter(|n| g.dataset(n).is_ok())
+        .count()
+}
+
 fn groups_of(archive: &std::path::Path) -> Vec<String> {
     let t = tempfile::NamedTempFile::new().unwrap();
     fs::write(t.path(), member(archive, "model.weights.h5")).unwrap();

@@ -90,6 +90,7 @@ pub const RULES: &[(&str, &str)] = &[
     ("tf-op-arithmetic", "tf.keras saves arithmetic on Keras tensors (x * 2, x + y, -x) as a TFOpLambda layer that calls a TensorFlow function by name; Keras 3 has no TFOpLambda. Where a Keras 3 layer computes the same float32 values to the bit (Rescaling for a constant, Add, Subtract, Multiply for two tensors) the entry becomes that layer, under the same name and with the same inputs"),
     ("optimizer-module", "tf.keras 2.15 serializes SGD from keras.optimizers.experimental, a module Keras 3 does not have; Keras 3 keeps every optimizer in keras.optimizers"),
     ("legacy-optimizer", "a tf.keras legacy optimizer (keras.optimizers.legacy: what `import keras` gives in tf.keras 2.12) is not in Keras 3, and tf.keras saves none of its variables in a .keras archive; it becomes the Keras 3 optimizer of the same class and hyperparameters, its decay of 0 (the only value with an exact Keras 3 equivalent) removed, starting afresh"),
+    ("unmapped-optimizer", "the saved variables of a tf.keras optimizer whose layout krepair does not map (Adadelta, Adafactor, Adagrad, Adamax, AdamW, Ftrl, Lion, Nadam) are removed from model.weights.h5, with the finding optimizer-state-dropped: Keras 3 then starts the optimizer afresh with its class and hyperparameters (every key tf.keras writes is an argument of the Keras 3 class), instead of loading slots whose order and meaning are not verified (under a schedule the counts agree and Keras 3 would load them as they are)"),
     ("optimizer-arguments", "tf.keras optimizers write jit_compile and is_legacy_optimizer into their config; Keras 3's BaseOptimizer.__init__ raises on any keyword it does not know (\"Argument(s) not recognized\")"),
     ("optimizer-variables", "tf.keras saves an optimizer as iterations then its slots; Keras 3 tracks a learning-rate variable second (BaseOptimizer.__init__), and its SGD keeps no momentum slots without momentum. Without the new layout Keras 3 skips the whole optimizer state with a warning"),
     ("schedule-name", "tf.keras learning-rate schedules default their name to null and fall back to the class name when called; Keras 3 opens a name scope with the name as given and fails on null (\"Argument `name` must be a string\") at the first training step"),
@@ -105,6 +106,42 @@ pub const KNOWN_OPTIMIZERS: &[(&str, &[&str])] = &[
     ("Adam", &["beta_1", "beta_2", "epsilon", "amsgrad"]),
     ("SGD", &["momentum", "nesterov"]),
     ("RMSprop", &["rho", "momentum", "epsilon", "centered"]),
+];
+
+/// Optimizers whose tf.keras 2.15 config krepair migrates (each key it
+/// writes is an argument of the Keras 3.0 and 3.15 class: checked with
+/// `inspect.signature`), but whose variables it does not map: they are
+/// removed, with the finding `optimizer-state-dropped`, and Keras 3 starts
+/// the optimizer afresh. The keys each class takes beyond the base
+/// optimizer's.
+pub const UNMAPPED_OPTIMIZERS: &[(&str, &[&str])] = &[
+    ("Adadelta", &["rho", "epsilon"]),
+    (
+        "Adafactor",
+        &[
+            "beta_2_decay",
+            "epsilon_1",
+            "epsilon_2",
+            "clip_threshold",
+            "relative_step",
+        ],
+    ),
+    ("Adagrad", &["initial_accumulator_value", "epsilon"]),
+    ("Adamax", &["beta_1", "beta_2", "epsilon"]),
+    ("AdamW", &["beta_1", "beta_2", "epsilon", "amsgrad"]),
+    (
+        "Ftrl",
+        &[
+            "learning_rate_power",
+            "initial_accumulator_value",
+            "l1_regularization_strength",
+            "l2_regularization_strength",
+            "l2_shrinkage_regularization_strength",
+            "beta",
+        ],
+    ),
+    ("Lion", &["beta_1", "beta_2"]),
+    ("Nadam", &["beta_1", "beta_2", "epsilon"]),
 ];
 
 /// Config keys of Keras 3's BaseOptimizer (3.0 to 3.15) that tf.keras
@@ -233,6 +270,9 @@ pub struct OptimizerVariables {
     /// variables tf.keras 2.12 to 2.15 never save in a `.keras` archive:
     /// there is no state to lay out.
     pub legacy: bool,
+    /// An optimizer of [`UNMAPPED_OPTIMIZERS`]: its saved variables are
+    /// removed rather than laid out.
+    pub drop_state: bool,
 }
 
 /// The migration of one config: its rewrites, and what the weights need.
@@ -591,7 +631,9 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let Some(&(_, own_keys)) = KNOWN_OPTIMIZERS.iter().find(|(c, _)| *c == class) else {
+    let mapped = KNOWN_OPTIMIZERS.iter().find(|(c, _)| *c == class);
+    let unmapped = UNMAPPED_OPTIMIZERS.iter().find(|(c, _)| *c == class);
+    let Some(&(_, own_keys)) = mapped.or(unmapped) else {
         return Err(format!(
             "no migration rule for the optimizer {} (krepair migrate knows {})",
             if o.is_string() {
@@ -601,11 +643,13 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
             },
             KNOWN_OPTIMIZERS
                 .iter()
+                .chain(UNMAPPED_OPTIMIZERS)
                 .map(|k| k.0)
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
     };
+    let drop_state = mapped.is_none();
     let legacy = module == "keras.optimizers.legacy";
     match module.as_str() {
         "keras.optimizers" => {}
@@ -718,6 +762,7 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
         slots_per_variable: own_slots + usize::from(flag("use_ema")),
         drop_slots,
         legacy,
+        drop_state: drop_state && !legacy,
     }))
 }
 
@@ -2160,6 +2205,7 @@ mod tests {
                 slots_per_variable: 2,
                 drop_slots: false,
                 legacy: false,
+                drop_state: false,
             })
         );
         let cc = &c["compile_config"];
@@ -2220,6 +2266,39 @@ mod tests {
             .rewrites
             .iter()
             .any(|r| r.code == "schedule-name" && r.new == Some(json!("ExponentialDecay"))));
+        // Unmapped optimizers keep their config; their state is dropped.
+        for (class, extra) in [
+            (
+                "AdamW",
+                json!({"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": false}),
+            ),
+            (
+                "Adagrad",
+                json!({"initial_accumulator_value": 0.1, "epsilon": 1e-7}),
+            ),
+            (
+                "Nadam",
+                json!({"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
+            ),
+        ] {
+            let mut c = tf215_nested();
+            c["compile_config"] = tf215_compile(class, extra);
+            let p = super::plan(&mut c, Some("2.15.0")).unwrap();
+            let o = p.optimizer.unwrap();
+            assert!(o.drop_state && !o.legacy, "{class}");
+            assert!(c["compile_config"]["optimizer"]["config"]
+                .get("jit_compile")
+                .is_none());
+        }
+        let mut c = tf215_nested();
+        c["compile_config"] = tf215_compile("Adam", json!({}));
+        assert!(
+            !super::plan(&mut c, Some("2.15.0"))
+                .unwrap()
+                .optimizer
+                .unwrap()
+                .drop_state
+        );
         // SGD's module moves.
         let mut c = tf215_nested();
         c["compile_config"] = tf215_compile("SGD", json!({"momentum": 0.9}));
@@ -2233,8 +2312,13 @@ mod tests {
         for (class, extra, needle) in [
             (
                 "Adagrad",
+                json!({"amsgrad": false}),
+                "the optimizer `Adagrad` has arguments Keras 3 does not take: amsgrad",
+            ),
+            (
+                "Yogi",
                 json!({}),
-                "no migration rule for the optimizer `keras.optimizers.Adagrad`",
+                "no migration rule for the optimizer `keras.optimizers.Yogi`",
             ),
             (
                 "Adam",
