@@ -393,6 +393,16 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         }
     }
     if let Some(o) = &optimizer {
+        // tf.keras saves a LossScaleOptimizer's inner optimizer under
+        // `optimizer/inner_optimizer` (and its variables, which are the
+        // inner ones, under `optimizer/vars` too); the compile config
+        // names only the inner optimizer.
+        if weights.is_group("optimizer/inner_optimizer") {
+            findings.push(finding(
+                "loss-scaling-dropped",
+                format!("tf.keras trained this model with its {} optimizer wrapped in a LossScaleOptimizer (mixed precision), which the archive records only in its weights; Keras 3 compiles it with {0} alone, its state carried over, but without loss scaling: wrap it in keras.optimizers.LossScaleOptimizer before training in float16", o.class),
+            ));
+        }
         match optimizer_action(&weights, o, path)? {
             OptimizerPlan::Edit(edit) => {
                 let (action, rewrite) = *edit;

@@ -131,6 +131,7 @@ pub const CODES: &[(&str, Severity, &str)] = &[
     ("optimizer-not-built", Severity::Info, "a compiled tf.keras model whose optimizer never took a step: no slots were saved, and Keras 3 starts the optimizer afresh (with a warning), as tf.keras would"),
     ("optimizer-state-not-saved", Severity::Warning, "a compiled tf.keras model with a legacy optimizer (keras.optimizers.legacy), whose variables tf.keras never saves in a .keras archive: the migrated optimizer starts afresh"),
     ("optimizer-state-dropped", Severity::Warning, "a compiled tf.keras model whose optimizer's variables krepair does not map into Keras 3's layout (migrate::UNMAPPED_OPTIMIZERS): they are removed, and the migrated optimizer starts afresh with the same class and hyperparameters"),
+    ("loss-scaling-dropped", Severity::Warning, "tf.keras wrapped the optimizer in a LossScaleOptimizer (mixed precision), recorded only in the weights; the migrated model is compiled with the inner optimizer and its state, without loss scaling"),
     ("stats-too-large", Severity::Error, "the layer's statistics have more values than krepair embeds (stats::MAX_VALUES)"),
     ("non-finite-statistics", Severity::Error, "a stored mean or variance is NaN or infinite"),
     ("negative-variance", Severity::Error, "a stored variance is negative"),

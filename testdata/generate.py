@@ -169,6 +169,31 @@ def case_mixed_float16():
     return model, data((4,), 5, 1), {n: None}
 
 
+def case_compiled_mixed_float16():
+    """A mixed_float16 model compiled with Adam and fitted one epoch: tf.keras
+    wraps the optimizer in a LossScaleOptimizer for training."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        n = layers.Normalization()
+        n.adapt(data((4,)))
+        inp = keras.Input((4,))
+        h = layers.Dense(6, activation="relu")(n(inp))
+        out = layers.Dense(2, dtype="float32")(h)
+        model = keras.Model(inp, out)
+        model = compiled(
+            model,
+            optimizers.Adam(learning_rate=0.01),
+            "mse",
+            None,
+            (4,),
+            lambda r, k: r.normal(size=(k, 2)).astype("float32"),
+            29,
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return model, data((4,), 5, 2), {n: None}
+
+
 def case_explicit():
     n = layers.Normalization(mean=[1.0, 2.0, 3.0, 4.0], variance=[1.0, 4.0, 9.0, 16.0])
     inp = keras.Input((4,))
@@ -491,6 +516,7 @@ CASES = {
     "compiled_schedule": case_compiled_schedule,
     "compiled_legacy_adam": case_compiled_legacy_adam,
     "compiled_adamw": case_compiled_adamw,
+    "compiled_mixed_float16": case_compiled_mixed_float16,
     "arithmetic": case_arithmetic,
     # The same model as axis_last, saved unzipped (Keras >= 3.4).
     "directory_form": case_axis_last,
