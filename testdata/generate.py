@@ -419,6 +419,28 @@ def case_compiled_schedule():
     return model, data((4,), 4, 1), {}
 
 
+def case_compiled_cosine():
+    """SGD with momentum and a CosineDecay learning rate with warm-up: the
+    fit (2 steps) ends the warm-up, and the check's step is the first of the
+    decay."""
+    inp = keras.Input((4,))
+    out = layers.Dense(2)(layers.Dense(5, activation="tanh")(inp))
+    model = compiled(
+        keras.Model(inp, out),
+        optimizers.SGD(
+            learning_rate=optimizers.schedules.CosineDecay(
+                0.01, decay_steps=10, alpha=0.1, warmup_target=0.05, warmup_steps=2),
+            momentum=0.9,
+        ),
+        "mse",
+        None,
+        (4,),
+        lambda r, k: r.normal(size=(k, 2)).astype("float32"),
+        31,
+    )
+    return model, data((4,), 4, 2), {}
+
+
 def case_compiled_sgd_plain():
     """Plain SGD (momentum 0): tf.keras keeps momentum slots that stay
     zero and that Keras 3 does not have."""
@@ -514,6 +536,7 @@ CASES = {
     "compiled_rmsprop": case_compiled_rmsprop,
     "compiled_sgd_plain": case_compiled_sgd_plain,
     "compiled_schedule": case_compiled_schedule,
+    "compiled_cosine": case_compiled_cosine,
     "compiled_legacy_adam": case_compiled_legacy_adam,
     "compiled_adamw": case_compiled_adamw,
     "compiled_mixed_float16": case_compiled_mixed_float16,

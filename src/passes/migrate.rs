@@ -774,6 +774,7 @@ pub const SCHEDULE_NAMES: &[(&str, &str)] = &[
     ("PiecewiseConstantDecay", "PiecewiseConstant"),
     ("PolynomialDecay", "PolynomialDecay"),
     ("InverseTimeDecay", "InverseTimeDecay"),
+    ("CosineDecay", "CosineDecay"),
 ];
 
 /// Learning-rate schedules (module `keras.optimizers.schedules`) and the
@@ -810,6 +811,17 @@ pub const KNOWN_SCHEDULES: &[(&str, &[&str])] = &[
             "decay_rate",
             "staircase",
             "name",
+        ],
+    ),
+    (
+        "CosineDecay",
+        &[
+            "initial_learning_rate",
+            "decay_steps",
+            "alpha",
+            "name",
+            "warmup_target",
+            "warmup_steps",
         ],
     ),
 ];
@@ -2327,8 +2339,8 @@ mod tests {
             ),
             (
                 "Adam",
-                json!({"learning_rate": {"module": "keras.optimizers.schedules", "class_name": "CosineDecay", "config": {}}}),
-                "schedule `keras.optimizers.schedules.CosineDecay`",
+                json!({"learning_rate": {"module": "keras.optimizers.schedules", "class_name": "PowerDecay", "config": {}}}),
+                "schedule `keras.optimizers.schedules.PowerDecay`",
             ),
             (
                 "Adam",
