@@ -105,28 +105,14 @@ impl Inspection {
 }
 
 fn parse_json(bytes: &[u8], label: &str, archive: &Archive) -> Result<Value> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Error::format(
-            &archive.path,
-            if label == "metadata.json" {
-                crate::error::Malformed::Metadata
-            } else {
-                crate::error::Malformed::Config
-            },
-            format!("{label} is not UTF-8: {e}"),
-        )
-    })?;
-    serde_json::from_str(text).map_err(|e| {
-        Error::format(
-            &archive.path,
-            if label == "metadata.json" {
-                crate::error::Malformed::Metadata
-            } else {
-                crate::error::Malformed::Config
-            },
-            format!("{label} is not valid JSON: {e}"),
-        )
-    })
+    let kind = if label == "metadata.json" {
+        crate::error::Malformed::Metadata
+    } else {
+        crate::error::Malformed::Config
+    };
+    let bad = |what: String| Error::format(&archive.path, kind, format!("{label} is not {what}"));
+    let text = std::str::from_utf8(bytes).map_err(|e| bad(format!("UTF-8: {e}")))?;
+    serde_json::from_str(text).map_err(|e| bad(format!("valid JSON: {e}")))
 }
 
 /// Inspect the archive at `path` under `policy`.
