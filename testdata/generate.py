@@ -481,7 +481,8 @@ def case_compiled_adamw():
 def case_arithmetic():
     """Arithmetic on Keras tensors, which tf.keras saves as TFOpLambda
     layers: with constants (x * 2, x + 1, x - 0.5, 3 - x, x / 4, 1 + x,
-    -x) and between tensors (x + y, x - y, x * y)."""
+    -x), between tensors (x + y, x - y, x * y), and tf.concat."""
+    import tensorflow as tf
     n = layers.Normalization(axis=-1)
     n.adapt(data((4,)))
     inp = keras.Input((4,))
@@ -490,7 +491,7 @@ def case_arithmetic():
     c = 3.0 - (b - 0.5)
     d = (a / 4.0) * c
     e = 1.0 + (-d - a)
-    out = layers.Dense(2)(layers.Concatenate()([e, a + b]))
+    out = layers.Dense(2)(tf.concat([e, a + b], axis=-1))
     return keras.Model(inp, out), data((4,), 8, 5), {n: None}
 
 

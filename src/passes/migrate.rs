@@ -87,7 +87,7 @@ pub const RULES: &[(&str, &str)] = &[
     ("gru-implementation", "tf.keras writes a GRU's implementation; Keras 3.0.5's GRU passes no implementation to its cell and Layer.__init__ rejects it (3.15 pops it); both implementations compute the same function"),
     ("embedding-input-length", "tf.keras writes an Embedding's input_length; Keras 3.0.5's Embedding has no such argument and Layer.__init__ rejects it (3.15 pops it with a deprecation warning); the InputLayer carries the shape"),
     ("orthogonal-initializer", "tf.keras names the orthogonal initializer Orthogonal; Keras 3.0 to 3.6 call the class OrthogonalInitializer and cannot resolve Orthogonal (\"Could not interpret initializer identifier\"), while 3.10+ call it Orthogonal and keep OrthogonalInitializer as an alias"),
-    ("tf-op-arithmetic", "tf.keras saves arithmetic on Keras tensors (x * 2, x + y, -x) as a TFOpLambda layer that calls a TensorFlow function by name; Keras 3 has no TFOpLambda. Where a Keras 3 layer computes the same float32 values to the bit (Rescaling for a constant, Add, Subtract, Multiply for two tensors) the entry becomes that layer, under the same name and with the same inputs"),
+    ("tf-op-arithmetic", "tf.keras saves arithmetic on Keras tensors (x * 2, x + y, -x) as a TFOpLambda layer that calls a TensorFlow function by name; Keras 3 has no TFOpLambda. Where a Keras 3 layer computes the same float32 values to the bit (Rescaling for a constant, Add, Subtract, Multiply for two tensors, Concatenate for tf.concat) the entry becomes that layer, under the same name and with the same inputs"),
     ("optimizer-module", "tf.keras 2.15 serializes SGD from keras.optimizers.experimental, a module Keras 3 does not have; Keras 3 keeps every optimizer in keras.optimizers"),
     ("legacy-optimizer", "a tf.keras legacy optimizer (keras.optimizers.legacy: what `import keras` gives in tf.keras 2.12) is not in Keras 3, and tf.keras saves none of its variables in a .keras archive; it becomes the Keras 3 optimizer of the same class and hyperparameters, its decay of 0 (the only value with an exact Keras 3 equivalent) removed, starting afresh"),
     ("unmapped-optimizer", "the saved variables of a tf.keras optimizer whose layout krepair does not map (Adadelta, Adafactor, Adagrad, Adamax, AdamW, Ftrl, Lion, Nadam) are removed from model.weights.h5, with the finding optimizer-state-dropped: Keras 3 then starts the optimizer afresh with its class and hyperparameters (every key tf.keras writes is an argument of the Keras 3 class), instead of loading slots whose order and meaning are not verified (under a schedule the counts agree and Keras 3 would load them as they are)"),
@@ -1157,7 +1157,8 @@ enum OpArg {
 /// `(1, c)`, `x - c` is `(1, -c)`, `c - x` is `(-1, c)`, `-x` is `(-1,
 /// 0)`, and `x / c` is `(1 / c, 0)` only when `c` is a power of two, for
 /// which `x * (1 / c)` is `x / c` to the bit. Between two tensors, `Add`,
-/// `Subtract` and `Multiply`. Anything else (other ops, `c / x`,
+/// `Subtract` and `Multiply`; `tf.concat`, `Concatenate`. Anything else
+/// (other ops, `c / x`,
 /// non-scalar constants, another dtype, several calls) is refused.
 pub fn tf_op_layer(entry: &Value) -> Result<Value, String> {
     let cfg = entry.get("config").and_then(Value::as_object);
@@ -1190,6 +1191,9 @@ pub fn tf_op_layer(entry: &Value) -> Result<Value, String> {
             nodes.len()
         ));
     };
+    if function == "concat" {
+        return tf_concat(entry, name, node, &what);
+    }
     // tf.keras writes the call as [first argument (3 items), kwargs].
     let parts = node.as_array().map(Vec::as_slice).unwrap_or(&[]);
     let [a0, a1, a2, kwargs] = parts else {
@@ -1272,9 +1276,61 @@ pub fn tf_op_layer(entry: &Value) -> Result<Value, String> {
         ("math.subtract", T(x), Some(T(y))) => merge("Subtract", x, y),
         ("math.multiply", T(x), Some(T(y))) => merge("Multiply", x, y),
         _ => Err(format!(
-            "{what} with these arguments has no exact Keras 3 layer (krepair migrates arithmetic with a constant, negation, and adding, subtracting or multiplying two tensors)"
+            "{what} with these arguments has no exact Keras 3 layer (krepair migrates arithmetic with a constant, negation, adding, subtracting or multiplying two tensors, and tf.concat)"
         )),
     }
+}
+
+/// `tf.concat(values, axis)` on Keras tensors: tf.keras writes the call
+/// as one reference per tensor, each carrying the keyword arguments
+/// (`[["a", 0, 0, {"axis": -1}], ["b", 0, 0, {"axis": -1}]]`). It is a
+/// Keras 3 `Concatenate(axis)` of the same tensors in the same order: a
+/// copy, exact.
+fn tf_concat(entry: &Value, name: &str, node: &Value, what: &str) -> Result<Value, String> {
+    let refs = node.as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if refs.len() < 2 {
+        return Err(format!(
+            "{what} joins {} tensors: Keras 3's Concatenate takes at least two",
+            refs.len()
+        ));
+    }
+    let mut inputs = Vec::new();
+    let mut axis = None;
+    for r in refs {
+        let parts = r.as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let [l, n, t, kwargs] = parts else {
+            return Err(format!(
+                "{what}: its input {r} is not [layer, node, tensor, kwargs]"
+            ));
+        };
+        if !(l.is_string() && l.as_str() != Some("_CONSTANT_VALUE") && n.is_u64() && t.is_u64()) {
+            return Err(format!("{what}: its input {r} is not a Keras tensor"));
+        }
+        let kw = kwargs.as_object();
+        let a = kw.and_then(|k| k.get("axis")).and_then(Value::as_i64);
+        let others = kw.is_none_or(|k| {
+            k.iter()
+                .any(|(key, v)| key != "axis" && !(key == "name" && v.is_null()))
+        });
+        let Some(a) = a.filter(|_| !others) else {
+            return Err(format!(
+                "{what}: keyword arguments {kwargs}, not one integer axis"
+            ));
+        };
+        if axis.is_some_and(|x| x != a) {
+            return Err(format!("{what}: its inputs disagree on the axis"));
+        }
+        axis = Some(a);
+        inputs.push(Value::Array(vec![l.clone(), n.clone(), t.clone()]));
+    }
+    let refs: Vec<&Value> = inputs.iter().collect();
+    Ok(keras3_entry(
+        entry,
+        name,
+        "Concatenate",
+        serde_json::json!({"axis": axis}),
+        &refs,
+    ))
 }
 
 /// Is `c` a power of two (a float whose mantissa is 1), so that `1 / c`
@@ -1808,6 +1864,25 @@ mod tests {
         let mut twice = op("math.multiply", y(json!(2.0)));
         twice["inbound_nodes"] = json!([y(json!(2.0)), y(json!(2.0))]);
         assert!(tf_op_layer(&twice).unwrap_err().contains("called 2 times"));
+        // tf.concat: one reference per tensor, each with the axis.
+        let mut cat = op("concat", json!(null));
+        cat["inbound_nodes"] = json!([[["d", 0, 0, {"axis": -1}], ["e", 1, 0, {"axis": -1}]]]);
+        let e = tf_op_layer(&cat).unwrap();
+        assert_eq!(e["class_name"], "Concatenate");
+        assert_eq!(e["config"]["axis"], -1);
+        assert_eq!(
+            e["inbound_nodes"],
+            json!([[["d", 0, 0, {}], ["e", 1, 0, {}]]])
+        );
+        cat["inbound_nodes"] = json!([[["d", 0, 0, {"axis": 1}], ["e", 1, 0, {"axis": 2}]]]);
+        assert!(tf_op_layer(&cat).unwrap_err().contains("disagree"));
+        cat["inbound_nodes"] = json!([[["d", 0, 0, {"axis": 1}]]]);
+        assert!(tf_op_layer(&cat).unwrap_err().contains("at least two"));
+        cat["inbound_nodes"] =
+            json!([[["d", 0, 0, {"axis": 1, "name": "x"}], ["e", 0, 0, {"axis": 1}]]]);
+        assert!(tf_op_layer(&cat)
+            .unwrap_err()
+            .contains("not one integer axis"));
         assert!(power_of_two(1.0) && power_of_two(0.125) && power_of_two(-1024.0));
         assert!(!power_of_two(3.0) && !power_of_two(0.0) && !power_of_two(f64::INFINITY));
         assert!(!power_of_two(1e-45), "1/c would overflow float32");
