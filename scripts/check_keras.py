@@ -16,6 +16,11 @@ For each fixture case (a folder with expected.json) and each policy
   the check asserts that krepair reported it so);
 - the harness must be able to fail: with finalize_state() disabled the
   unrepaired input must NOT reproduce its adapted predictions.
+For a fixture with adapted Discretization layers (tf.keras 2.12-2.15), in
+the tf.keras that made it: the unrepaired reload must differ from the
+in-memory model or fail to load (the bug), the output must predict what
+the in-memory model did, and the report and the output's config must hold
+the in-memory boundaries as float32, bit for bit.
 For the reporter's EfficientNet model, the reporter's own assertion
 (assert_allclose against the in-memory model's predictions) must pass.
 Prints one line per check and a closing "N passed, N failed" line.
@@ -28,6 +33,7 @@ import os
 import subprocess
 import sys
 import traceback
+import zipfile
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -112,6 +118,37 @@ def in_version_references(path, x):
     return refs
 
 
+def f32(values):
+    """Values as their float32 bit patterns."""
+    return np.asarray(values, dtype="float32").view("uint32").tolist()
+
+
+def config_boundaries(archive):
+    """{layer name: (bin_boundaries as float32 bits, num_bins)} of every
+    Discretization in the archive's config.json."""
+    if os.path.isdir(archive):
+        config = json.load(open(os.path.join(archive, "config.json")))
+    else:
+        with zipfile.ZipFile(archive) as z:
+            config = json.loads(z.read("config.json"))
+    out = {}
+
+    def visit(v):
+        if isinstance(v, dict):
+            if v.get("class_name") == "Discretization" and isinstance(v.get("config"), dict):
+                c = v["config"]
+                b = c.get("bin_boundaries")
+                out[c.get("name")] = (None if b is None else f32(b), c.get("num_bins"))
+            for x in v.values():
+                visit(x)
+        elif isinstance(v, list):
+            for x in v:
+                visit(x)
+
+    visit(config)
+    return out
+
+
 def run_case(krepair, case_dir, work, tag):
     exp = json.load(open(os.path.join(case_dir, "expected.json")))
     src = os.path.join(case_dir, exp["archive"])
@@ -125,15 +162,28 @@ def run_case(krepair, case_dir, work, tag):
     # Across versions, float16 arithmetic differs in the last bits.
     cross_tol = TOL if same_version or exp["case"] != "mixed_float16" else 4e-3
     adapt_layers = [l for l in exp["layers"] if l["mode"] == "adapt"]
-    try:
-        refs = in_version_references(src, x)
-        input_err = None
-    except Exception as e:  # noqa: BLE001 - a load failure is data here
-        refs, input_err = None, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
-        print(f"note {tag}: keras {keras.__version__} cannot load the input either ({input_err}), "
-              "so the output is not required to load")
+    discs = exp.get("discretizations") or []
+    if discs:
+        refs = None
+        if same_version:
+            # The bug: reloaded, the layer has lost its boundaries (every
+            # input in bin 0), or the archive does not load at all
+            # (one-hot).
+            p, err = try_load_predict(src, x)
+            check(f"{tag}: unrepaired reload loses the Discretization boundaries",
+                  not close(p, memory), err or maxdiff(p, memory))
+            # The output must compute what the saved model computed.
+            refs = {"adapted": made["adapted"], "identity": made["identity"]}
+    else:
+        try:
+            refs = in_version_references(src, x)
+            input_err = None
+        except Exception as e:  # noqa: BLE001 - a load failure is data here
+            refs, input_err = None, f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            print(f"note {tag}: keras {keras.__version__} cannot load the input either ({input_err}), "
+                  "so the output is not required to load")
 
-    if refs is not None:
+    if refs is not None and not discs:
         for which in ("adapted", "identity"):
             check(f"{tag}: this Keras agrees with the fixture on {which} predictions",
                   close(refs[which], made[which], cross_tol), maxdiff(refs[which], made[which]))
@@ -190,6 +240,17 @@ def run_case(krepair, case_dir, work, tag):
             check(f"{label}: {l['config_path']} embedded in {l['storage']}", where == l["storage"],
                   f"report says {where}")
         chosen = exp["auto"] if policy == "auto" else policy
+        by_disc = {l["config_path"]: l for l in report.get("discretizations", [])}
+        for d in discs:
+            r = by_disc.get(d["config_path"])
+            check(f"{label}: {d['config_path']} reported with the in-memory boundaries",
+                  r is not None and r["status"] == "repaired" and f32(r["bin_boundaries"]) == f32(d["bin_boundaries"]),
+                  f"report says {r and r['status']} {r and r['bin_boundaries']}")
+        if discs:
+            want = {d["name"]: f32(d["bin_boundaries"]) for d in discs}
+            embedded = {k: v for k, v in config_boundaries(out).items() if k in want}
+            check(f"{label}: the output's config holds the in-memory boundaries as float32 (num_bins null)",
+                  embedded == {k: (v, None) for k, v in want.items()}, str(embedded))
         if refs is None:
             continue
         got, err = try_load_predict(out, x)

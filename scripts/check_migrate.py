@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "testdata"))
 import fixture_layers  # noqa: E402,F401
 
 # One counter and one finalize_state() switch for both real-Keras checks.
-from check_keras import check, finalize_disabled, model_input, results  # noqa: E402
+from check_keras import check, config_boundaries, f32, finalize_disabled, model_input, results  # noqa: E402
 
 
 def load_predict(path, x):
@@ -115,6 +115,21 @@ def run_case(krepair, case_dir, work, tag):
             ),
             ", ".join(kept),
         )
+
+    discs = json.load(open(os.path.join(case_dir, "expected.json"))).get("discretizations") or []
+    if discs:
+        by_disc = {l["config_path"]: l for l in report.get("discretizations", [])}
+        reported = all(
+            by_disc.get(d["config_path"], {}).get("status") == "repaired"
+            and f32(by_disc[d["config_path"]]["bin_boundaries"]) == f32(d["bin_boundaries"])
+            for d in discs
+        )
+        check(f"{label}: Discretization layers reported with the tf.keras boundaries", reported,
+              str({k: v["status"] for k, v in by_disc.items()}))
+        want = {d["name"]: (f32(d["bin_boundaries"]), None) for d in discs}
+        embedded = {k: v for k, v in config_boundaries(out).items() if k in want}
+        check(f"{label}: the migrated config holds the tf.keras boundaries as float32 (num_bins null)",
+              embedded == want, str(embedded))
 
     if os.path.isfile(os.path.join(case_dir, "optimizer.json")):
         if json.load(open(os.path.join(case_dir, "optimizer.json")))["class_name"].startswith("LossScaleOptimizer"):

@@ -13,7 +13,7 @@ Examples:
   krepair model.keras fixed.keras
       Repair model.keras into fixed.keras; print what was done.
   krepair migrate tf215.keras keras3.keras
-      Make a tf.keras 2.13-2.15 archive load in Keras 3 (and repair it).
+      Make a tf.keras 2.12-2.15 archive load in Keras 3 (and repair it).
   krepair --dry-run model.keras
       Inspect only: exit 3 if a repair would change something, 0 if not.
   krepair --stats identity --report audit.json model.keras fixed.keras
@@ -29,13 +29,16 @@ Exit codes: 0 repaired or nothing to repair, 1 failure (nothing written),
 130 interrupted.
 See docs/exit-codes.md.";
 
-/// Repair Keras .keras archives whose Normalization layers depend on
-/// finalize_state() (keras #20147).
+/// Repair Keras .keras archives whose Normalization or Discretization
+/// layers depend on finalize_state() (keras #20147).
 ///
 /// For each adapt-mode Normalization layer, krepair reads the stored
 /// statistics, chooses what the layer must compute, and embeds it in the
 /// layer config, so every Keras version loads the model computing the same
-/// normalization it computed when it was saved. The input is never written.
+/// normalization it computed when it was saved. For each adapted
+/// Discretization (tf.keras 2.12-2.15), it computes the bin boundaries from
+/// the stored summary as tf.keras does and embeds them. The input is never
+/// written.
 #[derive(Parser, Debug)]
 #[command(
     name = "krepair",

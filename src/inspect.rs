@@ -14,7 +14,7 @@ use crate::archive::{self, Archive, Form};
 use crate::error::{Error, Result};
 use crate::model::{self, ShapeFrom};
 use crate::plan::{finding, Finding, Policy};
-use crate::report::{LayerReport, Status};
+use crate::report::{DiscretizationReport, LayerReport, Status};
 use crate::weights::{Elem, Weights};
 
 use crate::passes::normalization::{analyze, count_within};
@@ -32,6 +32,8 @@ pub struct Inspection {
     pub migration: Vec<crate::migrate::Rewrite>,
     /// One entry per Normalization layer.
     pub layers: Vec<LayerReport>,
+    /// One entry per Discretization layer.
+    pub discretizations: Vec<DiscretizationReport>,
     /// Archive-level findings.
     pub findings: Vec<Finding>,
     /// The changes a repair makes.
@@ -97,10 +99,18 @@ impl Inspection {
 
     /// The first refused layer, if any: (config path, reason).
     pub fn refusal(&self) -> Option<(&str, &str)> {
-        self.layers
+        let norm = self
+            .layers
             .iter()
             .find(|l| l.status == Status::Refused)
-            .map(|l| (l.config_path.as_str(), l.reason.as_deref().unwrap_or("")))
+            .map(|l| (l.config_path.as_str(), l.reason.as_deref()));
+        let disc = || {
+            self.discretizations
+                .iter()
+                .find(|l| l.status == Status::Refused)
+                .map(|l| (l.config_path.as_str(), l.reason.as_deref()))
+        };
+        norm.or_else(disc).map(|(p, r)| (p, r.unwrap_or("")))
     }
 }
 
@@ -211,7 +221,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
             })?;
         }
     }
-    let mut sites = model::find_normalizations(&config).map_err(|e| {
+    let (mut sites, discs) = model::find_layers(&config).map_err(|e| {
         Error::format(
             path,
             crate::error::Malformed::Config,
@@ -302,7 +312,9 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     // repairing, the layout is kept and Normalization groups are found
     // through them.
     let mut legacy = Vec::new();
-    if let Some(numbering) = numbering.filter(|_| check.migrate || !sites.is_empty()) {
+    if let Some(numbering) =
+        numbering.filter(|_| check.migrate || !sites.is_empty() || !discs.is_empty())
+    {
         crate::worker::step("matching the tf.keras weights groups to the config");
         let config: Value = serde_json::from_str(
             saved_config_text.as_deref().unwrap_or(&config_text),
@@ -342,16 +354,25 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
             // 2.12 and 2.13 number a layer with weights by twos: embedding one
             // Normalization's statistics (its weights go) would renumber
             // the next one, and tf.keras 2.13 could no longer load it.
-            if let Some(r) = renames
-                .iter()
-                .find(|r| r.from.starts_with("normalization_"))
-            {
+            // A Discretization loses its one variable only when adapted: a
+            // later one with a variable would be looked for one number
+            // lower (one without variables reads nothing).
+            let adapted_discs = discs.iter().any(|d| d.mode == model::Mode::Adapt);
+            if let Some(r) = renames.iter().find(|r| {
+                r.from.starts_with("normalization_")
+                    || (adapted_discs
+                        && r.from.starts_with("discretization_")
+                        && weights.has_datasets_under(&crate::migrate::legacy_path(
+                            &renames,
+                            &crate::migrate::join_path(&r.parent, &r.from),
+                        )))
+            }) {
                 let old = crate::migrate::join_path(&r.parent, &r.from);
                 return Err(Error::Refused {
                     path: path.to_path_buf(),
                     layer: "(the model)".into(),
                     reason: format!(
-                        "tf.keras {} numbers layers with weights by twos (keras #18830): embedding statistics would renumber `{}`, and tf.keras {0} could not load the result; `krepair migrate` converts the archive to Keras 3's layout instead",
+                        "tf.keras {} numbers layers with weights by twos (keras #18830): embedding statistics (or bin boundaries) would renumber `{}`, and tf.keras {0} could not load the result; `krepair migrate` converts the archive to Keras 3's layout instead",
                         keras_version.as_deref().unwrap_or("2.x"),
                         crate::migrate::legacy_path(&renames, &old)
                     ),
@@ -374,6 +395,22 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
             &legacy,
         )?;
         layers.push(report);
+        if let Some(a) = action {
+            actions.push(a);
+        }
+    }
+    let mut discretizations = Vec::new();
+    let disc_within =
+        crate::passes::normalization::count_locators(discs.iter().map(|d| &d.locator));
+    for site in &discs {
+        let (report, action) = crate::passes::discretization::analyze(
+            site,
+            &weights,
+            &mut claimed,
+            &disc_within,
+            &legacy,
+        )?;
+        discretizations.push(report);
         if let Some(a) = action {
             actions.push(a);
         }
@@ -421,6 +458,7 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
         config_text,
         migration,
         layers,
+        discretizations,
         findings,
         actions,
         weights: Some(weights),

@@ -87,6 +87,31 @@ pub struct NormSite {
     pub consumers: Vec<Consumer>,
 }
 
+/// A Discretization layer found in the config (issue #15).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiscSite {
+    /// Names from the root's children down to the layer, joined by `/`.
+    pub config_path: String,
+    /// The path of the layer's entry (the object holding `class_name`)
+    /// inside config.json.
+    pub pointer: Vec<Seg>,
+    /// The layer's name.
+    pub name: String,
+    /// `num_bins` as written (null, a number, or anything else).
+    pub num_bins: Value,
+    /// Adapt (`bin_boundaries` null, its bins computed by
+    /// finalize_state() from the `summary` variable) or explicit.
+    pub mode: Mode,
+    /// Does the config have a `bin_boundaries` key (to embed into)?
+    pub has_boundaries_key: bool,
+    /// Where its variables are.
+    pub locator: Locator,
+    /// The entry of the CategoryEncoding that `krepair migrate` split off
+    /// an encoded adapt-mode Discretization (rule
+    /// `discretization-encoding`), whose `num_tokens` waits for the bins.
+    pub encoding: Option<Vec<Seg>>,
+}
+
 /// Where a Normalization layer's input shape is declared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShapeFrom {
@@ -184,7 +209,13 @@ fn layer_name(v: &Value) -> String {
 /// True for a Keras Normalization layer entry (not a user class of the
 /// same name from another package).
 fn is_keras_normalization(v: &Value) -> bool {
-    if class_name(v) != Some("Normalization") || !v.get("config").is_some_and(Value::is_object) {
+    is_keras_class(v, "Normalization")
+}
+
+/// True for a Keras layer entry of class `class` (not a user class of the
+/// same name from another package).
+fn is_keras_class(v: &Value, class: &str) -> bool {
+    if class_name(v) != Some(class) || !v.get("config").is_some_and(Value::is_object) {
         return false;
     }
     let module_ok = match v.get("module").and_then(Value::as_str) {
@@ -193,7 +224,7 @@ fn is_keras_normalization(v: &Value) -> bool {
     };
     let registered_ok = match v.get("registered_name") {
         None | Some(Value::Null) => true,
-        Some(Value::String(s)) => s == "Normalization",
+        Some(Value::String(s)) => s == class,
         _ => false,
     };
     module_ok && registered_ok
@@ -268,9 +299,29 @@ fn references(inbound: &Value, name: &str) -> bool {
 
 struct Walker {
     sites: Vec<NormSite>,
+    discs: Vec<DiscSite>,
 }
 
 impl Walker {
+    fn disc(&mut self, entry: &Value, pointer: Vec<Seg>, config_path: String, locator: Locator) {
+        let cfg = &entry["config"];
+        let boundaries = cfg.get("bin_boundaries");
+        self.discs.push(DiscSite {
+            config_path,
+            pointer,
+            name: layer_name(entry),
+            num_bins: cfg.get("num_bins").cloned().unwrap_or(Value::Null),
+            mode: if boundaries.is_none_or(Value::is_null) {
+                Mode::Adapt
+            } else {
+                Mode::Explicit
+            },
+            has_boundaries_key: boundaries.is_some(),
+            locator,
+            encoding: None,
+        });
+    }
+
     fn site(
         &mut self,
         entry: &Value,
@@ -376,6 +427,23 @@ impl Walker {
                         (site.input_shape, site.shape_from) = (Some(s), ShapeFrom::InputLayer);
                     }
                 }
+            } else if is_keras_class(layer, "Discretization") {
+                self.disc(layer, lp, lpath, Locator::Group(lgroup));
+                // The CategoryEncoding a migration put right after it,
+                // still without its number of tokens.
+                let next = layers.get(i + 1).filter(|n| {
+                    is_keras_class(n, "CategoryEncoding")
+                        && n["config"].get("num_tokens").is_some_and(Value::is_null)
+                });
+                if next.is_some() {
+                    let mut np = pointer.clone();
+                    np.extend([
+                        Seg::Key("config".into()),
+                        Seg::Key("layers".into()),
+                        Seg::Index(i + 1),
+                    ]);
+                    self.discs.last_mut().expect("just pushed").encoding = Some(np);
+                }
             } else if let Some(seq) = is_container(layer) {
                 self.container(layer, lp, &lgroup, &lpath, seq)?;
             } else if let Some(cfg) = layer.get("config") {
@@ -405,6 +473,14 @@ impl Walker {
             };
             let path = join(config_path, &keys.join("/"));
             return self.site(v, pointer, path, locator, container, Vec::new());
+        }
+        if is_keras_class(v, "Discretization") {
+            let locator = Locator::Within {
+                group: group.to_string(),
+                key_path: keys.clone(),
+            };
+            self.disc(v, pointer, join(config_path, &keys.join("/")), locator);
+            return Ok(());
         }
         match v {
             Value::Object(o) => {
@@ -533,10 +609,19 @@ pub fn code_findings(config: &Value) -> Vec<(&'static str, String)> {
 
 /// Every Normalization layer in a model config, in config order.
 pub fn find_normalizations(config: &Value) -> Result<Vec<NormSite>, String> {
+    find_layers(config).map(|(n, _)| n)
+}
+
+/// Every Normalization and every Discretization layer in a model config,
+/// each in config order.
+pub fn find_layers(config: &Value) -> Result<(Vec<NormSite>, Vec<DiscSite>), String> {
     if !config.is_object() || class_name(config).is_none() {
         return Err("config.json is not a serialized Keras model (no `class_name`)".into());
     }
-    let mut w = Walker { sites: Vec::new() };
+    let mut w = Walker {
+        sites: Vec::new(),
+        discs: Vec::new(),
+    };
     if let Some(seq) = is_container(config) {
         w.container(config, Vec::new(), "", "", seq)?;
     } else if is_keras_normalization(config) {
@@ -552,7 +637,7 @@ pub fn find_normalizations(config: &Value) -> Result<Vec<NormSite>, String> {
             &layer_name(config),
         )?;
     }
-    Ok(w.sites)
+    Ok((w.sites, w.discs))
 }
 
 #[cfg(test)]
@@ -790,6 +875,79 @@ mod tests {
         assert_eq!(sites[0].consumers.len(), 1);
         assert_eq!(sites[0].consumers[0].name, "rescaling_1");
         assert_eq!(sites[0].container, "efficientnetb0");
+    }
+
+    #[test]
+    fn discretizations_are_found_with_their_pending_encoding() {
+        let disc = |name: &str, boundaries: Value| {
+            layer(
+                "Discretization",
+                name,
+                json!({"bin_boundaries": boundaries, "num_bins": 4, "output_mode": "int"}),
+            )
+        };
+        let enc = |tokens: Value| {
+            layer(
+                "CategoryEncoding",
+                "e",
+                json!({"num_tokens": tokens, "output_mode": "multi_hot"}),
+            )
+        };
+        let custom = json!({"module": "pkg", "class_name": "Holder", "registered_name": "pkg>Holder",
+            "config": {"name": "h", "inner": disc("x", Value::Null)}});
+        let cfg = json!({"class_name": "Functional", "config": {"name": "m", "layers": [
+            disc("a", Value::Null), enc(Value::Null),
+            disc("b", json!([1.0])), enc(json!(2)),
+            norm("n"), custom,
+        ]}});
+        let (norms, discs) = find_layers(&cfg).unwrap();
+        assert_eq!(norms.len(), 1);
+        let got: Vec<(&str, Mode, Option<Locator>, bool)> = discs
+            .iter()
+            .map(|d| {
+                (
+                    d.config_path.as_str(),
+                    d.mode.clone(),
+                    Some(d.locator.clone()),
+                    d.encoding.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "a",
+                    Mode::Adapt,
+                    Some(Locator::Group("layers/discretization".into())),
+                    true
+                ),
+                (
+                    "b",
+                    Mode::Explicit,
+                    Some(Locator::Group("layers/discretization_1".into())),
+                    false
+                ),
+                (
+                    "h/inner",
+                    Mode::Adapt,
+                    Some(Locator::Within {
+                        group: "layers/holder".into(),
+                        key_path: vec!["inner".into()]
+                    }),
+                    false
+                ),
+            ]
+        );
+        assert_eq!(
+            discs[0].encoding,
+            Some(vec![
+                Seg::Key("config".into()),
+                Seg::Key("layers".into()),
+                Seg::Index(1)
+            ])
+        );
+        assert_eq!(discs[0].num_bins, json!(4));
     }
 
     #[test]

@@ -98,6 +98,20 @@ pub enum Action {
         /// How many links were renamed.
         count: usize,
     },
+    /// Write a Discretization's bin boundaries into its config (at
+    /// `pointer`: `bin_boundaries` set, `num_bins` null) and delete its
+    /// summary, `group/0`.
+    EmbedBoundaries {
+        /// The layer entry in config.json.
+        pointer: Vec<crate::json_span::Seg>,
+        /// Its `vars` group.
+        group: String,
+        /// The boundaries, float32, shape `[k]`.
+        boundaries: Tensor,
+        /// The entry of the CategoryEncoding a migration split off the
+        /// layer, whose `num_tokens` becomes `k + 1`.
+        encoding: Option<Vec<crate::json_span::Seg>>,
+    },
     /// Overwrite `group/0` and `group/1` (non-trailing kept axes).
     WriteVariables {
         /// Its `vars` group.
@@ -112,8 +126,12 @@ pub enum Action {
 /// Every finding code krepair emits, with its severity and meaning.
 /// docs/report.md lists the same table; a test keeps them in step.
 pub const CODES: &[(&str, Severity, &str)] = &[
-    ("adapt-mode", Severity::Info, "the layer's statistics live in variables that only finalize_state() applies"),
-    ("already-explicit", Severity::Info, "the layer's config holds its statistics; nothing to repair"),
+    ("adapt-mode", Severity::Info, "the layer's statistics (a Normalization's mean and variance, a Discretization's summary) live in variables that only finalize_state() applies"),
+    ("already-explicit", Severity::Info, "the layer's config holds its statistics (mean and variance, or bin boundaries); nothing to repair"),
+    ("boundaries-computed", Severity::Info, "a Discretization's bin boundaries computed from its stored summary exactly as tf.keras's finalize_state() does (float64 interpolation, float32 result)"),
+    ("never-adapted", Severity::Warning, "a Discretization whose summary is empty (built, never adapted): it puts every input in bin 0, and so do the empty bin_boundaries embedded for it"),
+    ("bad-num-bins", Severity::Error, "a Discretization in adapt mode whose num_bins is not a whole number from 1 to passes::discretization::MAX_BINS"),
+    ("bad-summary", Severity::Error, "a Discretization's summary has unsorted values, a negative weight, or weights that are all zero"),
     ("kept-in-variables", Severity::Info, "kept axes are not the trailing ones: no explicit config loads in every Keras 3 version, so the chosen statistics are written into the layer's variables"),
     ("legacy-weights-signature", Severity::Warning, "saved by Keras 3.0-3.5 inside a keras.applications EfficientNet built with weights=\"imagenet\": the model computed identity normalization"),
     ("ambiguous-legacy-load", Severity::Warning, "saved by Keras 3.0-3.5 in adapt mode: if its weights came from a legacy .h5 file the model computed identity, and the archive cannot tell"),
@@ -127,13 +145,13 @@ pub const CODES: &[(&str, Severity, &str)] = &[
     ("shape-unknown", Severity::Error, "the config does not say the layer's input shape, or it contradicts the axis"),
     ("weights-not-found", Severity::Error, "no weights group for the layer where Keras would store it"),
     ("weights-ambiguous", Severity::Error, "more than one weights group could be the layer's"),
-    ("weights-mismatch", Severity::Error, "the weights group does not hold mean, variance and count of the expected dtypes and shapes"),
+    ("weights-mismatch", Severity::Error, "the weights group does not hold the expected datasets (a Normalization's mean, variance and count; a Discretization's float32 summary of shape [2, n]) of the expected dtypes and shapes"),
     ("optimizer-not-built", Severity::Info, "a compiled tf.keras model whose optimizer never took a step: no slots were saved, and Keras 3 starts the optimizer afresh (with a warning), as tf.keras would"),
     ("optimizer-state-not-saved", Severity::Warning, "a compiled tf.keras model with a legacy optimizer (keras.optimizers.legacy), whose variables tf.keras never saves in a .keras archive: the migrated optimizer starts afresh"),
     ("optimizer-state-dropped", Severity::Warning, "a compiled tf.keras model whose optimizer's variables krepair does not map into Keras 3's layout (migrate::UNMAPPED_OPTIMIZERS): they are removed, and the migrated optimizer starts afresh with the same class and hyperparameters"),
     ("loss-scaling-dropped", Severity::Warning, "tf.keras wrapped the optimizer in a LossScaleOptimizer (mixed precision), recorded only in the weights; the migrated model is compiled with the inner optimizer and its state, without loss scaling"),
-    ("stats-too-large", Severity::Error, "the layer's statistics have more values than krepair embeds (stats::MAX_VALUES)"),
-    ("non-finite-statistics", Severity::Error, "a stored mean or variance is NaN or infinite"),
+    ("stats-too-large", Severity::Error, "the layer's statistics (or a Discretization's summary) have more values than krepair reads (stats::MAX_VALUES)"),
+    ("non-finite-statistics", Severity::Error, "a stored mean, variance or Discretization summary holds a NaN or an infinity"),
     ("negative-variance", Severity::Error, "a stored variance is negative"),
 ];
 

@@ -64,6 +64,7 @@ fn empty_report(opts: &Options) -> Report {
         error: None,
         members: Vec::new(),
         layers: Vec::new(),
+        discretizations: Vec::new(),
         findings: Vec::new(),
         migration: Vec::new(),
     }
@@ -266,6 +267,7 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
     report.keras_version = insp.keras_version.clone();
     report.findings = insp.findings.clone();
     report.layers = insp.layers.clone();
+    report.discretizations = insp.discretizations.clone();
     report.migration = insp.migration.clone();
     let refusal = insp.refusal().map(|(layer, reason)| Error::Refused {
         path: opts.input.clone(),
@@ -347,6 +349,11 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
     staged.persist(&opts.input, &output, opts.force)?;
 
     for l in &mut report.layers {
+        if l.status == Status::WouldRepair {
+            l.status = Status::Repaired;
+        }
+    }
+    for l in &mut report.discretizations {
         if l.status == Status::WouldRepair {
             l.status = Status::Repaired;
         }
@@ -487,6 +494,33 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
                 edits.push((span, t.to_json_text()));
             }
         }
+        if let Action::EmbedBoundaries {
+            pointer,
+            boundaries,
+            encoding,
+            ..
+        } = a
+        {
+            let mut keys = vec![
+                (pointer, "bin_boundaries", boundaries.to_json_text()),
+                (pointer, "num_bins", "null".to_string()),
+            ];
+            if let Some(e) = encoding {
+                keys.push((e, "num_tokens", (boundaries.data.len() + 1).to_string()));
+            }
+            for (pointer, key, text) in keys {
+                let mut p = pointer.clone();
+                p.extend([Seg::Key("config".into()), Seg::Key(key.into())]);
+                let span = json_span::value_span(&insp.config_text, &p).map_err(|e| {
+                    Error::format(
+                        &insp.archive.path,
+                        crate::error::Malformed::Config,
+                        format!("config.json at {}: {e}", json_span::path_string(&p)),
+                    )
+                })?;
+                edits.push((span, text));
+            }
+        }
     }
     let new_config = json_span::splice(&insp.config_text, edits);
     // Check the syntax only: the tree of a large config is ten times its size.
@@ -530,6 +564,7 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
                     w.unlink(group, ds)?;
                 }
             }
+            Action::EmbedBoundaries { group, .. } => w.unlink(group, "0")?,
             Action::WriteVariables {
                 group,
                 mean,
@@ -665,6 +700,9 @@ fn verify(
     if after.layers.len() != before.layers.len() {
         return Err(fail("the number of Normalization layers changed".into()));
     }
+    if after.discretizations.len() != before.discretizations.len() {
+        return Err(fail("the number of Discretization layers changed".into()));
+    }
     if let Some((layer, reason)) = after.refusal() {
         return Err(fail(format!("layer `{layer}`: {reason}")));
     }
@@ -686,29 +724,35 @@ fn verify(
     // (each value parsed on its own: the tree of a large config is ten
     // times its size).
     for a in &before.actions {
-        if let Action::EmbedConfig {
-            pointer,
-            mean,
-            variance,
-            ..
-        } = a
-        {
-            for (key, t) in [("mean", mean), ("variance", variance)] {
-                let mut p = pointer.clone();
-                p.extend([Seg::Key("config".into()), Seg::Key(key.into())]);
-                let back = json_span::value_span(&after.config_text, &p)
-                    .ok()
-                    .and_then(|span| after.config_text.get(span))
-                    .and_then(|text| {
-                        let mut d = serde_json::Deserializer::from_str(text);
-                        crate::stats::nested_json::deserialize(&mut d).ok()
-                    });
-                if !back.is_some_and(|b| b.bits_eq(t)) {
-                    return Err(fail(format!(
-                        "{key} at {} does not read back as the embedded float32 values",
-                        json_span::path_string(&p)
-                    )));
-                }
+        let embedded = match a {
+            Action::EmbedConfig {
+                pointer,
+                mean,
+                variance,
+                ..
+            } => vec![(pointer, "mean", mean), (pointer, "variance", variance)],
+            Action::EmbedBoundaries {
+                pointer,
+                boundaries,
+                ..
+            } => vec![(pointer, "bin_boundaries", boundaries)],
+            _ => Vec::new(),
+        };
+        for (pointer, key, t) in embedded {
+            let mut p = pointer.clone();
+            p.extend([Seg::Key("config".into()), Seg::Key(key.into())]);
+            let back = json_span::value_span(&after.config_text, &p)
+                .ok()
+                .and_then(|span| after.config_text.get(span))
+                .and_then(|text| {
+                    let mut d = serde_json::Deserializer::from_str(text);
+                    crate::stats::nested_json::deserialize(&mut d).ok()
+                });
+            if !back.is_some_and(|b| b.bits_eq(t)) {
+                return Err(fail(format!(
+                    "{key} at {} does not read back as the embedded float32 values",
+                    json_span::path_string(&p)
+                )));
             }
         }
     }

@@ -35,6 +35,10 @@ pub struct Report {
     pub members: Vec<MemberReport>,
     /// Every Normalization layer, in config order.
     pub layers: Vec<LayerReport>,
+    /// Every Discretization layer, in config order (absent from reports
+    /// of krepair 0.x before issue #15, read as none).
+    #[serde(default)]
+    pub discretizations: Vec<DiscretizationReport>,
     /// Findings about the archive as a whole.
     pub findings: Vec<Finding>,
     /// `krepair migrate`: every rewrite of config.json, in config order
@@ -202,6 +206,35 @@ pub struct LayerReport {
     pub findings: Vec<Finding>,
 }
 
+/// One Discretization layer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DiscretizationReport {
+    /// Names from the root's children down, joined by `/`.
+    pub config_path: String,
+    /// The layer's name.
+    pub name: String,
+    /// Its `vars` group in model.weights.h5.
+    pub weights_group: Option<String>,
+    /// "adapt" (`bin_boundaries` null) or "explicit".
+    #[serde(deserialize_with = "intern")]
+    pub mode: crate::report::StaticStr,
+    /// `num_bins` from the config (null when it is not a whole number).
+    pub num_bins: Option<u64>,
+    /// The shape of the stored summary (`[2, n]`).
+    pub summary_shape: Option<Vec<usize>>,
+    /// The summary's total weight (the samples adapt() saw).
+    pub total_weight: Option<f64>,
+    /// The boundaries finalize_state() computes, which the repair embeds
+    /// (exact float32 values).
+    pub bin_boundaries: Option<Vec<f64>>,
+    /// What happened.
+    pub status: Status,
+    /// Why, when refused.
+    pub reason: Option<String>,
+    /// Findings about this layer.
+    pub findings: Vec<Finding>,
+}
+
 /// A `&'static str` field of the report. (Spelled through an alias so that
 /// serde does not infer a borrow from the input, which must then outlive
 /// the program.)
@@ -249,14 +282,20 @@ impl Report {
         let mut out = String::new();
         let version = self.keras_version.as_deref().unwrap_or("unknown");
         let n = self.layers.len();
+        let d = self.discretizations.len();
         // An archive refused before it was read says nothing of its
         // version or layers: the error line says why.
-        let unread = self.error.is_some() && self.keras_version.is_none() && n == 0;
+        let unread = self.error.is_some() && self.keras_version.is_none() && n == 0 && d == 0;
         if !unread {
             out.push_str(&format!(
-                "{}: saved by Keras {version}, {n} Normalization layer{}\n",
+                "{}: saved by Keras {version}, {n} Normalization layer{}{}\n",
                 self.input.path,
-                if n == 1 { "" } else { "s" }
+                if n == 1 { "" } else { "s" },
+                match d {
+                    0 => String::new(),
+                    1 => ", 1 Discretization layer".into(),
+                    _ => format!(", {d} Discretization layers"),
+                }
             ));
         }
         if !self.migration.is_empty() {
@@ -320,7 +359,45 @@ impl Report {
                 ));
             }
         }
-        let count = |s: Status| self.layers.iter().filter(|l| l.status == s).count();
+        for l in &self.discretizations {
+            let group = l.weights_group.as_deref().unwrap_or("-");
+            let k = l.bin_boundaries.as_ref().map_or(0, Vec::len);
+            let what = match l.status {
+                Status::Repaired => format!("repaired: embedded {k} bin boundaries in its config"),
+                Status::WouldRepair => format!("would embed {k} bin boundaries in its config"),
+                Status::Unchanged => "unchanged".into(),
+                Status::AlreadyExplicit => "already explicit, left alone".into(),
+                Status::Refused => "REFUSED".into(),
+            };
+            out.push_str(&format!("  {} [{group}]: {what}\n", l.config_path));
+            if let Some(b) = &l.bin_boundaries {
+                const SHOWN: usize = 8;
+                let mut text: Vec<String> = b.iter().take(SHOWN).map(|x| x.to_string()).collect();
+                if b.len() > SHOWN {
+                    text.push(format!("... ({} more)", b.len() - SHOWN));
+                }
+                out.push_str(&format!("    bin_boundaries: [{}]\n", text.join(", ")));
+            }
+            if let Some(r) = &l.reason {
+                out.push_str(&format!("    {r}\n"));
+            }
+            for f in l.findings.iter().filter(|f| f.severity > Severity::Info) {
+                out.push_str(&format!(
+                    "    {}: {} [{}]\n",
+                    sev(f.severity),
+                    f.message,
+                    f.code
+                ));
+            }
+        }
+        let count = |s: Status| {
+            self.layers.iter().filter(|l| l.status == s).count()
+                + self
+                    .discretizations
+                    .iter()
+                    .filter(|l| l.status == s)
+                    .count()
+        };
         let summary = match self.outcome {
             Outcome::Repaired => format!(
                 "{}repaired {} layer(s); wrote {}",

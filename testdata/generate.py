@@ -514,6 +514,72 @@ def case_compiled_legacy_adam():
     return model, data((5,), 4, 3), {n: None}
 
 
+def uniform(shape, n, low, high, seed):
+    r = np.random.default_rng(SEED + seed)
+    return r.uniform(low, high, size=(n,) + tuple(shape)).astype("float32")
+
+
+def case_discretization():
+    """A lone adapted Discretization (keras #20147's sister bug): tf.keras
+    reloads it with no boundaries, so every input falls in bin 0."""
+    d = layers.Discretization(num_bins=4)
+    d.adapt(uniform((3,), 64, 0.0, 10.0, 7))
+    inp = keras.Input((3,))
+    x = np.array([[0.5, 2.6, 5.1], [7.6, 9.9, 1.0], [3.3, 6.6, 8.8]], "float32")
+    return keras.Model(inp, d(inp)), x, {}
+
+
+def case_discretization_onehot():
+    """A one-hot Discretization beside an adapted Normalization, both
+    feeding a Dense: tf.keras cannot load the archive at all (the Dense
+    kernel was built for 7 bins, the reloaded layer has 1). Beside them an
+    explicit Discretization (bin_boundaries given: nothing to repair)
+    counted by a CategoryEncoding."""
+    d = layers.Discretization(num_bins=7, output_mode="one_hot")
+    d.adapt(uniform((1,), 200, -3.0, 4.0, 8))
+    n = layers.Normalization(axis=-1)
+    n.adapt(uniform((1,), 200, -3.0, 4.0, 9))
+    inp = keras.Input((1,))
+    fixed = layers.Discretization(bin_boundaries=[-1.0, 0.0, 1.0, 2.5])(inp)
+    counted = layers.CategoryEncoding(num_tokens=5, output_mode="count")(fixed)
+    h = layers.Concatenate()([d(inp), n(inp), counted])
+    out = layers.Dense(3)(h)
+    x = uniform((1,), 9, -3.5, 4.5, 10)
+    return keras.Model(inp, out), x, {n: None}
+
+
+def case_discretization_large():
+    """A Discretization adapted in batches on many samples with a small
+    epsilon: its summary is compressed and merged many times."""
+    d = layers.Discretization(num_bins=10, epsilon=0.002)
+    r = np.random.default_rng(SEED + 11)
+    sample = r.lognormal(0.0, 1.0, size=(20000, 1)).astype("float32")
+    d.adapt(sample, batch_size=1000)
+    inp = keras.Input((1,))
+    x = np.quantile(sample, np.linspace(0.01, 0.99, 25)).astype("float32").reshape(-1, 1)
+    return keras.Model(inp, d(inp)), x, {}
+
+
+def discretizations_of(model, paths):
+    """Each adapt-mode Discretization: config path, name, its boundaries
+    (exact float32 values) and its summary's shape."""
+    out = []
+    if not keras.__version__.startswith("2."):
+        # Keras 3 writes an adapted layer's boundaries into its config.
+        return out
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, layers.Discretization) and layer.input_bin_boundaries is None:
+            out.append({
+                "config_path": paths.get(layer) or layer.name,
+                "name": layer.name,
+                "num_bins": layer.num_bins,
+                "epsilon": layer.epsilon,
+                "bin_boundaries": exact(np.asarray(layer.bin_boundaries, "float32")),
+                "summary_shape": list(np.asarray(layer.summary).shape),
+            })
+    return out
+
+
 CASES = {
     "axis_last": case_axis_last,
     "axis_none": case_axis_none,
@@ -542,6 +608,9 @@ CASES = {
     "compiled_adamw": case_compiled_adamw,
     "compiled_mixed_float16": case_compiled_mixed_float16,
     "arithmetic": case_arithmetic,
+    "discretization": case_discretization,
+    "discretization_onehot": case_discretization_onehot,
+    "discretization_large": case_discretization_large,
     # The same model as axis_last, saved unzipped (Keras >= 3.4).
     "directory_form": case_axis_last,
 }
@@ -778,6 +847,7 @@ def record(name, builder, out_dir, legacy_signature):
         "auto": auto,
         "legacy_signature": legacy_signature,
         "layers": layers_out,
+        "discretizations": discretizations_of(model, paths),
     }
     with open(os.path.join(case_dir, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
@@ -858,7 +928,9 @@ def main():
     not_in_tf_keras = {"directory_form", "efficientnet_stem"}
     # Compiled tf.keras models are inputs of `krepair migrate` only.
     # So is arithmetic on Keras tensors (TFOpLambda layers in tf.keras).
-    only_tf_keras = {n for n in CASES if n.startswith("compiled_")} | {"arithmetic"}
+    # So is the Discretization bug (Keras 3 stores the boundaries, and
+    # its adapt() needs TensorFlow, which the JAX venvs do not have).
+    only_tf_keras = {n for n in CASES if n.startswith(("compiled_", "discretization"))} | {"arithmetic"}
     for name in args.cases or CASES:
         if major_minor < (3, 0) and name in not_in_tf_keras:
             print(f"{name}: skipped (not available in tf.keras {keras.__version__})")

@@ -359,30 +359,41 @@ impl RunReport {
         ));
         out.push_str("| archive | Keras | outcome | layers | detail |\n|---|---|---|---|---|\n");
         for e in &self.entries {
-            let layers = e
-                .report
-                .layers
-                .iter()
-                .map(|l| {
-                    let chosen = l.policy.as_ref().map(|p| match p.chosen {
-                        Chosen::Adapted => " (adapted)",
-                        Chosen::Identity => " (identity)",
-                    });
-                    format!(
-                        "`{}`: {}{}",
-                        l.config_path,
-                        status_name(l.status),
-                        chosen.unwrap_or("")
+            let layers =
+                e.report
+                    .layers
+                    .iter()
+                    .map(|l| {
+                        let chosen = l.policy.as_ref().map(|p| match p.chosen {
+                            Chosen::Adapted => " (adapted)",
+                            Chosen::Identity => " (identity)",
+                        });
+                        format!(
+                            "`{}`: {}{}",
+                            l.config_path,
+                            status_name(l.status),
+                            chosen.unwrap_or("")
+                        )
+                    })
+                    .chain(
+                        e.report.discretizations.iter().map(|l| {
+                            format!("`{}`: {} (bins)", l.config_path, status_name(l.status))
+                        }),
                     )
-                })
-                .collect::<Vec<_>>()
-                .join("<br>");
+                    .collect::<Vec<_>>()
+                    .join("<br>");
             let detail = e.error.clone().unwrap_or_else(|| {
                 let mut codes: Vec<&str> = e
                     .report
                     .layers
                     .iter()
                     .flat_map(|l| l.findings.iter())
+                    .chain(
+                        e.report
+                            .discretizations
+                            .iter()
+                            .flat_map(|l| l.findings.iter()),
+                    )
                     .chain(e.report.findings.iter())
                     .filter(|f| f.severity > crate::plan::Severity::Info)
                     .map(|f| f.code)
@@ -426,7 +437,9 @@ impl RunReport {
                 .report
                 .layers
                 .iter()
-                .filter(|l| matches!(l.status, Status::Repaired | Status::WouldRepair))
+                .map(|l| l.status)
+                .chain(e.report.discretizations.iter().map(|l| l.status))
+                .filter(|s| matches!(s, Status::Repaired | Status::WouldRepair))
                 .count();
             let detail = e.error.clone().unwrap_or_else(|| n.to_string());
             out.push_str(&format!(
@@ -742,6 +755,14 @@ pub(crate) fn summarize(entries: &[Entry], skipped: usize, not_processed: usize)
                     };
                     *summary.layers_by_policy.entry(k.to_string()).or_default() += 1;
                 }
+            }
+        }
+        for l in &e.report.discretizations {
+            for f in &l.findings {
+                *summary
+                    .findings_by_code
+                    .entry(f.code.to_string())
+                    .or_default() += 1;
             }
         }
         summary.legacy_signature_archives += legacy as usize;

@@ -48,6 +48,8 @@ pub const KNOWN_LAYERS: &[&str] = &[
     "LSTM",
     "GRU",
     "Bidirectional",
+    "Discretization",
+    "CategoryEncoding",
 ];
 
 /// Model classes: their configs hold `layers`.
@@ -83,6 +85,9 @@ pub const RULES: &[(&str, &str)] = &[
     ("depthwise-groups", "tf.keras DepthwiseConv2D inherits groups from its convolution base and writes groups: 1; Keras 3's DepthwiseConv2D has no groups argument, so Layer.__init__ rejects it"),
     ("nested-node-index", "tf.keras gives a nested Functional, or a Sequential built on its own InputLayer, a node 0 of its own, so its first call inside a Functional is node 1; in Keras 3 it is node 0, and the old index makes Keras 3.15 reject the graph (3.0.5 and 3.13 loop forever)"),
     ("weights-layout", "tf.keras 2.13 and 2.14 keep a model's layers under _layer_checkpoint_dependencies in model.weights.h5, and 2.13 numbers layers of one class by twos when they have weights (keras #18830); tf.keras 2.15 and Keras 3 use layers and number by ones. Keras >= 3.0.2 falls back to the old container name, but not to the old numbers: \"expected 2 variables, but received 0\""),
+    ("discretization-trainable", "tf.keras writes trainable into every layer config; Keras 3's Discretization.__init__ takes no trainable and no **kwargs (\"unexpected keyword argument 'trainable'\", 3.0 to 3.15), and the layer has no trainable weights in either, so the key is removed"),
+    ("discretization-encoding", "Keras 3.0 to 3.13 give a Discretization the symbolic output shape of its input whatever its output_mode (compute_output_spec; fixed in 3.14, keras #22048), so a one-hot, multi-hot or count Discretization feeding a Dense builds the Dense for the wrong width and the archive does not load. The layer becomes an int-mode Discretization (same name, dtype int64 as tf.keras's int mode) followed by a CategoryEncoding(num_tokens = bins, the same output_mode and dtype) that takes over every reference to it: the same values in every Keras 3, and layers without weights, so no weights group moves"),
+    ("category-encoding-sparse", "tf.keras writes a CategoryEncoding's sparse; Keras 3.0's CategoryEncoding has no sparse argument and Layer.__init__ rejects it (3.15 takes it, default false), so a sparse of false is removed (true is refused: no Keras 3.0 layer computes it)"),
     ("rnn-time-major", "tf.keras RNN layers write time_major; Keras 3's RNN layers are batch-major only and have no such argument, so Layer.__init__ rejects it (a time_major of true is refused)"),
     ("gru-implementation", "tf.keras writes a GRU's implementation; Keras 3.0.5's GRU passes no implementation to its cell and Layer.__init__ rejects it (3.15 pops it); both implementations compute the same function"),
     ("embedding-input-length", "tf.keras writes an Embedding's input_length; Keras 3.0.5's Embedding has no such argument and Layer.__init__ rejects it (3.15 pops it with a deprecation warning); the InputLayer carries the shape"),
@@ -1427,6 +1432,7 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
             let child = child_path(path, l);
             visit(l, &child, out)?;
         }
+        split_encoded_discretizations(entry, path, out)?;
         return Ok(());
     }
     if is_tf_op_lambda(entry) {
@@ -1480,6 +1486,40 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
                 code: "batch-input-shape",
                 layer: path.to_string(),
                 key: "config.batch_input_shape".into(),
+                old,
+                new: None,
+            });
+        }
+    }
+    if class == "CategoryEncoding" {
+        match cfg.get("sparse") {
+            None => {}
+            Some(Value::Bool(false)) => {
+                let old = cfg.shift_remove("sparse").unwrap_or(Value::Null);
+                out.push(Rewrite {
+                    code: "category-encoding-sparse",
+                    layer: path.to_string(),
+                    key: "config.sparse".into(),
+                    old,
+                    new: None,
+                });
+            }
+            Some(v) => {
+                return Err(Refusal {
+                    layer: path.to_string(),
+                    reason: format!(
+                    "CategoryEncoding with sparse {v}: Keras 3.0 has no sparse CategoryEncoding"
+                ),
+                })
+            }
+        }
+    }
+    if class == "Discretization" {
+        if let Some(old) = cfg.shift_remove("trainable") {
+            out.push(Rewrite {
+                code: "discretization-trainable",
+                layer: path.to_string(),
+                key: "config.trainable".into(),
                 old,
                 new: None,
             });
@@ -1619,6 +1659,279 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
         }
     }
     Ok(())
+}
+
+/// The output modes a Discretization encodes its bin indices in, which
+/// Keras 3.0 to 3.13 give the wrong symbolic shape.
+const ENCODED_MODES: &[&str] = &["one_hot", "multi_hot", "count"];
+
+/// In a model's `layers`, split every Keras Discretization whose output
+/// is encoded (one-hot, multi-hot, count) into an int-mode Discretization
+/// and a CategoryEncoding right after it, which takes over every
+/// reference to the Discretization's calls (rule
+/// `discretization-encoding`). For an adapt-mode layer `num_tokens` is
+/// left null for the Discretization pass to fill in.
+fn split_encoded_discretizations(
+    model: &mut Value,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), Refusal> {
+    let sequential = model.get("class_name").and_then(Value::as_str) == Some("Sequential");
+    let cfg = &mut model["config"];
+    let Some(layers) = cfg.get_mut("layers").and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    let mut names: std::collections::HashSet<String> = layers
+        .iter()
+        .filter_map(|l| l.get("config")?.get("name")?.as_str().map(str::to_string))
+        .collect();
+    let mut renamed: Vec<(String, String)> = Vec::new();
+    let mut i = 0;
+    while i < layers.len() {
+        let l = &layers[i];
+        let is_disc = l.get("class_name").and_then(Value::as_str) == Some("Discretization")
+            && l.get("module").and_then(Value::as_str) == Some("keras.layers");
+        let mode = l
+            .get("config")
+            .and_then(|c| c.get("output_mode"))
+            .and_then(Value::as_str)
+            .unwrap_or("int")
+            .to_string();
+        if !is_disc || !ENCODED_MODES.contains(&mode.as_str()) {
+            i += 1;
+            continue;
+        }
+        let layer = child_path(path, l);
+        let refuse = |reason: String| Refusal {
+            layer: layer.clone(),
+            reason,
+        };
+        let c = &l["config"];
+        if c.get("sparse").is_some_and(|s| s != &Value::Bool(false)) {
+            return Err(refuse(format!("a {mode} Discretization with sparse output: Keras 3.0's CategoryEncoding has no sparse output, and 3.0 to 3.13 cannot build the layer's own")));
+        }
+        let name = c
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let mut enc_name = format!("{name}_encoding");
+        let mut n = 1;
+        while names.contains(&enc_name) {
+            enc_name = format!("{name}_encoding_{n}");
+            n += 1;
+        }
+        names.insert(enc_name.clone());
+        let tokens = match c.get("bin_boundaries") {
+            Some(Value::Array(b)) => Value::from(b.len() + 1),
+            _ => Value::Null,
+        };
+        let calls = l
+            .get("inbound_nodes")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if !sequential && calls == 0 {
+            return Err(refuse(format!(
+                "a {mode} Discretization that the model never calls"
+            )));
+        }
+        // tf.keras one-hot encodes a (batch, 1) input as multi-hot does
+        // (it expands the last axis only when it is not 1, and then
+        // counts); Keras 3.0's CategoryEncoding one-hot keeps that axis
+        // at run time, so such a layer is encoded multi-hot.
+        let enc_mode = if mode == "one_hot" {
+            match discretization_input_shape(layers, i, sequential).as_deref() {
+                Some([_, Some(1)]) => "multi_hot",
+                Some([_]) => "one_hot",
+                Some(s) => {
+                    return Err(refuse(format!(
+                        "a one-hot Discretization on inputs of shape {}: tf.keras encodes only (batch,) and (batch, 1)",
+                        Value::from(s.iter().map(|d| d.map_or(Value::Null, Value::from)).collect::<Vec<_>>())
+                    )))
+                }
+                None => {
+                    return Err(refuse(
+                        "a one-hot Discretization whose input shape the config does not say (no build_config, no InputLayer feeding it)".into(),
+                    ))
+                }
+            }
+        } else {
+            mode.as_str()
+        };
+        let dtype = c.get("dtype").cloned().unwrap_or(Value::from("float32"));
+        let mut enc = serde_json::json!({
+            "module": "keras.layers",
+            "class_name": "CategoryEncoding",
+            "config": {
+                "name": enc_name,
+                "trainable": true,
+                "dtype": dtype,
+                "num_tokens": tokens,
+                "output_mode": enc_mode,
+            },
+            "registered_name": null,
+            "name": enc_name,
+        });
+        if let Some(b) = l.get("build_config") {
+            enc["build_config"] = b.clone();
+        }
+        if !sequential {
+            enc["inbound_nodes"] = Value::Array(
+                (0..calls)
+                    .map(|k| serde_json::json!([[name, k, 0, {}]]))
+                    .collect(),
+            );
+        }
+        let d = layers[i]["config"]
+            .as_object_mut()
+            .expect("checked: an object");
+        d.insert("output_mode".into(), Value::from("int"));
+        d.insert("dtype".into(), Value::from("int64"));
+        d.shift_remove("sparse");
+        d.insert("sparse".into(), Value::Bool(false));
+        out.push(Rewrite {
+            code: "discretization-encoding",
+            layer: layer.clone(),
+            key: "(the layer entry)".into(),
+            old: Value::from(mode.clone()),
+            new: Some(
+                serde_json::json!({"output_mode": "int", "then": enc_name, "encoding": enc_mode}),
+            ),
+        });
+        layers.insert(i + 1, enc);
+        renamed.push((name, enc_name));
+        i += 2;
+    }
+    if sequential || renamed.is_empty() {
+        return Ok(());
+    }
+    // Every reference to a split Discretization now reads its encoding.
+    let retarget = |r: &mut Value, skip: &str| {
+        if let Some(a) = r.as_array_mut() {
+            if let Some(target) = a.first().and_then(Value::as_str) {
+                if let Some((_, enc)) = renamed.iter().find(|(d, e)| d == target && e != skip) {
+                    if a.get(1).is_some_and(Value::is_u64) {
+                        a[0] = Value::from(enc.clone());
+                    }
+                }
+            }
+        }
+    };
+    for l in layers.iter_mut() {
+        let own = l
+            .get("config")
+            .and_then(|c| c.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if renamed.iter().any(|(_, e)| *e == own) {
+            continue;
+        }
+        for node in l
+            .get_mut("inbound_nodes")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            for r in node.as_array_mut().into_iter().flatten() {
+                retarget(r, &own);
+            }
+        }
+    }
+    if let Some(refs) = cfg.get_mut("output_layers").and_then(Value::as_array_mut) {
+        for r in refs {
+            retarget(r, "");
+        }
+    }
+    // Anything still naming a split layer (a Keras 3 style node, a
+    // reference inside call arguments) is not a form this rule rewrites.
+    for (d, _) in &renamed {
+        let layers = cfg["layers"].as_array().expect("checked: an array");
+        for l in layers {
+            let own = l.get("config").and_then(|c| c.get("name"));
+            if own
+                .and_then(Value::as_str)
+                .is_some_and(|o| renamed.iter().any(|(_, e)| e == o))
+            {
+                continue;
+            }
+            if let Some(nodes) = l.get("inbound_nodes") {
+                if mentions(nodes, d) {
+                    return Err(Refusal {
+                        layer: child_path(path, l),
+                        reason: format!("it reads the encoded Discretization `{d}` in a form the discretization-encoding rule does not rewrite"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The input shape of layer `i` of a model's `layers`: its
+/// `build_config.input_shape`, or (tf.keras 2.12 writes no build configs)
+/// the `batch_input_shape` of the InputLayer that alone feeds it.
+fn discretization_input_shape(
+    layers: &[Value],
+    i: usize,
+    sequential: bool,
+) -> Option<Vec<Option<u64>>> {
+    let shape = |v: &Value| -> Option<Vec<Option<u64>>> {
+        v.as_array()?
+            .iter()
+            .map(|d| match d {
+                Value::Null => Some(None),
+                n => n.as_u64().map(Some),
+            })
+            .collect()
+    };
+    if let Some(s) = layers[i]
+        .get("build_config")
+        .and_then(|b| b.get("input_shape"))
+    {
+        return shape(s);
+    }
+    let class = |l: &Value| {
+        l.get("class_name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let input = if sequential {
+        let before = &layers[..i];
+        if before.len() != 1 || class(&before[0]).as_deref() != Some("InputLayer") {
+            return None;
+        }
+        &before[0]
+    } else {
+        let nodes = layers[i].get("inbound_nodes")?.as_array()?;
+        let [node] = nodes.as_slice() else {
+            return None;
+        };
+        let [r] = node.as_array()?.as_slice() else {
+            return None;
+        };
+        let source = r.as_array()?.first()?.as_str()?;
+        layers.iter().find(|l| {
+            l.get("config")
+                .and_then(|c| c.get("name"))
+                .and_then(Value::as_str)
+                == Some(source)
+        })?
+    };
+    if class(input).as_deref() != Some("InputLayer") {
+        return None;
+    }
+    shape(input.get("config")?.get("batch_input_shape")?)
+}
+
+/// Does `v` hold the string `name` anywhere?
+fn mentions(v: &Value, name: &str) -> bool {
+    match v {
+        Value::String(s) => s == name,
+        Value::Array(a) => a.iter().any(|x| mentions(x, name)),
+        Value::Object(o) => o.values().any(|x| mentions(x, name)),
+        _ => false,
+    }
 }
 
 /// A model nested in a Functional, as far as its node numbering goes.
@@ -2573,6 +2886,113 @@ mod tests {
             legacy_layout(&c, Numbering::Doubled, &done).unwrap(),
             vec![]
         );
+    }
+
+    fn disc(name: &str, mode: &str, extra: Value) -> Value {
+        let mut d = json!({"module": "keras.layers", "class_name": "Discretization",
+            "config": {"name": name, "trainable": true, "dtype": "float32", "bin_boundaries": null,
+                "num_bins": 4, "epsilon": 0.01, "output_mode": mode, "sparse": false},
+            "build_config": {"input_shape": [null, 1]}, "name": name});
+        if let Value::Object(e) = extra {
+            d.as_object_mut().unwrap().extend(e);
+        }
+        d
+    }
+
+    #[test]
+    fn encoded_discretizations_become_int_and_a_category_encoding() {
+        let dense = |name: &str, from: &str, node: u64| {
+            json!({"module": "keras.layers", "class_name": "Dense", "config": {"name": name, "units": 2},
+                "name": name, "inbound_nodes": [[[from, node, 0, {}]]]})
+        };
+        let mut c = json!({"module": "keras.src.engine.functional", "class_name": "Functional",
+            "config": {"name": "m", "layers": [
+                {"module": "keras.layers", "class_name": "InputLayer", "config": {"name": "in", "batch_input_shape": [null, 1]}, "name": "in", "inbound_nodes": []},
+                disc("d", "one_hot", json!({"inbound_nodes": [[["in", 0, 0, {}]], [["in", 0, 0, {}]]]})),
+                dense("a", "d", 0),
+                dense("b", "d", 1),
+                disc("plain", "int", json!({"inbound_nodes": [[["in", 0, 0, {}]]]})),
+            ], "input_layers": [["in", 0, 0]], "output_layers": [["a", 0, 0], ["d", 1, 0]]}});
+        let mut out = Vec::new();
+        visit(&mut c, "", &mut out).unwrap();
+        let layers = c["config"]["layers"].as_array().unwrap();
+        let names: Vec<&str> = layers
+            .iter()
+            .map(|l| l["config"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["in", "d", "d_encoding", "a", "b", "plain"]);
+        assert_eq!(layers[1]["config"]["output_mode"], "int");
+        assert_eq!(layers[1]["config"]["dtype"], "int64");
+        let enc = &layers[2];
+        assert_eq!(enc["class_name"], "CategoryEncoding");
+        assert_eq!(enc["config"]["output_mode"], "multi_hot");
+        assert_eq!(enc["config"]["dtype"], "float32");
+        assert!(
+            enc["config"]["num_tokens"].is_null(),
+            "filled in by the repair"
+        );
+        // One node per call of the Discretization, each taking over the
+        // references to that call.
+        assert_eq!(
+            enc["inbound_nodes"],
+            json!([[["d", 0, 0, {}]], [["d", 1, 0, {}]]])
+        );
+        assert_eq!(layers[3]["inbound_nodes"][0][0][0], "d_encoding");
+        assert_eq!(
+            layers[4]["inbound_nodes"][0][0],
+            json!(["d_encoding", 1, 0, {}])
+        );
+        assert_eq!(
+            c["config"]["output_layers"],
+            json!([["a", 0, 0], ["d_encoding", 1, 0]])
+        );
+        assert_eq!(layers[5]["config"]["output_mode"], "int");
+        assert_eq!(
+            out.iter()
+                .filter(|r| r.code == "discretization-encoding")
+                .count(),
+            1
+        );
+        // Idempotent.
+        let before = c.clone();
+        let mut again = Vec::new();
+        visit(&mut c, "", &mut again).unwrap();
+        assert_eq!(c, before);
+        assert!(again.iter().all(|r| r.code != "discretization-encoding"));
+        // Known boundaries give the tokens at once; a Sequential needs no
+        // rewiring; count stays count.
+        let mut b = disc("e", "count", json!({}));
+        b["config"]["bin_boundaries"] = json!([1.0, 2.0]);
+        let mut s = json!({"module": "keras", "class_name": "Sequential", "config": {"name": "s",
+            "layers": [{"module": "keras.layers", "class_name": "InputLayer", "config": {"name": "i", "batch_input_shape": [null, 1]}}, b]}});
+        visit(&mut s, "", &mut Vec::new()).unwrap();
+        let enc = &s["config"]["layers"][2];
+        assert_eq!(enc["config"]["num_tokens"], 3);
+        assert_eq!(enc["config"]["output_mode"], "count");
+        assert!(enc.get("inbound_nodes").is_none());
+    }
+
+    #[test]
+    fn encoded_discretizations_that_cannot_be_split_are_refused() {
+        let model = |d: Value| json!({"module": "keras", "class_name": "Sequential", "config": {"name": "s", "layers": [d]}});
+        let mut sparse = disc("d", "multi_hot", json!({}));
+        sparse["config"]["sparse"] = json!(true);
+        let mut wide = disc("d", "one_hot", json!({}));
+        wide["build_config"] = json!({"input_shape": [null, 3]});
+        let mut unknown = disc("d", "one_hot", json!({}));
+        unknown
+            .as_object_mut()
+            .unwrap()
+            .shift_remove("build_config");
+        for (d, needle) in [
+            (sparse, "sparse output"),
+            (wide, "inputs of shape [null,3]"),
+            (unknown, "input shape the config does not say"),
+        ] {
+            let e = visit(&mut model(d), "", &mut Vec::new()).unwrap_err();
+            assert!(e.reason.contains(needle), "{}", e.reason);
+            assert_eq!(e.layer, "d");
+        }
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //!   tree in, rewrites or a refusal out; its weights rules see the weights
 //!   through [`migrate::WeightsTree`].
 //! - [`normalization`]: the Normalization state repair (keras #20147).
+//! - [`discretization`]: the Discretization state repair (issue #15): the
+//!   bin boundaries tf.keras computes from the stored summary, embedded.
 
+pub mod discretization;
 pub mod migrate;
 pub mod normalization;

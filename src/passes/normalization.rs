@@ -27,9 +27,14 @@ fn shape_text(d: &crate::weights::DatasetInfo) -> String {
 /// How many Normalization sites share each `Within` group (a custom
 /// layer holding several).
 pub fn count_within(sites: &[NormSite]) -> HashMap<String, usize> {
+    count_locators(sites.iter().map(|s| &s.locator))
+}
+
+/// How many of `locators` share each `Within` group.
+pub fn count_locators<'a>(locators: impl Iterator<Item = &'a Locator>) -> HashMap<String, usize> {
     let mut m = HashMap::new();
-    for s in sites {
-        if let Locator::Within { group, .. } = &s.locator {
+    for l in locators {
+        if let Locator::Within { group, .. } = l {
             *m.entry(group.clone()).or_insert(0) += 1;
         }
     }
@@ -66,23 +71,28 @@ fn refuse(mut r: LayerReport, code: &'static str, reason: String) -> (LayerRepor
     (r, None)
 }
 
-/// Is there a `vars` group holding exactly datasets 0, 1, 2?
-fn has_three(w: &Weights, group: &str) -> bool {
+/// Is there a `vars` group holding exactly the datasets `names`?
+fn has_exactly(w: &Weights, group: &str, names: &[&str]) -> bool {
     w.datasets(group)
-        .map(|d| d.iter().map(|x| x.name.as_str()).eq(["0", "1", "2"]))
+        .map(|d| d.iter().map(|x| x.name.as_str()).eq(names.iter().copied()))
         .unwrap_or(false)
 }
 
-/// Find the layer's `vars` group. `Err((code, reason))` if it cannot be
-/// found unambiguously.
-fn resolve(
-    site: &NormSite,
+/// Find the `vars` group of the layer `name` at `locator`, whose
+/// datasets are `expect` (a layer of class `class`). `Err((code, reason))`
+/// if it cannot be found unambiguously.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn resolve(
+    name: &str,
+    locator: &Locator,
     w: &Weights,
     claimed: &mut HashSet<String>,
     within_counts: &HashMap<String, usize>,
     legacy: &[crate::migrate::Rename],
+    expect: &[&str],
+    class: &str,
 ) -> std::result::Result<String, (&'static str, String)> {
-    let found = match &site.locator {
+    let found = match locator {
         Locator::Group(g) => {
             let primary = format!("{g}/vars");
             if w.is_group(&primary) {
@@ -126,11 +136,11 @@ fn resolve(
                 .vars_groups_under(group)
                 .map_err(|e| ("weights-not-found", e.to_string()))?
                 .into_iter()
-                .filter(|g| !claimed.contains(g) && has_three(w, g))
+                .filter(|g| !claimed.contains(g) && has_exactly(w, g, expect))
                 .collect();
             let by_name: Vec<&String> = candidates
                 .iter()
-                .filter(|g| w.name_attr(g).as_deref() == Some(site.name.as_str()))
+                .filter(|g| w.name_attr(g).as_deref() == Some(name))
                 .collect();
             let hint = format!(
                 "{}/vars",
@@ -150,7 +160,7 @@ fn resolve(
             } else if candidates.is_empty() {
                 return Err((
                     "weights-not-found",
-                    format!("no Normalization weights under `{group}`"),
+                    format!("no {class} weights under `{group}`"),
                 ));
             } else {
                 return Err((
@@ -165,13 +175,10 @@ fn resolve(
         }
     };
     if let Some(n) = w.name_attr(&found) {
-        if n != site.name {
+        if n != name {
             return Err((
                 "weights-ambiguous",
-                format!(
-                    "weights group `{found}` is labelled `{n}`, not `{}`",
-                    site.name
-                ),
+                format!("weights group `{found}` is labelled `{n}`, not `{name}`"),
             ));
         }
     }
@@ -222,7 +229,16 @@ pub fn analyze(
         "finding the weights of `{}` in model.weights.h5",
         site.config_path
     ));
-    let group = match resolve(site, w, claimed, within_counts, legacy) {
+    let group = match resolve(
+        &site.name,
+        &site.locator,
+        w,
+        claimed,
+        within_counts,
+        legacy,
+        &["0", "1", "2"],
+        "Normalization",
+    ) {
         Ok(g) => g,
         Err((code, reason)) => return Ok(refuse(r, code, reason)),
     };

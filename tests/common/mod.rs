@@ -21,6 +21,9 @@ pub struct Expected {
     pub auto: String,
     pub legacy_signature: bool,
     pub layers: Vec<ExpectedLayer>,
+    /// Adapt-mode Discretization layers (tf.keras 2.12-2.15 fixtures).
+    #[serde(default)]
+    pub discretizations: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
