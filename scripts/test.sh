@@ -7,7 +7,9 @@
 #      the reporter's EfficientNetB0 model generated with Keras 3.5 and
 #      3.15, then every fixture repaired by the release binary and loaded
 #      in each Keras (scripts/check_keras.py), and the tf.keras 2.12, 2.13
-#      and 2.14 fixtures repaired and loaded in tf.keras 2.12, 2.13, 2.14;
+#      and 2.14 fixtures repaired and loaded in tf.keras 2.12, 2.13, 2.14
+#      (with the Discretization cases: the unrepaired reload loses the
+#      bins, the repaired one predicts the in-memory model);
 #   3b. the migration check: every tf.keras 2.12 to 2.15 fixture
 #      (made by testdata/generate.py with the pins keras-tf2.1x.txt;
 #      regenerate with scripts/python-env.sh tf2.13), and MobileNetV2

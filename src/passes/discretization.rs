@@ -137,6 +137,14 @@ pub fn check_summary(
             ),
         ));
     }
+    // tf.keras sums the weights in float32 (np.cumsum): a total that
+    // overflows is no distribution.
+    if !weights.iter().sum::<f32>().is_finite() {
+        return Err((
+            "bad-summary",
+            "the summary's weights overflow float32 when summed".into(),
+        ));
+    }
     if !values.is_empty() && weights.iter().map(|&w| w as f64).sum::<f64>() == 0.0 {
         return Err((
             "bad-summary",
@@ -413,6 +421,7 @@ mod tests {
         assert_eq!(code(&[2.0, 1.0], &[1.0, 1.0]), "bad-summary");
         assert_eq!(code(&[1.0, 2.0], &[1.0, -1.0]), "bad-summary");
         assert_eq!(code(&[1.0, 2.0], &[0.0, 0.0]), "bad-summary");
+        assert_eq!(code(&[1.0, 2.0], &[3e38, 3e38]), "bad-summary");
         assert!(check_summary(&[1.0, 1.0], &[0.0, 3.0]).is_ok());
         assert!(check_summary(&[], &[]).is_ok());
     }
