@@ -125,8 +125,59 @@ fn parse_json(bytes: &[u8], label: &str, archive: &Archive) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| bad(format!("valid JSON: {e}")))
 }
 
+/// The structure walk of the input's weights, running on its own
+/// read-only view while the archive is read ([`inspect_walked`]); joined
+/// when dropped, so no walk outlives its inspection.
+pub struct Walk(Option<std::thread::JoinHandle<Result<()>>>);
+
+impl Walk {
+    /// Walk the weights stored at `range` of `file` in the background.
+    pub fn spawn(file: std::path::PathBuf, range: std::ops::Range<u64>, label: String) -> Walk {
+        Walk(Some(std::thread::spawn(move || {
+            Weights::open_in(&file, range, &label, false)?.check_structure()
+        })))
+    }
+
+    /// Its verdict (once; later calls say `Ok`).
+    pub fn verdict(&mut self, path: &std::path::Path) -> Result<()> {
+        match self.0.take() {
+            Some(h) => h.join().unwrap_or_else(|_| {
+                Err(Error::Internal {
+                    path: path.to_path_buf(),
+                    problem: "internal error: the HDF5 structure check panicked".into(),
+                })
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Walk {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// Inspect the archive at `path` under `policy`.
 pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<Inspection> {
+    inspect_walked(path, policy, check, None)
+}
+
+/// [`inspect`], with the structure walk of the weights begun by the
+/// caller. The weights are never opened for editing before their
+/// structure has passed the walk (this one, or one made here): HDF5 is
+/// not safe to modify, or even to close read-write, once it has loaded a
+/// corrupt object (a bad object header made HDF5 1.10 free an invalid
+/// pointer when the editable file was closed; found by the fuzzer,
+/// testdata/fuzz-regressions/hdf5-bad-object-header-edit.keras).
+pub fn inspect_walked(
+    path: &std::path::Path,
+    policy: Policy,
+    check: Check,
+    mut walk: Option<Walk>,
+) -> Result<Inspection> {
     crate::worker::step("reading the zip container");
     let mut archive = Archive::open(path)?;
     let mut findings = Vec::new();
@@ -263,10 +314,23 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
     let numbering = crate::migrate::numbering_of(keras_version.as_deref());
     let editable = check.editable || (check.migrate && numbering.is_some());
     let label = format!("{}!{}", path.display(), archive::WEIGHTS);
+    let mut walked = false;
     let weights = match archive.in_place(archive::WEIGHTS) {
         // Renaming groups into Keras 3's layout edits the private mapping
         // (never the file), in a dry run too.
-        Some((file, range)) => Weights::open_in(&file, range, &label, editable)?,
+        Some((file, range)) => {
+            if editable {
+                crate::worker::step("walking the HDF5 structure of model.weights.h5");
+                match walk.as_mut() {
+                    Some(w) => w.verdict(path)?,
+                    None => {
+                        Weights::open_in(&file, range.clone(), &label, false)?.check_structure()?
+                    }
+                }
+                walked = true;
+            }
+            Weights::open_in(&file, range, &label, editable)?
+        }
         None => {
             // A compressed member: inflate it (checking its CRC-32) into a
             // temporary file, map that, and remove the file at once.
@@ -285,6 +349,11 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
                 .metadata()
                 .map_err(|e| Error::io(tmp.path(), "stat", e))?
                 .len();
+            if editable {
+                crate::worker::step("walking the HDF5 structure of model.weights.h5");
+                Weights::open_at(tmp.as_file(), 0, len, &label, false)?.check_structure()?;
+                walked = true;
+            }
             Weights::open_at(tmp.as_file(), 0, len, &label, editable)?
         }
     };
@@ -303,9 +372,12 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
             archive.check_member(archive::WEIGHTS)?;
         }
     }
-    if check.structure {
+    if check.structure && !walked {
         crate::worker::step("walking the HDF5 structure of model.weights.h5");
         weights.check_structure()?;
+    }
+    if let Some(w) = walk.as_mut() {
+        w.verdict(path)?;
     }
     let mut actions = Vec::new();
     // The renames into Keras 3's layout: made here when migrating; when

@@ -18,7 +18,6 @@ use crate::plan::Policy;
 use crate::report::{
     ErrorInfo, FileInfo, MemberReport, Outcome, Report, Status, Tool, SCHEMA_VERSION,
 };
-use crate::weights::Weights;
 
 /// What to do with one archive.
 #[derive(Clone, Debug)]
@@ -250,13 +249,22 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
         inspect::Check::DRY_RUN
     }
     .migrating(opts.migrate);
-    // A repair hashes the whole input on the other core while it works; a
-    // dry run reads only what it needs.
-    let input_scan = match &opts.output {
-        Some(_) => scan_in_background(&archive::Archive::open(&opts.input)?),
-        None => None,
+    // A repair hashes the whole input, and walks the structure of its
+    // weights, on the other core while it reads the archive; a dry run
+    // reads only what it needs (and walks the weights itself).
+    let (input_scan, walk) = match &opts.output {
+        Some(_) => {
+            let a = archive::Archive::open(&opts.input)?;
+            let walk = a.in_place(archive::WEIGHTS).map(|(file, range)| {
+                let label = format!("{}!{}", opts.input.display(), archive::WEIGHTS);
+                inspect::Walk::spawn(file, range, label)
+            });
+            (scan_in_background(&a), walk)
+        }
+        None => (None, None),
     };
-    let mut insp = inspect::inspect(&opts.input, opts.policy, check)?;
+    // The weights are opened for editing only once the walk has passed.
+    let mut insp = inspect::inspect_walked(&opts.input, opts.policy, check, walk)?;
     report.input.form = insp.archive.form;
     report.input.size = match insp.archive.form {
         Form::Zip => fs::metadata(&opts.input)
@@ -290,24 +298,6 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    // The structure walk (thousands of HDF5 objects in a large model) runs
-    // beside the repair on its own read-only view of the input, and must
-    // pass before anything is reported or kept.
-    let structure = match insp.archive.in_place(archive::WEIGHTS) {
-        Some((file, range)) => {
-            let label = format!("{}!{}", opts.input.display(), archive::WEIGHTS);
-            Some(std::thread::spawn(move || {
-                Weights::open_in(&file, range, &label, false)?.check_structure()
-            }))
-        }
-        None => {
-            // Inflated into memory: walk it before editing it.
-            if let Some(w) = &insp.weights {
-                w.check_structure()?;
-            }
-            None
-        }
-    };
     let changed = insp.changes();
     crate::worker::step("writing the output");
     let staged = if refusal.is_none() {
@@ -315,14 +305,7 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
     } else {
         None
     };
-    if let Some(h) = structure {
-        h.join().unwrap_or_else(|_| {
-            Err(Error::Internal {
-                path: opts.input.clone(),
-                problem: "internal error: the HDF5 structure check panicked".into(),
-            })
-        })?;
-    }
+
     // The input's bytes are checked before anything is reported or kept.
     report.input.sha256 = finish_scan(input_scan, &insp.archive)?;
     fill_members(report, &insp.archive);
@@ -734,8 +717,26 @@ fn verify(
             Action::EmbedBoundaries {
                 pointer,
                 boundaries,
+                encoding,
                 ..
-            } => vec![(pointer, "bin_boundaries", boundaries)],
+            } => {
+                if let Some(e) = encoding {
+                    let mut p = e.clone();
+                    p.extend([Seg::Key("config".into()), Seg::Key("num_tokens".into())]);
+                    let back = json_span::value_span(&after.config_text, &p)
+                        .ok()
+                        .and_then(|span| after.config_text.get(span))
+                        .and_then(|text| text.trim().parse::<usize>().ok());
+                    if back != Some(boundaries.data.len() + 1) {
+                        return Err(fail(format!(
+                            "num_tokens at {} does not read back as {}",
+                            json_span::path_string(&p),
+                            boundaries.data.len() + 1
+                        )));
+                    }
+                }
+                vec![(pointer, "bin_boundaries", boundaries)]
+            }
             _ => Vec::new(),
         };
         for (pointer, key, t) in embedded {

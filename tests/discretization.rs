@@ -457,3 +457,21 @@ fn boundaries_already_in_the_config_are_left_alone() {
     assert_eq!(r["discretizations"][0]["status"], "already-explicit");
     assert_eq!(sha(&out), sha(&q));
 }
+
+#[test]
+fn a_keras_3_archive_is_left_alone() {
+    // Keras 3.15 writes the boundaries it computed, and num_bins, into the
+    // config, and keeps no summary.
+    let t = tempfile::tempdir().unwrap();
+    let input = case("keras-3.15", "discretization").join("model.keras");
+    let e = entry(&config_of(&input), "discretization").unwrap().clone();
+    assert!(e["config"]["bin_boundaries"].is_array());
+    assert_eq!(e["config"]["num_bins"], 4);
+    let out = t.path().join("out.keras");
+    let r = report(&[&"-q", &input, &out], 0);
+    assert_eq!(r["outcome"], "nothing-to-repair");
+    let d = &r["discretizations"][0];
+    assert_eq!(d["status"], "already-explicit");
+    assert_eq!(d["mode"], "explicit");
+    assert_eq!(sha(&out), sha(&input));
+}

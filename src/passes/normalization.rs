@@ -155,12 +155,28 @@ pub(crate) fn resolve(
                 by_name[0].clone()
             } else if candidates.contains(&hint) {
                 hint
-            } else if candidates.len() == 1 && within_counts.get(group) == Some(&1) {
+            } else if candidates.len() == 1
+                && within_counts.get(group) == Some(&1)
+                // Three datasets named 0, 1, 2 under a custom layer that
+                // holds one Normalization are its; one dataset could be
+                // any layer's (a Dense without a bias), so a
+                // Discretization needs its name or its config key.
+                && expect.len() > 1
+            {
                 candidates[0].clone()
             } else if candidates.is_empty() {
                 return Err((
                     "weights-not-found",
                     format!("no {class} weights under `{group}`"),
+                ));
+            } else if expect.len() == 1 {
+                return Err((
+                    "weights-not-found",
+                    format!(
+                        "none of the {} groups of one dataset under `{group}` ({}) is identified as the {class}'s by its name or config key",
+                        candidates.len(),
+                        candidates.join(", ")
+                    ),
                 ));
             } else {
                 return Err((
