@@ -63,7 +63,8 @@ pub struct ArchiveArgs {
     pub input: Option<PathBuf>,
 
     /// Where to write the repaired archive (same form as the input).
-    /// Required unless --dry-run.
+    /// Required unless --dry-run (which checks it as the real run would,
+    /// and writes nothing).
     #[arg(required_unless_present = "dry_run")]
     pub output: Option<PathBuf>,
 
@@ -73,8 +74,10 @@ pub struct ArchiveArgs {
     #[arg(long, value_enum, default_value_t = Policy::Auto)]
     pub stats: Policy,
 
-    /// Inspect and plan only; create no file (except --report).
-    #[arg(long, conflicts_with = "output")]
+    /// Inspect and plan only; create no file (except --report). Takes the
+    /// real run's command line: an OUTPUT is checked (not the input, not
+    /// existing without --force) but not written.
+    #[arg(long)]
     pub dry_run: bool,
 
     /// Write the audit report as JSON to FILE (`-` for stdout).

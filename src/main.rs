@@ -132,9 +132,16 @@ fn run_single(args: ArchiveArgs, migrate: bool) -> u8 {
             return EXIT_FAILURE;
         }
     };
-    let run = match Pool::current(args.limits.limits(), 1) {
-        Ok(pool) => pool.run(0, &opts),
-        Err(e) => krepair::Run::failed(
+    // A dry run given OUTPUT fails where the real run would on it.
+    let unusable = args
+        .output
+        .as_deref()
+        .filter(|_| args.dry_run)
+        .and_then(|out| krepair::repair::check_output(&opts.input, out, args.force).err());
+    let run = match (unusable, Pool::current(args.limits.limits(), 1)) {
+        (Some(e), _) => krepair::Run::failed(&opts, e),
+        (None, Ok(pool)) => pool.run(0, &opts),
+        (None, Err(e)) => krepair::Run::failed(
             &opts,
             krepair::Error::io(&opts.input, "find krepair's own executable to", e),
         ),

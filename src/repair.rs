@@ -116,8 +116,9 @@ pub fn run(opts: &Options) -> Run {
     }
 }
 
-/// Refuse outputs that would overwrite the input or an existing file.
-fn check_output(input: &Path, output: &Path, force: bool) -> Result<()> {
+/// Refuse outputs that would overwrite the input or an existing file (a
+/// dry run given OUTPUT checks it too: it fails where the real run would).
+pub fn check_output(input: &Path, output: &Path, force: bool) -> Result<()> {
     let out_err = |problem: &str| Error::Output {
         path: output.to_path_buf(),
         problem: problem.to_string(),

@@ -187,6 +187,44 @@ fn dry_run_writes_nothing_and_tells_work_found() {
 }
 
 #[test]
+fn a_dry_run_takes_the_real_command_line_and_checks_output() {
+    // People add --dry-run to the command they are about to run.
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.keras");
+    fs::copy(fixture("3.5", "axis_last").archive(), &input).unwrap();
+    let out = tmp.path().join("fixed.keras");
+    let o = krepair(&[&"--dry-run", &input, &out]);
+    assert_eq!(code(&o), WORK_FOUND, "{}", stderr(&o));
+    only(tmp.path(), &["m.keras"]);
+    let o = krepair(&[&"migrate", &"--dry-run", &input, &out]);
+    assert_eq!(code(&o), WORK_FOUND, "{}", stderr(&o));
+    only(tmp.path(), &["m.keras"]);
+    // It fails where the real run would: an existing OUTPUT without
+    // --force, or the input itself; and it still writes nothing.
+    fs::write(&out, b"old").unwrap();
+    let o = krepair(&[&"--dry-run", &input, &out]);
+    assert_eq!(code(&o), FAILURE, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("already exists (pass --force to replace it)"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&out).unwrap(), b"old");
+    let o = krepair(&[&"--dry-run", &"--force", &input, &out]);
+    assert_eq!(code(&o), WORK_FOUND, "{}", stderr(&o));
+    assert_eq!(fs::read(&out).unwrap(), b"old", "a dry run never writes");
+    let o = krepair(&[&"--dry-run", &input, &input]);
+    assert_eq!(code(&o), FAILURE);
+    assert!(
+        stderr(&o).contains("the output is the input"),
+        "{}",
+        stderr(&o)
+    );
+    only(tmp.path(), &["fixed.keras", "m.keras"]);
+}
+
+#[test]
 fn nothing_to_repair_writes_an_exact_copy() {
     let tmp = tempfile::tempdir().unwrap();
     for case in ["explicit", "no_norm"] {

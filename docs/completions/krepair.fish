@@ -30,7 +30,7 @@ identity\t'Mean 0, variance 1'"
 complete -c krepair -n "__fish_krepair_needs_command" -l report -d 'Write the audit report as JSON to FILE (`-` for stdout)' -r -F
 complete -c krepair -n "__fish_krepair_needs_command" -l timeout -d 'Stop an archive that takes longer than SECS (wall clock), with nothing written' -r
 complete -c krepair -n "__fish_krepair_needs_command" -l memory-limit -d 'Memory budget for one archive, in MiB (beyond the mapped weights): an archive that needs more is stopped, with nothing written' -r
-complete -c krepair -n "__fish_krepair_needs_command" -l dry-run -d 'Inspect and plan only; create no file (except --report)'
+complete -c krepair -n "__fish_krepair_needs_command" -l dry-run -d 'Inspect and plan only; create no file (except --report). Takes the real run\'s command line: an OUTPUT is checked (not the input, not existing without --force) but not written'
 complete -c krepair -n "__fish_krepair_needs_command" -l force -d 'Replace OUTPUT if it exists'
 complete -c krepair -n "__fish_krepair_needs_command" -s q -l quiet -d 'Print nothing but errors'
 complete -c krepair -n "__fish_krepair_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -47,7 +47,7 @@ identity\t'Mean 0, variance 1'"
 complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l report -d 'Write the audit report as JSON to FILE (`-` for stdout)' -r -F
 complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l timeout -d 'Stop an archive that takes longer than SECS (wall clock), with nothing written' -r
 complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l memory-limit -d 'Memory budget for one archive, in MiB (beyond the mapped weights): an archive that needs more is stopped, with nothing written' -r
-complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l dry-run -d 'Inspect and plan only; create no file (except --report)'
+complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l dry-run -d 'Inspect and plan only; create no file (except --report). Takes the real run\'s command line: an OUTPUT is checked (not the input, not existing without --force) but not written'
 complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l force -d 'Replace OUTPUT if it exists'
 complete -c krepair -n "__fish_krepair_using_subcommand migrate" -s q -l quiet -d 'Print nothing but errors'
 complete -c krepair -n "__fish_krepair_using_subcommand migrate" -s h -l help -d 'Print help (see more with \'--help\')'
