@@ -252,7 +252,8 @@ fn is_container(v: &Value) -> Option<bool> {
     }
 }
 
-fn parse_shape(v: &Value) -> Option<Vec<Option<u64>>> {
+/// A shape as a config writes it: a list of sizes and nulls.
+pub(crate) fn parse_shape(v: &Value) -> Option<Vec<Option<u64>>> {
     v.as_array()?
         .iter()
         .map(|d| match d {
@@ -515,7 +516,7 @@ impl Walker {
 /// (named `name`) of a model's `layers`: in a Sequential, the InputLayer
 /// before it with no other layer between; in a Functional, the one layer
 /// its one call reads from.
-fn input_layer_shape(
+pub(crate) fn input_layer_shape(
     layers: &[Value],
     i: usize,
     name: &str,

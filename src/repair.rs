@@ -455,55 +455,49 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
         };
     }
 
-    // config.json: replace the null mean/variance of each embedded layer.
+    // config.json: replace the null mean/variance of each embedded
+    // Normalization, and the null bin_boundaries (and num_bins, and the
+    // num_tokens of a split-off CategoryEncoding) of each Discretization.
     let mut edits = Vec::new();
     for a in &insp.actions {
-        if let Action::EmbedConfig {
-            pointer,
-            mean,
-            variance,
-            ..
-        } = a
-        {
-            for (key, t) in [("mean", mean), ("variance", variance)] {
-                let mut p = pointer.clone();
-                p.extend([Seg::Key("config".into()), Seg::Key(key.into())]);
-                let span = json_span::value_span(&insp.config_text, &p).map_err(|e| {
-                    Error::format(
-                        &insp.archive.path,
-                        crate::error::Malformed::Config,
-                        format!("config.json at {}: {e}", json_span::path_string(&p)),
-                    )
-                })?;
-                edits.push((span, t.to_json_text()));
+        let values: Vec<(&Vec<Seg>, &str, String)> = match a {
+            Action::EmbedConfig {
+                pointer,
+                mean,
+                variance,
+                ..
+            } => vec![
+                (pointer, "mean", mean.to_json_text()),
+                (pointer, "variance", variance.to_json_text()),
+            ],
+            Action::EmbedBoundaries {
+                pointer,
+                boundaries,
+                encoding,
+                ..
+            } => {
+                let mut v = vec![
+                    (pointer, "bin_boundaries", boundaries.to_json_text()),
+                    (pointer, "num_bins", "null".to_string()),
+                ];
+                if let Some(e) = encoding {
+                    v.push((e, "num_tokens", (boundaries.data.len() + 1).to_string()));
+                }
+                v
             }
-        }
-        if let Action::EmbedBoundaries {
-            pointer,
-            boundaries,
-            encoding,
-            ..
-        } = a
-        {
-            let mut keys = vec![
-                (pointer, "bin_boundaries", boundaries.to_json_text()),
-                (pointer, "num_bins", "null".to_string()),
-            ];
-            if let Some(e) = encoding {
-                keys.push((e, "num_tokens", (boundaries.data.len() + 1).to_string()));
-            }
-            for (pointer, key, text) in keys {
-                let mut p = pointer.clone();
-                p.extend([Seg::Key("config".into()), Seg::Key(key.into())]);
-                let span = json_span::value_span(&insp.config_text, &p).map_err(|e| {
-                    Error::format(
-                        &insp.archive.path,
-                        crate::error::Malformed::Config,
-                        format!("config.json at {}: {e}", json_span::path_string(&p)),
-                    )
-                })?;
-                edits.push((span, text));
-            }
+            _ => Vec::new(),
+        };
+        for (pointer, key, text) in values {
+            let mut p = pointer.clone();
+            p.extend([Seg::Key("config".into()), Seg::Key(key.into())]);
+            let span = json_span::value_span(&insp.config_text, &p).map_err(|e| {
+                Error::format(
+                    &insp.archive.path,
+                    crate::error::Malformed::Config,
+                    format!("config.json at {}: {e}", json_span::path_string(&p)),
+                )
+            })?;
+            edits.push((span, text));
         }
     }
     let new_config = json_span::splice(&insp.config_text, edits);

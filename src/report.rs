@@ -347,17 +347,7 @@ impl Report {
             if let Some(p) = &l.policy {
                 out.push_str(&format!("    why: {}\n", p.reason));
             }
-            if let Some(r) = &l.reason {
-                out.push_str(&format!("    {r}\n"));
-            }
-            for f in l.findings.iter().filter(|f| f.severity > Severity::Info) {
-                out.push_str(&format!(
-                    "    {}: {} [{}]\n",
-                    sev(f.severity),
-                    f.message,
-                    f.code
-                ));
-            }
+            layer_notes(&mut out, l.reason.as_deref(), &l.findings);
         }
         for l in &self.discretizations {
             let group = l.weights_group.as_deref().unwrap_or("-");
@@ -378,17 +368,7 @@ impl Report {
                 }
                 out.push_str(&format!("    bin_boundaries: [{}]\n", text.join(", ")));
             }
-            if let Some(r) = &l.reason {
-                out.push_str(&format!("    {r}\n"));
-            }
-            for f in l.findings.iter().filter(|f| f.severity > Severity::Info) {
-                out.push_str(&format!(
-                    "    {}: {} [{}]\n",
-                    sev(f.severity),
-                    f.message,
-                    f.code
-                ));
-            }
+            layer_notes(&mut out, l.reason.as_deref(), &l.findings);
         }
         let count = |s: Status| {
             self.layers.iter().filter(|l| l.status == s).count()
@@ -423,6 +403,21 @@ impl Report {
         out.push_str(&summary);
         out.push('\n');
         out
+    }
+}
+
+/// A layer's reason and its findings above info, indented under it.
+fn layer_notes(out: &mut String, reason: Option<&str>, findings: &[Finding]) {
+    if let Some(r) = reason {
+        out.push_str(&format!("    {r}\n"));
+    }
+    for f in findings.iter().filter(|f| f.severity > Severity::Info) {
+        out.push_str(&format!(
+            "    {}: {} [{}]\n",
+            sev(f.severity),
+            f.message,
+            f.code
+        ));
     }
 }
 

@@ -1876,52 +1876,18 @@ fn discretization_input_shape(
     i: usize,
     sequential: bool,
 ) -> Option<Vec<Option<u64>>> {
-    let shape = |v: &Value| -> Option<Vec<Option<u64>>> {
-        v.as_array()?
-            .iter()
-            .map(|d| match d {
-                Value::Null => Some(None),
-                n => n.as_u64().map(Some),
-            })
-            .collect()
-    };
     if let Some(s) = layers[i]
         .get("build_config")
         .and_then(|b| b.get("input_shape"))
     {
-        return shape(s);
+        return crate::model::parse_shape(s);
     }
-    let class = |l: &Value| {
-        l.get("class_name")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let input = if sequential {
-        let before = &layers[..i];
-        if before.len() != 1 || class(&before[0]).as_deref() != Some("InputLayer") {
-            return None;
-        }
-        &before[0]
-    } else {
-        let nodes = layers[i].get("inbound_nodes")?.as_array()?;
-        let [node] = nodes.as_slice() else {
-            return None;
-        };
-        let [r] = node.as_array()?.as_slice() else {
-            return None;
-        };
-        let source = r.as_array()?.first()?.as_str()?;
-        layers.iter().find(|l| {
-            l.get("config")
-                .and_then(|c| c.get("name"))
-                .and_then(Value::as_str)
-                == Some(source)
-        })?
-    };
-    if class(input).as_deref() != Some("InputLayer") {
-        return None;
-    }
-    shape(input.get("config")?.get("batch_input_shape")?)
+    let name = layers[i]
+        .get("config")
+        .and_then(|c| c.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    crate::model::input_layer_shape(layers, i, name, sequential)
 }
 
 /// Does `v` hold the string `name` anywhere?
