@@ -83,6 +83,7 @@ fn on_interrupt(graceful: bool) -> Arc<AtomicBool> {
 }
 
 fn main() -> ExitCode {
+    worker::trace("start");
     if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(worker::WORKER_ARG)) {
         return ExitCode::from(worker::serve().clamp(0, 255) as u8);
     }
@@ -98,13 +99,15 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
-    match args.command {
+    let code = match args.command {
         Some(Command::Batch(b)) => ExitCode::from(run_batch(b)),
         Some(Command::Report(r)) => ExitCode::from(run_report(r)),
         Some(Command::Migrate(a)) => ExitCode::from(run_single(a, true)),
         Some(c) => ExitCode::from(print_generated(&c)),
         None => ExitCode::from(run_single(args.archive, false)),
-    }
+    };
+    worker::trace("exit");
+    code
 }
 
 /// `krepair IN OUT` and `krepair migrate IN OUT`.

@@ -39,10 +39,19 @@ fn set_data_limit(bytes: u64) -> std::io::Result<()> {
 /// Bytes of this process's data segment as the kernel counts it for
 /// `RLIMIT_DATA` (`VmData` in `/proc/self/status`).
 pub fn data_bytes() -> Option<u64> {
+    status_kib("VmData:").map(|k| k * 1024)
+}
+
+/// The peak resident set of this process so far (`VmHWM`), in MiB; 0 if
+/// unknown. For `KREPAIR_TIMINGS` ([`crate::worker::TIMINGS_ENV`]).
+pub fn peak_rss_mib() -> u64 {
+    status_kib("VmHWM:").unwrap_or(0) / 1024
+}
+
+fn status_kib(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmData:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Allow this process `budget` more bytes of data than it uses now (plus

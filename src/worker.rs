@@ -127,8 +127,37 @@ fn send(event: &Event) -> std::io::Result<()> {
 /// supervisor, which names the step if it has to stop the worker; anywhere
 /// else it does nothing.
 pub fn step(what: &str) {
+    let timed;
+    let what = if std::env::var_os(TIMINGS_ENV).is_some() {
+        timed = format!("{what}  [peak {} MiB]", crate::sys::peak_rss_mib());
+        &timed
+    } else {
+        what
+    };
     if SINK.lock().map(|g| g.is_some()).unwrap_or(false) {
         let _ = send(&Event::Step(what.to_string()));
+    } else {
+        trace(what);
+    }
+}
+
+/// The environment variable that makes every step print the time since
+/// the process started to stderr (`KREPAIR_TIMINGS=1`, for profiling:
+/// docs/performance.md).
+pub const TIMINGS_ENV: &str = "KREPAIR_TIMINGS";
+
+/// With [`TIMINGS_ENV`] set, print `what` and the milliseconds since the
+/// first call (made at start-up by `main`) to stderr. A worker's steps are
+/// printed by its supervisor as they arrive.
+pub fn trace(what: &str) {
+    static START: std::sync::OnceLock<Option<Instant>> = std::sync::OnceLock::new();
+    let start = START.get_or_init(|| std::env::var_os(TIMINGS_ENV).map(|_| Instant::now()));
+    if let Some(t) = start {
+        let _ = writeln!(
+            std::io::stderr(),
+            "krepair: {:9.3} ms  {what}",
+            t.elapsed().as_secs_f64() * 1e3
+        );
     }
 }
 
@@ -396,7 +425,10 @@ impl Worker {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
-                Ok(Msg::Event(Event::Step(s))) => last_step = s,
+                Ok(Msg::Event(Event::Step(s))) => {
+                    trace(&s);
+                    last_step = s;
+                }
                 Ok(Msg::Event(Event::Done(report))) => return Ok(*report),
                 Ok(Msg::Garbage(g)) => {
                     self.kill();
