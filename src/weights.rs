@@ -11,9 +11,11 @@ use std::path::PathBuf;
 
 use hdf5::dataset::Layout;
 use hdf5::types::{FloatSize, TypeDescriptor};
-use hdf5::{LinkType, LocationType};
+use hdf5::LinkType;
 
 use crate::error::{one_line, Error, Result};
+
+mod raw;
 use crate::stats::Tensor;
 
 /// The element type of a dataset, as far as krepair cares.
@@ -50,11 +52,12 @@ pub struct DatasetInfo {
     pub null: bool,
 }
 
-/// What the walk reached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Group,
-    Dataset,
+/// What the walk reached: a group, a dataset, or another object (a named
+/// datatype), which the walk passes over.
+pub(crate) enum Object<G, D> {
+    Group(G),
+    Dataset(D),
+    Other,
 }
 
 /// Most objects (groups and datasets) a weights file may hold.
@@ -245,8 +248,8 @@ impl Weights {
     /// Walked with the same bounds as [`Weights::check_structure`].
     pub fn vars_groups_under(&self, path: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        self.walk(path, |_, name, child, kind| {
-            if kind == Kind::Group && name == "vars" {
+        self.walk(path, |object, name, child| {
+            if matches!(object, Object::Group(_)) && name == "vars" {
                 out.push(child.to_string());
             }
             Ok(())
@@ -422,8 +425,8 @@ impl Weights {
     /// walk with the usual bounds; an error counts as no.)
     pub fn has_datasets_under(&self, path: &str) -> bool {
         let mut found = false;
-        let _ = self.walk(path, |_, _, _, kind| {
-            found |= kind == Kind::Dataset;
+        let _ = self.walk(path, |object, _, _| {
+            found |= matches!(object, Object::Dataset(_));
             Ok(())
         });
         found
@@ -435,14 +438,9 @@ impl Weights {
     /// storage, and more objects, links, attributes or deeper nesting than
     /// any model has.
     pub fn check_structure(&self) -> Result<()> {
-        self.walk("", |parent, name, child, kind| {
-            if kind == Kind::Dataset {
-                let ds = parent
-                    .dataset(name)
-                    .map_err(|e| self.err(format!("dataset `{child}`"), e))?;
-                self.check_dataset(&ds, child)?;
-            }
-            Ok(())
+        self.walk("", |object, _, child| match object {
+            Object::Dataset(ds) => self.check_dataset(ds, child),
+            _ => Ok(()),
         })
     }
 
@@ -455,12 +453,14 @@ impl Weights {
     /// external links, a group reached twice (a hard-link loop or alias),
     /// nesting deeper than [`MAX_DEPTH`], more than [`MAX_OBJECTS`] objects
     /// in all or [`MAX_GROUP_LINKS`] in one group, and more than
-    /// [`MAX_ATTRIBUTES`] attributes on a group. `visit(parent, name, path,
-    /// kind)` sees every group and dataset below `start`.
+    /// [`MAX_ATTRIBUTES`] attributes on a group. `visit(object, name, path)`
+    /// sees every group and dataset below `start`, open. Each object is
+    /// opened once, by one lookup of its name ([`open_object`]): the walk
+    /// costs one name lookup and one object-header read per object.
     fn walk(
         &self,
         start: &str,
-        mut visit: impl FnMut(&hdf5::Group, &str, &str, Kind) -> Result<()>,
+        mut visit: impl FnMut(&Object<&hdf5::Group, &hdf5::Dataset>, &str, &str) -> Result<()>,
     ) -> Result<()> {
         let root = self
             .file
@@ -489,18 +489,25 @@ impl Weights {
                     info.num_attrs
                 )));
             }
-            let n = g.len();
-            if n > MAX_GROUP_LINKS || count.saturating_add(n as usize) > MAX_OBJECTS {
-                return Err(self.unsafe_hdf5(format!(
-                    "group `{path}` holds {n} links: more objects than the limit of {MAX_OBJECTS}"
-                )));
-            }
-            let mut links = Vec::with_capacity(n as usize);
-            g.iter_visit_default(|name, info| {
+            // The bounds are checked as the links are listed (asking for
+            // the count first costs another lookup of the group).
+            let mut links = Vec::new();
+            let mut over = false;
+            let listed = g.iter_visit_default(|name, info| {
+                if links.len() as u64 >= MAX_GROUP_LINKS || count + links.len() >= MAX_OBJECTS {
+                    over = true;
+                    return Err("over the limits".into());
+                }
                 links.push((name.to_string(), info.link_type));
                 Ok(())
-            })
-            .map_err(|e| self.err(format!("listing `{path}`"), e))?;
+            });
+            if over {
+                return Err(self.unsafe_hdf5(format!(
+                    "group `{path}` holds more than {} links: more objects than the limit of {MAX_GROUP_LINKS} in a group, or {MAX_OBJECTS} in all",
+                    links.len()
+                )));
+            }
+            listed.map_err(|e| self.err(format!("listing `{path}`"), e))?;
             if let Some((bad, _)) = links.iter().find(|(n, _)| !is_utf8(n)) {
                 return Err(self.unsafe_hdf5(format!(
                     "group `{path}` holds a link whose name is not UTF-8 (`{}`)",
@@ -526,20 +533,13 @@ impl Weights {
                         return Err(self.unsafe_hdf5(format!("`{child}` is an external link")))
                     }
                 }
-                match g
-                    .loc_type_by_name(&name)
-                    .map_err(|e| self.err(format!("`{child}`"), e))?
-                {
-                    LocationType::Group => {
-                        visit(&g, &name, &child, Kind::Group)?;
-                        let sub = g
-                            .group(&name)
-                            .map_err(|e| self.err(format!("group `{child}`"), e))?;
+                match raw::open_object(&g, &name).map_err(|e| self.err(format!("`{child}`"), e))? {
+                    Object::Group(sub) => {
+                        visit(&Object::Group(&sub), &name, &child)?;
                         stack.push((sub, child, depth + 1));
                     }
-                    LocationType::Dataset => visit(&g, &name, &child, Kind::Dataset)?,
-                    #[allow(unreachable_patterns)]
-                    _ => {}
+                    Object::Dataset(ds) => visit(&Object::Dataset(&ds), &name, &child)?,
+                    Object::Other => {}
                 }
             }
         }

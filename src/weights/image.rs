@@ -34,6 +34,8 @@ use hdf5_sys::h5p::{H5Pset_file_image, H5Pset_file_image_callbacks};
 /// Deleting links and overwriting values in place never grew a Keras file
 /// in the tests; more growth than this fails the edit cleanly.
 const GROWTH: usize = 1 << 20;
+/// The largest HDF5 metadata cache of one open file.
+const MDC_BYTES: usize = 2 << 20;
 
 /// Pages released behind the reader, so a streamed 1 GiB image never stays
 /// resident.
@@ -207,15 +209,23 @@ impl Image {
             SERIAL.fetch_add(1, Ordering::Relaxed)
         );
         let name = CString::new(name).expect("no NUL");
-        // Objects leave the metadata cache when closed: krepair visits each
-        // once, and a model with thousands of layers would otherwise grow
-        // the cache (and the process) by tens of MiB.
+        // The metadata cache is capped at 2 MiB: krepair visits each object
+        // once, and HDF5's default (up to 32 MiB) would grow the process by
+        // tens of MiB on a model with thousands of layers. Evicting every
+        // object as it is closed bounds it too, but doubled the walk of a
+        // 3,000-layer file (HDF5 1.10 flushes the cache's skip list on
+        // every close): docs/performance.md.
         // The core driver rounds a grown file up to its increment when it
         // closes; growing costs nothing here (the reserved mapping is
         // handed back), so a page keeps that padding small.
+        let mut mdc = hdf5::file::FileAccess::try_new()?.mdc_config();
+        mdc.set_initial_size = true;
+        mdc.initial_size = MDC_BYTES;
+        mdc.min_size = MDC_BYTES / 2;
+        mdc.max_size = MDC_BYTES;
         let fapl = hdf5::file::FileAccess::build()
             .core_options(4 << 10, false)
-            .evict_on_close(true)
+            .mdc_config(&mdc)
             .finish()?;
         let mut callbacks = H5FD_file_image_callbacks_t {
             image_malloc: Some(image_malloc),
