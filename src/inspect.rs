@@ -291,8 +291,9 @@ pub fn inspect_walked(
         findings.push(finding(code, message));
     }
     // The parsed tree takes about ten times the text's size: let it go
-    // before the weights are opened.
-    drop(config);
+    // before the weights are opened, on another thread (freeing a tree of
+    // a few million nodes takes tens of milliseconds).
+    drop_aside(config);
 
     // The weights are always checked, even when no layer needs them: an
     // archive is never handed back as healthy with a file Keras would refuse.
@@ -535,6 +536,14 @@ pub fn inspect_walked(
         actions,
         weights: Some(weights),
     })
+}
+
+/// Drop `v` on a thread of its own (or here, if none can be started).
+fn drop_aside<T: Send + 'static>(v: T) {
+    // A failed spawn drops the closure, and `v` with it, here.
+    let _ = std::thread::Builder::new()
+        .name("krepair-drop".into())
+        .spawn(move || drop(v));
 }
 
 /// A migration refusal as the error of `path`, its reason after `what`.

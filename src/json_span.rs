@@ -96,6 +96,10 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skip one value; return its span (without surrounding whitespace).
+    /// An object or array is skipped by matching its brackets (strings
+    /// skipped whole), not parsed: every text given here has already been
+    /// parsed by serde_json, and a configuration of thousands of layers is
+    /// skipped at a few instructions a byte.
     fn value(&mut self) -> SpanResult<Range<usize>> {
         self.ws();
         let start = self.i;
@@ -103,56 +107,35 @@ impl<'a> Scanner<'a> {
             b'"' => {
                 self.skip_string()?;
             }
-            b'{' => {
-                self.i += 1;
-                self.ws();
-                if self.peek()? == b'}' {
-                    self.i += 1;
-                } else {
-                    loop {
-                        self.skip_string()?;
-                        self.expect(b':')?;
-                        self.value()?;
-                        self.ws();
-                        match self.peek()? {
-                            b',' => self.i += 1,
-                            b'}' => {
-                                self.i += 1;
-                                break;
-                            }
-                            c => {
-                                return Err(format!(
-                                    "unexpected `{}` at byte {}",
-                                    c as char, self.i
-                                ))
-                            }
+            open @ (b'{' | b'[') => {
+                // In valid JSON the other kind of bracket nests inside
+                // these ones: counting this kind alone finds the match.
+                let close = if open == b'{' { b'}' } else { b']' };
+                let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+                let end = self.b[self.i..].iter().position(|&c| {
+                    if in_string {
+                        if escaped {
+                            escaped = false;
+                        } else if c == b'\\' {
+                            escaped = true;
+                        } else if c == b'"' {
+                            in_string = false;
                         }
+                        return false;
                     }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                self.ws();
-                if self.peek()? == b']' {
-                    self.i += 1;
-                } else {
-                    loop {
-                        self.value()?;
-                        self.ws();
-                        match self.peek()? {
-                            b',' => self.i += 1,
-                            b']' => {
-                                self.i += 1;
-                                break;
-                            }
-                            c => {
-                                return Err(format!(
-                                    "unexpected `{}` at byte {}",
-                                    c as char, self.i
-                                ))
-                            }
-                        }
+                    if c == b'"' {
+                        in_string = true;
+                    } else if c == open {
+                        depth += 1;
+                    } else if c == close {
+                        depth -= 1;
+                        return depth == 0;
                     }
+                    false
+                });
+                match end {
+                    Some(k) => self.i += k + 1,
+                    None => return Err("unexpected end of JSON".to_string()),
                 }
             }
             _ => {
@@ -221,13 +204,53 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The members of objects in one text, each object's path walked once for
+/// all the lookups in it that follow one another (a layer's `mean` and
+/// `variance`: the walk to a layer of a large model is most of the cost).
+pub struct Members<'a> {
+    text: &'a str,
+    last: Option<(Vec<Seg>, Range<usize>)>,
+}
+
+impl<'a> Members<'a> {
+    /// Lookups in `text`.
+    pub fn new(text: &'a str) -> Self {
+        Members { text, last: None }
+    }
+
+    /// The span of member `key` of the object at `object`, as
+    /// [`value_span`] of `object` + `key` would find it.
+    pub fn span(&mut self, object: &[Seg], key: &str) -> Result<Range<usize>, String> {
+        let at = match &self.last {
+            Some((p, span)) if p.as_slice() == object => span.start,
+            _ => {
+                let span = value_span(self.text, object)?;
+                let start = span.start;
+                self.last = Some((object.to_vec(), span));
+                start
+            }
+        };
+        Scanner {
+            b: self.text.as_bytes(),
+            i: at,
+        }
+        .member(key)
+    }
+}
+
 /// The byte range of the value at `path` in `text`.
 pub fn value_span(text: &str, path: &[Seg]) -> Result<Range<usize>, String> {
     let mut s = Scanner {
         b: text.as_bytes(),
         i: 0,
     };
-    let mut span = s.value()?;
+    // The root's end is not needed to look inside it.
+    let mut span = if path.is_empty() {
+        s.value()?
+    } else {
+        s.ws();
+        s.i..text.len()
+    };
     for seg in path {
         s.i = span.start;
         span = match seg {

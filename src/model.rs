@@ -448,62 +448,77 @@ impl Walker {
             } else if let Some(seq) = is_container(layer) {
                 self.container(layer, lp, &lgroup, &lpath, seq)?;
             } else if let Some(cfg) = layer.get("config") {
-                let mut cp = lp.clone();
+                let mut cp = lp;
                 cp.push(Seg::Key("config".into()));
-                self.nested(cfg, cp, &lgroup, &lpath, &mut Vec::new(), &container_name)?;
+                self.nested(
+                    cfg,
+                    &mut cp,
+                    &lgroup,
+                    &lpath,
+                    &mut Vec::new(),
+                    &container_name,
+                )?;
             }
         }
         Ok(())
     }
 
     /// Normalization configs serialized anywhere inside a custom layer's
-    /// (or custom model's) config.
-    fn nested(
+    /// (or custom model's) config. `pointer` and `keys` are stacks, pushed
+    /// and popped on the way down: a site clones them, nothing else does
+    /// (a model's config has tens of nodes a layer).
+    fn nested<'v>(
         &mut self,
-        v: &Value,
-        pointer: Vec<Seg>,
+        v: &'v Value,
+        pointer: &mut Vec<Seg>,
         group: &str,
         config_path: &str,
-        keys: &mut Vec<String>,
+        keys: &mut Vec<&'v str>,
         container: &str,
     ) -> Result<(), String> {
+        let within = |keys: &[&str]| Locator::Within {
+            group: group.to_string(),
+            key_path: keys.iter().map(|k| k.to_string()).collect(),
+        };
         if is_keras_normalization(v) {
-            let locator = Locator::Within {
-                group: group.to_string(),
-                key_path: keys.clone(),
-            };
             let path = join(config_path, &keys.join("/"));
-            return self.site(v, pointer, path, locator, container, Vec::new());
+            let locator = within(keys);
+            return self.site(v, pointer.clone(), path, locator, container, Vec::new());
         }
         if is_keras_class(v, "Discretization") {
-            let locator = Locator::Within {
-                group: group.to_string(),
-                key_path: keys.clone(),
-            };
-            self.disc(v, pointer, join(config_path, &keys.join("/")), locator);
+            let path = join(config_path, &keys.join("/"));
+            self.disc(v, pointer.clone(), path, within(keys));
             return Ok(());
         }
         match v {
             Value::Object(o) => {
                 for (k, x) in o {
-                    let mut p = pointer.clone();
-                    p.push(Seg::Key(k.clone()));
+                    if !matches!(x, Value::Object(_) | Value::Array(_)) {
+                        continue;
+                    }
+                    pointer.push(Seg::Key(k.clone()));
                     // `config` wrappers are not attribute names.
                     let named = k != "config";
                     if named {
-                        keys.push(k.clone());
+                        keys.push(k);
                     }
-                    self.nested(x, p, group, config_path, keys, container)?;
+                    let r = self.nested(x, pointer, group, config_path, keys, container);
                     if named {
                         keys.pop();
                     }
+                    pointer.pop();
+                    r?;
                 }
             }
             Value::Array(a) => {
                 for (i, x) in a.iter().enumerate() {
-                    let mut p = pointer.clone();
-                    p.push(Seg::Index(i));
-                    self.nested(x, p, group, config_path, keys, container)?;
+                    if !matches!(x, Value::Object(_) | Value::Array(_)) {
+                        continue;
+                    }
+                    pointer.push(Seg::Index(i));
+                    let r = self.nested(x, pointer, group, config_path, keys, container);
+                    pointer.pop();
+                    r?;
                 }
             }
             _ => {}
@@ -628,10 +643,10 @@ pub fn find_layers(config: &Value) -> Result<(Vec<NormSite>, Vec<DiscSite>), Str
     } else if is_keras_normalization(config) {
         return Err("config.json is a bare Normalization layer, not a model".into());
     } else {
-        let cfg = config.get("config").cloned().unwrap_or(Value::Null);
+        let cfg = config.get("config").unwrap_or(&Value::Null);
         w.nested(
-            &cfg,
-            vec![Seg::Key("config".into())],
+            cfg,
+            &mut vec![Seg::Key("config".into())],
             "",
             "",
             &mut Vec::new(),

@@ -308,6 +308,7 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
     };
 
     // The input's bytes are checked before anything is reported or kept.
+    crate::worker::step("waiting for the input's hash");
     report.input.sha256 = finish_scan(input_scan, &insp.archive)?;
     fill_members(report, &insp.archive);
     if let Some(e) = refusal {
@@ -330,6 +331,7 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
         crate::worker::step("verifying the output");
         verify(&staged, output_scan, &insp, opts, &output)?
     };
+    crate::worker::step("renaming the output into place");
     staged.persist(&opts.input, &output, opts.force)?;
 
     for l in &mut report.layers {
@@ -459,6 +461,7 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
     // Normalization, and the null bin_boundaries (and num_bins, and the
     // num_tokens of a split-off CategoryEncoding) of each Discretization.
     let mut edits = Vec::new();
+    let mut members = json_span::Members::new(&insp.config_text);
     for a in &insp.actions {
         let values: Vec<(&Vec<Seg>, &str, String)> = match a {
             Action::EmbedConfig {
@@ -489,8 +492,9 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
         };
         for (pointer, key, text) in values {
             let mut p = pointer.clone();
-            p.extend([Seg::Key("config".into()), Seg::Key(key.into())]);
-            let span = json_span::value_span(&insp.config_text, &p).map_err(|e| {
+            p.push(Seg::Key("config".into()));
+            let span = members.span(&p, key).map_err(|e| {
+                p.push(Seg::Key(key.into()));
                 Error::format(
                     &insp.archive.path,
                     crate::error::Malformed::Config,
@@ -579,7 +583,9 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
             }
         }
     }
+    crate::worker::step("closing the edited weights");
     let mut image = w.finish()?;
+    crate::worker::step("writing the archive");
     new.insert(archive::WEIGHTS.to_string(), Content::Image(&mut image));
     match form {
         Form::Zip => stage_zip(parent, output, |t| {
@@ -614,9 +620,11 @@ fn stage_zip(
         problem: e.to_string(),
     })?;
     let scan = scan_in_background(&written);
+    crate::worker::step("syncing the output");
     t.as_file()
         .sync_all()
         .map_err(|e| Error::io(output, "sync", e))?;
+    crate::worker::step("synced");
     Ok((Staged::File(t, g), scan))
 }
 
@@ -701,6 +709,7 @@ fn verify(
     // The embedded values must read back bit for bit from the new config
     // (each value parsed on its own: the tree of a large config is ten
     // times its size).
+    let mut members = json_span::Members::new(&after.config_text);
     for a in &before.actions {
         let embedded = match a {
             Action::EmbedConfig {
@@ -736,8 +745,9 @@ fn verify(
         };
         for (pointer, key, t) in embedded {
             let mut p = pointer.clone();
-            p.extend([Seg::Key("config".into()), Seg::Key(key.into())]);
-            let back = json_span::value_span(&after.config_text, &p)
+            p.push(Seg::Key("config".into()));
+            let back = members
+                .span(&p, key)
                 .ok()
                 .and_then(|span| after.config_text.get(span))
                 .and_then(|text| {
@@ -746,7 +756,7 @@ fn verify(
                 });
             if !back.is_some_and(|b| b.bits_eq(t)) {
                 return Err(fail(format!(
-                    "{key} at {} does not read back as the embedded float32 values",
+                    "{key} at {}/{key} does not read back as the embedded float32 values",
                     json_span::path_string(&p)
                 )));
             }
@@ -762,6 +772,7 @@ fn verify(
             )));
         }
     }
+    crate::worker::step("waiting for the output's hash");
     let sha = finish_scan(scan, &after.archive).map_err(|e| fail(e.to_string()))?;
     Ok((sha, after.archive.members.clone()))
 }
