@@ -373,7 +373,8 @@ pub fn inspect_walked(
             archive.check_member(archive::WEIGHTS)?;
         }
     }
-    if check.structure && !walked {
+    // A walk begun beside this inspection gives its verdict below.
+    if check.structure && !walked && walk.is_none() {
         crate::worker::step("walking the HDF5 structure of model.weights.h5");
         weights.check_structure()?;
     }

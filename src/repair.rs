@@ -250,20 +250,16 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
         inspect::Check::DRY_RUN
     }
     .migrating(opts.migrate);
-    // A repair hashes the whole input, and walks the structure of its
-    // weights, on the other core while it reads the archive; a dry run
-    // reads only what it needs (and walks the weights itself).
-    let (input_scan, walk) = match &opts.output {
-        Some(_) => {
-            let a = archive::Archive::open(&opts.input)?;
-            let walk = a.in_place(archive::WEIGHTS).map(|(file, range)| {
-                let label = format!("{}!{}", opts.input.display(), archive::WEIGHTS);
-                inspect::Walk::spawn(file, range, label)
-            });
-            (scan_in_background(&a), walk)
-        }
-        None => (None, None),
-    };
+    // The structure of the weights is walked on the other core while the
+    // archive is read (a dry run too), and a repair hashes the whole input
+    // there as well; a dry run reads only what it needs.
+    let a = archive::Archive::open(&opts.input)?;
+    let walk = a.in_place(archive::WEIGHTS).map(|(file, range)| {
+        let label = format!("{}!{}", opts.input.display(), archive::WEIGHTS);
+        inspect::Walk::spawn(file, range, label)
+    });
+    let input_scan = opts.output.as_ref().and_then(|_| scan_in_background(&a));
+    drop(a);
     // The weights are opened for editing only once the walk has passed.
     let mut insp = inspect::inspect_walked(&opts.input, opts.policy, check, walk)?;
     report.input.form = insp.archive.form;
