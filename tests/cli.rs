@@ -418,3 +418,61 @@ fn the_human_summary_says_what_and_why() {
     let q = krepair(&[&"-q", &"--force", &f.archive(), &out]);
     assert!(q.stdout.is_empty() && q.stderr.is_empty());
 }
+
+#[test]
+fn timings_name_every_step_with_its_time_and_peak_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = fixture("3.5", "axis_last");
+    let out = tmp.path().join("out.keras");
+    // Off by default: a repair prints nothing on stderr.
+    let o = krepair(&[&"-q", &f.archive(), &out]);
+    assert_eq!(code(&o), OK, "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+    fs::remove_file(&out).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_krepair"))
+        .env("KREPAIR_TIMINGS", "1")
+        .args(["-q".as_ref(), f.archive().as_os_str(), out.as_os_str()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), OK, "{}", stderr(&o));
+    let lines: Vec<(f64, String)> = stderr(&o)
+        .lines()
+        .map(|l| {
+            let rest = l.strip_prefix("krepair: ").expect(l);
+            let (ms, what) = rest.trim_start().split_once(" ms  ").expect(l);
+            (ms.parse().expect(l), what.to_string())
+        })
+        .collect();
+    let steps: Vec<&str> = lines.iter().map(|(_, w)| w.as_str()).collect();
+    assert_eq!(steps.first(), Some(&"start"));
+    assert_eq!(steps.last(), Some(&"exit"));
+    // The worker's steps reach the supervisor, each with the worker's
+    // peak memory so far, in the order the pipeline runs them.
+    let order = [
+        "reading config.json",
+        "walking the HDF5 structure",
+        "writing the output",
+        "syncing the output",
+        "verifying the output",
+        "renaming the output into place",
+    ];
+    let mut at = 0;
+    for want in order {
+        let i = steps[at..]
+            .iter()
+            .position(|s| s.starts_with(want))
+            .unwrap_or_else(|| panic!("no `{want}` after step {at}: {steps:?}"));
+        at += i;
+        let (peak, _) = steps[at]
+            .rsplit_once("[peak ")
+            .and_then(|(_, p)| p.strip_suffix(" MiB]"))
+            .map(|p| (p.parse::<u64>().unwrap(), ()))
+            .unwrap_or_else(|| panic!("no peak memory on `{}`", steps[at]));
+        assert!(peak > 0, "{}", steps[at]);
+    }
+    assert!(
+        lines.windows(2).all(|w| w[0].0 <= w[1].0),
+        "times go back: {lines:?}"
+    );
+    assert!(out.exists());
+}
