@@ -1,14 +1,16 @@
 """Benchmark krepair against a plain copy and the Python route, in one run.
 
-    python3 scripts/bench.py --krepair target/release/krepair --work target/bench \
-        [--keras-python .venvs/keras-3.5/bin/python] INPUT.keras [INPUT.keras ...]
+    python3 scripts/bench.py --krepair default=target/release/krepair \
+        [--krepair static=target/static/dist/krepair] --work target/bench \
+        [--keras-python .venvs/keras-3.5/bin/python] [--header] INPUT.keras [INPUT.keras ...]
 
 For each input: the median wall time and peak memory (max RSS, from GNU
 time) of `cp`, `cp` followed by `sync` of the copy (krepair syncs its
 output before renaming it into place), `krepair IN OUT`, `krepair --dry-run IN`, and, when a Keras
 venv is given, the Python route (scripts/python_route.py). Caches are warm
 (every command reads the same file from the page cache). Prints a Markdown
-table and the ratios.
+table (one row per input and build) and the ratios; medians of --runs
+(7) runs, process start included.
 """
 
 import argparse
@@ -55,17 +57,22 @@ def timed(cmd, out=None, runs=5):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--krepair", required=True)
+    p.add_argument("--krepair", required=True, action="append",
+                   help="LABEL=PATH of a krepair binary (repeat: one row per build and input)")
     p.add_argument("--work", required=True)
     p.add_argument("--keras-python")
-    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--python-runs", type=int, default=3)
+    p.add_argument("--header", action="store_true", help="print the table's header")
     p.add_argument("--migrate", action="store_true",
                    help="time `krepair migrate` (tf.keras 2.x inputs; there is no Python route)")
     p.add_argument("inputs", nargs="+")
     a = p.parse_args()
+    builds = [k.split("=", 1) if "=" in k else (os.path.basename(k), k) for k in a.krepair]
     os.makedirs(a.work, exist_ok=True)
-    rows = []
-    kr = [a.krepair, "migrate"] if a.migrate else [a.krepair]
+    if a.header:
+        print("| input | build | size MiB | cp s | cp+sync s | krepair s | dry run s | Python route s | krepair / cp | krepair / cp+sync | Python / krepair | dry run / repair | peak MiB cp / krepair / dry run / Python |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for inp in a.inputs:
         size = os.path.getsize(inp) / 2**20
         out = os.path.join(a.work, "out.keras")
@@ -74,23 +81,22 @@ def main():
         # The durable floor: krepair syncs its output before the rename.
         sync_t = timed(["sh", "-c", 'cp "$1" "$2" && sync "$2"', "sh", inp, out], out, runs)
         _, cp_m = measure(["cp", inp, out], out, 1)
-        kr_t = timed(kr + ["-q", inp, out], out, runs)
-        _, kr_m = measure(kr + ["-q", inp, out], out, 1)
-        dr_t = timed(kr + ["-q", "--dry-run", inp], None, runs)
-        _, dr_m = measure(kr + ["-q", "--dry-run", inp], None, 1)
         py = None
         if a.keras_python:
-            py = measure([a.keras_python, os.path.join(HERE, "python_route.py"), inp, out], out, 3)
+            py = measure([a.keras_python, os.path.join(HERE, "python_route.py"), inp, out],
+                         out, a.python_runs)
         name = os.path.basename(os.path.dirname(inp)) + "/" + os.path.basename(inp)
-        rows.append(((f"migrate {name}" if a.migrate else name), size,
-                     cp_t, sync_t, cp_m, kr_t, kr_m, dr_t, dr_m, py))
-    print("| input | size MiB | cp s | cp+sync s | krepair s | dry run s | Python route s | krepair / cp | krepair / cp+sync | Python / krepair | dry run / repair | peak MiB cp / krepair / dry run / Python |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for name, size, cp_t, sync_t, cp_m, kr_t, kr_m, dr_t, dr_m, py in rows:
-        py_t = f"{py[0]:.2f}" if py else "-"
-        py_ratio = f"{py[0] / kr_t:.0f}x" if py else "-"
-        py_m = f"{py[1]:.0f}" if py else "-"
-        print(f"| {name} | {size:.1f} | {cp_t:.4f} | {sync_t:.4f} | {kr_t:.4f} | {dr_t:.4f} | {py_t} | {kr_t / cp_t:.2f}x | {kr_t / sync_t:.2f}x | {py_ratio} | {dr_t / kr_t:.1%} | {cp_m:.0f} / {kr_m:.0f} / {dr_m:.0f} / {py_m} |")
+        name = f"migrate {name}" if a.migrate else name
+        for label, binary in builds:
+            kr = [binary, "migrate"] if a.migrate else [binary]
+            kr_t = timed(kr + ["-q", inp, out], out, runs)
+            _, kr_m = measure(kr + ["-q", inp, out], out, 1)
+            dr_t = timed(kr + ["-q", "--dry-run", inp], None, runs)
+            _, dr_m = measure(kr + ["-q", "--dry-run", inp], None, 1)
+            py_t = f"{py[0]:.2f}" if py else "-"
+            py_ratio = f"{py[0] / kr_t:.0f}x" if py else "-"
+            py_m = f"{py[1]:.0f}" if py else "-"
+            print(f"| {name} | {label} | {size:.1f} | {cp_t:.4f} | {sync_t:.4f} | {kr_t:.4f} | {dr_t:.4f} | {py_t} | {kr_t / cp_t:.2f}x | {kr_t / sync_t:.2f}x | {py_ratio} | {dr_t / kr_t:.1%} | {cp_m:.0f} / {kr_m:.0f} / {dr_m:.0f} / {py_m} |", flush=True)
 
 
 if __name__ == "__main__":
