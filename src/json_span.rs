@@ -209,7 +209,8 @@ impl<'a> Scanner<'a> {
 /// `variance`: the walk to a layer of a large model is most of the cost).
 pub struct Members<'a> {
     text: &'a str,
-    last: Option<(Vec<Seg>, Range<usize>)>,
+    /// The last object's path and where it starts.
+    last: Option<(Vec<Seg>, usize)>,
 }
 
 impl<'a> Members<'a> {
@@ -222,11 +223,10 @@ impl<'a> Members<'a> {
     /// [`value_span`] of `object` + `key` would find it.
     pub fn span(&mut self, object: &[Seg], key: &str) -> Result<Range<usize>, String> {
         let at = match &self.last {
-            Some((p, span)) if p.as_slice() == object => span.start,
+            Some((p, start)) if p.as_slice() == object => *start,
             _ => {
-                let span = value_span(self.text, object)?;
-                let start = span.start;
-                self.last = Some((object.to_vec(), span));
+                let start = value_span(self.text, object)?.start;
+                self.last = Some((object.to_vec(), start));
                 start
             }
         };

@@ -83,10 +83,10 @@ fn on_interrupt(graceful: bool) -> Arc<AtomicBool> {
 }
 
 fn main() -> ExitCode {
-    worker::trace("start");
     if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(worker::WORKER_ARG)) {
         return ExitCode::from(worker::serve().clamp(0, 255) as u8);
     }
+    worker::trace("start");
     let version: &'static str = Box::leak(cli::long_version().into_boxed_str());
     let parsed = Args::command()
         .version(version)

@@ -722,14 +722,15 @@ fn verify(
             } => {
                 if let Some(e) = encoding {
                     let mut p = e.clone();
-                    p.extend([Seg::Key("config".into()), Seg::Key("num_tokens".into())]);
-                    let back = json_span::value_span(&after.config_text, &p)
+                    p.push(Seg::Key("config".into()));
+                    let back = members
+                        .span(&p, "num_tokens")
                         .ok()
                         .and_then(|span| after.config_text.get(span))
                         .and_then(|text| text.trim().parse::<usize>().ok());
                     if back != Some(boundaries.data.len() + 1) {
                         return Err(fail(format!(
-                            "num_tokens at {} does not read back as {}",
+                            "num_tokens at {}/num_tokens does not read back as {}",
                             json_span::path_string(&p),
                             boundaries.data.len() + 1
                         )));

@@ -14,8 +14,6 @@ use hdf5::types::{FloatSize, TypeDescriptor};
 use hdf5::LinkType;
 
 use crate::error::{one_line, Error, Result};
-
-mod raw;
 use crate::stats::Tensor;
 
 /// The element type of a dataset, as far as krepair cares.
@@ -54,9 +52,9 @@ pub struct DatasetInfo {
 
 /// What the walk reached: a group, a dataset, or another object (a named
 /// datatype), which the walk passes over.
-pub(crate) enum Object<G, D> {
-    Group(G),
-    Dataset(D),
+pub(crate) enum Object {
+    Group(hdf5::Group),
+    Dataset(hdf5::Dataset),
     Other,
 }
 
@@ -78,6 +76,7 @@ pub const MAX_DATASET_BYTES: u64 = 4 << 30;
 pub const MAX_DATASET_RATIO: u64 = 1000;
 
 mod image;
+mod raw;
 
 pub use image::Image;
 
@@ -455,12 +454,12 @@ impl Weights {
     /// in all or [`MAX_GROUP_LINKS`] in one group, and more than
     /// [`MAX_ATTRIBUTES`] attributes on a group. `visit(object, name, path)`
     /// sees every group and dataset below `start`, open. Each object is
-    /// opened once, by one lookup of its name ([`open_object`]): the walk
+    /// opened once, by one lookup of its name ([`raw::open_object`]): the walk
     /// costs one name lookup and one object-header read per object.
     fn walk(
         &self,
         start: &str,
-        mut visit: impl FnMut(&Object<&hdf5::Group, &hdf5::Dataset>, &str, &str) -> Result<()>,
+        mut visit: impl FnMut(&Object, &str, &str) -> Result<()>,
     ) -> Result<()> {
         let root = self
             .file
@@ -514,10 +513,8 @@ impl Weights {
                     checked_utf8(bad)
                 )));
             }
+            // At most MAX_OBJECTS: the listing stopped before it got there.
             count += links.len();
-            if count > MAX_OBJECTS {
-                return Err(self.unsafe_hdf5(format!("more than {MAX_OBJECTS} objects")));
-            }
             for (name, link_type) in links {
                 let child = if path.is_empty() {
                     name.clone()
@@ -533,13 +530,11 @@ impl Weights {
                         return Err(self.unsafe_hdf5(format!("`{child}` is an external link")))
                     }
                 }
-                match raw::open_object(&g, &name).map_err(|e| self.err(format!("`{child}`"), e))? {
-                    Object::Group(sub) => {
-                        visit(&Object::Group(&sub), &name, &child)?;
-                        stack.push((sub, child, depth + 1));
-                    }
-                    Object::Dataset(ds) => visit(&Object::Dataset(&ds), &name, &child)?,
-                    Object::Other => {}
+                let object =
+                    raw::open_object(&g, &name).map_err(|e| self.err(format!("`{child}`"), e))?;
+                visit(&object, &name, &child)?;
+                if let Object::Group(sub) = object {
+                    stack.push((sub, child, depth + 1));
                 }
             }
         }

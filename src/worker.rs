@@ -128,7 +128,7 @@ fn send(event: &Event) -> std::io::Result<()> {
 /// else it does nothing.
 pub fn step(what: &str) {
     let timed;
-    let what = if std::env::var_os(TIMINGS_ENV).is_some() {
+    let what = if timings().is_some() {
         timed = format!("{what}  [peak {} MiB]", crate::sys::peak_rss_mib());
         &timed
     } else {
@@ -141,6 +141,13 @@ pub fn step(what: &str) {
     }
 }
 
+/// When the process started timing, if [`TIMINGS_ENV`] is set: the
+/// environment is read once, at the first call.
+fn timings() -> Option<Instant> {
+    static START: std::sync::OnceLock<Option<Instant>> = std::sync::OnceLock::new();
+    *START.get_or_init(|| std::env::var_os(TIMINGS_ENV).map(|_| Instant::now()))
+}
+
 /// The environment variable that makes every step print the time since
 /// the process started to stderr (`KREPAIR_TIMINGS=1`, for profiling:
 /// docs/performance.md).
@@ -150,9 +157,7 @@ pub const TIMINGS_ENV: &str = "KREPAIR_TIMINGS";
 /// first call (made at start-up by `main`) to stderr. A worker's steps are
 /// printed by its supervisor as they arrive.
 pub fn trace(what: &str) {
-    static START: std::sync::OnceLock<Option<Instant>> = std::sync::OnceLock::new();
-    let start = START.get_or_init(|| std::env::var_os(TIMINGS_ENV).map(|_| Instant::now()));
-    if let Some(t) = start {
+    if let Some(t) = timings() {
         let _ = writeln!(
             std::io::stderr(),
             "krepair: {:9.3} ms  {what}",

@@ -9,10 +9,7 @@ use super::Object;
 
 /// Open the object that `name` links to in `g`, whatever it is: one name
 /// lookup, where asking its type first and then opening it takes two.
-pub(crate) fn open_object(
-    g: &hdf5::Group,
-    name: &str,
-) -> hdf5::Result<Object<hdf5::Group, hdf5::Dataset>> {
+pub(crate) fn open_object(g: &hdf5::Group, name: &str) -> hdf5::Result<Object> {
     use hdf5_sys::h5i::{H5I_type_t, H5Iget_type};
     use hdf5_sys::h5o::{H5Oclose, H5Oopen};
     use hdf5_sys::h5p::H5P_DEFAULT;
