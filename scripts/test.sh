@@ -16,6 +16,10 @@
 #      and EfficientNetB0 generated with tf.keras 2.15, migrated by the
 #      release binary and loaded in Keras 3.0, 3.5, 3.6, 3.10, 3.13 and
 #      3.15 (scripts/check_migrate.py);
+#   3c. the inspect check: `krepair inspect --json` of every committed
+#      fixture against what the Keras that made it builds and loads
+#      (scripts/check_inspect.py), and of every migrated tf.keras fixture
+#      in Keras 3.15;
 #   4. the Python wheel (scripts/build-wheel.sh): the static binary built
 #      with the bundled HDF5, packed by maturin, audited, installed into a
 #      fresh venv and used there to repair the bundled example; then the
@@ -114,8 +118,21 @@ for v in "${migrate_versions[@]}"; do
     --work target/migrate-check testdata/fixtures/keras-tf2.15 testdata/fixtures/migrate-tf2.12 \
     testdata/fixtures/migrate-tf2.13 testdata/fixtures/migrate-tf2.14 "$gen/migrate-tf2.15"
 done
+
+step "inspect check (krepair inspect against what each Keras builds and loads)"
+check target/inspect-check-3.15.log "${py[3.15]}" scripts/check_inspect.py --krepair "$bin" \
+  testdata/fixtures/keras-3.5 testdata/fixtures/keras-3.6 testdata/fixtures/keras-3.15
+check target/inspect-check-tf2.15.log "${py[tf2.15]}" scripts/check_inspect.py --krepair "$bin" \
+  testdata/fixtures/keras-tf2.15
+for v in tf2.12 tf2.13 tf2.14; do
+  check "target/inspect-check-$v.log" "${py[$v]}" scripts/check_inspect.py --krepair "$bin" \
+    "testdata/fixtures/migrate-$v"
+done
+check target/inspect-check-migrated.log "${py[3.15]}" scripts/check_inspect.py --migrate --krepair "$bin" \
+  testdata/fixtures/keras-tf2.15 testdata/fixtures/migrate-tf2.12 \
+  testdata/fixtures/migrate-tf2.13 testdata/fixtures/migrate-tf2.14
 echo
-echo "real-keras (repair and migrate): $total_passed passed, $total_failed failed"
+echo "real-keras (repair, migrate and inspect): $total_passed passed, $total_failed failed"
 
 if [ "${KREPAIR_SKIP_WHEEL:-0}" != 1 ]; then
   step "the Python wheel (static HDF5): build, audit, install in a fresh venv, use"

@@ -69,6 +69,9 @@ pub struct Member {
     /// Where its bytes lie in the zip file when it is stored uncompressed
     /// (checked to lie inside the file), so it can be used in place.
     pub stored_at: Option<Range<u64>>,
+    /// How a zip member is stored: its compression method (`stored`,
+    /// `deflated`, ...) and compressed size; None in a directory.
+    pub packed: Option<(String, u64)>,
 }
 
 /// An opened `.keras` archive.
@@ -80,6 +83,15 @@ pub struct Archive {
     /// Members in archive order (sorted by name for a directory).
     pub members: Vec<Member>,
     zip: Option<ZipArchive<BufReader<File>>>,
+}
+
+/// A zip compression method as people name it (`stored`, `deflated`, ...).
+fn method_name(m: zip::CompressionMethod) -> String {
+    match m {
+        zip::CompressionMethod::Stored => "stored".into(),
+        zip::CompressionMethod::Deflated => "deflated".into(),
+        other => other.to_string().to_lowercase(),
+    }
 }
 
 /// A sha256 digest as lowercase hex.
@@ -386,6 +398,7 @@ impl Archive {
                 size: m.size(),
                 crc32: Some(m.crc32()),
                 stored_at,
+                packed: Some((method_name(m.compression()), m.compressed_size())),
             });
         }
         Ok(Archive {
@@ -435,6 +448,7 @@ impl Archive {
                         size,
                         crc32: None,
                         stored_at: None,
+                        packed: None,
                     });
                 } else {
                     return Err(Error::format(

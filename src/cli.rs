@@ -23,6 +23,8 @@ Examples:
       Repair an unzipped .keras directory (model.save(..., zipped=False)).
   krepair batch experiments/ --out migrated/ --report run.md --report-format md
       Repair every archive under experiments/ into migrated/.
+  krepair inspect model.keras
+      Show the layers, their weights and what a repair would change.
 
 Exit codes: 0 repaired or nothing to repair, 1 failure (nothing written),
 2 usage error, 3 dry run found work, 4 output written but not the report,
@@ -107,6 +109,15 @@ pub enum Command {
     /// written. A Keras 3 archive is repaired as `krepair IN OUT` would.
     Migrate(ArchiveArgs),
 
+    /// Show what is inside an archive: members, the layer tree with each
+    /// layer's weights group and variables, and what `krepair` and
+    /// `krepair migrate` would change.
+    ///
+    /// Takes .keras zips, unzipped .keras directories and bare
+    /// .weights.h5 files. Reads headers only, never a variable's values.
+    /// `--json` prints the manifest (docs/inspect.md).
+    Inspect(InspectArgs),
+
     /// Find, check and repair every .keras archive under PATHs.
     ///
     /// Picks up .keras files and unzipped .keras directories; everything
@@ -130,6 +141,20 @@ pub enum Command {
 
     /// Print the manual page (roff) to stdout: `krepair man | man -l -`.
     Man,
+}
+
+/// `krepair inspect`.
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// The .keras archive (zip or directory) or .weights.h5 file.
+    pub file: PathBuf,
+
+    /// Print the manifest as JSON (docs/inspect.md) instead of a tree.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Subcommand, Debug)]

@@ -333,29 +333,14 @@ pub fn inspect_walked(
             Weights::open_in(&file, range, &label, editable)?
         }
         None => {
-            // A compressed member: inflate it (checking its CRC-32) into a
-            // temporary file, map that, and remove the file at once.
-            let tmp = tempfile::Builder::new()
-                .prefix(&crate::cleanup::prefix())
-                .suffix(".h5")
-                .tempfile()
-                .map_err(|e| Error::io(std::env::temp_dir(), "create a temporary file", e))?;
-            let _guard = crate::cleanup::register(tmp.path());
-            let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-            archive.copy_member(archive::WEIGHTS, &mut w, u64::MAX)?;
-            std::io::Write::flush(&mut w).map_err(|e| Error::io(tmp.path(), "write", e))?;
-            drop(w);
-            let len = tmp
-                .as_file()
-                .metadata()
-                .map_err(|e| Error::io(tmp.path(), "stat", e))?
-                .len();
+            let tmp = Inflated::weights(&mut archive)?;
             if editable {
                 crate::worker::step("walking the HDF5 structure of model.weights.h5");
-                Weights::open_at(tmp.as_file(), 0, len, &label, false)?.check_structure()?;
+                Weights::open_at(tmp.file.as_file(), 0, tmp.len, &label, false)?
+                    .check_structure()?;
                 walked = true;
             }
-            Weights::open_at(tmp.as_file(), 0, len, &label, editable)?
+            Weights::open_at(tmp.file.as_file(), 0, tmp.len, &label, editable)?
         }
     };
     if check.members {
@@ -537,6 +522,43 @@ pub fn inspect_walked(
         actions,
         weights: Some(weights),
     })
+}
+
+/// A compressed `model.weights.h5`, inflated (its CRC-32 checked) into a
+/// temporary file to be mapped; the file is removed when this is dropped
+/// (a mapping of it stays valid).
+pub(crate) struct Inflated {
+    /// The temporary file.
+    pub file: tempfile::NamedTempFile,
+    /// Its length.
+    pub len: u64,
+    _guard: crate::cleanup::Registered,
+}
+
+impl Inflated {
+    /// Inflate the weights member of `archive`.
+    pub fn weights(archive: &mut Archive) -> Result<Inflated> {
+        let file = tempfile::Builder::new()
+            .prefix(&crate::cleanup::prefix())
+            .suffix(".h5")
+            .tempfile()
+            .map_err(|e| Error::io(std::env::temp_dir(), "create a temporary file", e))?;
+        let guard = crate::cleanup::register(file.path());
+        let mut w = BufWriter::with_capacity(1 << 20, file.as_file());
+        archive.copy_member(archive::WEIGHTS, &mut w, u64::MAX)?;
+        std::io::Write::flush(&mut w).map_err(|e| Error::io(file.path(), "write", e))?;
+        drop(w);
+        let len = file
+            .as_file()
+            .metadata()
+            .map_err(|e| Error::io(file.path(), "stat", e))?
+            .len();
+        Ok(Inflated {
+            file,
+            len,
+            _guard: guard,
+        })
+    }
 }
 
 /// Drop `v` on a thread of its own (or here, if none can be started).

@@ -19,6 +19,8 @@
 //!    [`batch`] and [`worker`] run many archives, each in its own bounded
 //!    process.
 //!
+//! [`manifest`] is `krepair inspect`: the same views, listed.
+//!
 //! The library never prints; `main.rs` does.
 
 pub mod archive;
@@ -27,6 +29,7 @@ pub mod cleanup;
 pub mod error;
 pub mod inspect;
 pub mod json_span;
+pub mod manifest;
 mod mapped;
 pub mod model;
 pub mod passes;

@@ -15,7 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
-use cli::{ArchiveArgs, Args, BatchArgs, Command, MergeFormat, ReportCommand, ReportFormat, Shell};
+use cli::{
+    ArchiveArgs, Args, BatchArgs, Command, InspectArgs, MergeFormat, ReportCommand, ReportFormat,
+    Shell,
+};
 use krepair::batch::{self, BatchOptions, Mode};
 use krepair::worker::{self, Pool};
 use krepair::Outcome;
@@ -51,7 +54,9 @@ fn print_generated(command: &Command) -> u8 {
             Ok(())
         }
         Command::Man => clap_mangen::Man::new(cmd).render(&mut buf),
-        Command::Batch(_) | Command::Report(_) | Command::Migrate(_) => Ok(()),
+        Command::Batch(_) | Command::Report(_) | Command::Migrate(_) | Command::Inspect(_) => {
+            Ok(())
+        }
     };
     match res {
         Ok(()) if print_out(&String::from_utf8_lossy(&buf)) => EXIT_OK,
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
         Some(Command::Batch(b)) => ExitCode::from(run_batch(b)),
         Some(Command::Report(r)) => ExitCode::from(run_report(r)),
         Some(Command::Migrate(a)) => ExitCode::from(run_single(a, true)),
+        Some(Command::Inspect(a)) => ExitCode::from(run_inspect(a)),
         Some(c) => ExitCode::from(print_generated(&c)),
         None => ExitCode::from(run_single(args.archive, false)),
     };
@@ -169,6 +175,34 @@ fn run_single(args: ArchiveArgs, migrate: bool) -> u8 {
         print_err(&format!("krepair: {e}"));
     }
     code
+}
+
+/// `krepair inspect FILE`: 0 when the file could be read (whatever a
+/// repair would do with it), 1 when it could not.
+fn run_inspect(args: InspectArgs) -> u8 {
+    let _stop = on_interrupt(false);
+    let res = match Pool::current(args.limits.limits(), 1) {
+        Ok(pool) => pool.inspect(0, &args.file),
+        Err(e) => Err(krepair::Error::io(
+            &args.file,
+            "find krepair's own executable to",
+            e,
+        )),
+    };
+    match res {
+        Ok(m) => {
+            let text = if args.json { m.to_json() } else { m.human() };
+            if print_out(&text) {
+                EXIT_OK
+            } else {
+                EXIT_FAILURE
+            }
+        }
+        Err(e) => {
+            print_err(&format!("krepair: {e}"));
+            EXIT_FAILURE
+        }
+    }
 }
 
 fn run_batch(b: BatchArgs) -> u8 {

@@ -623,6 +623,98 @@ pub fn code_findings(config: &Value) -> Vec<(&'static str, String)> {
     out
 }
 
+/// One layer of the model as Keras builds it from config.json, for
+/// `krepair inspect`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeLayer {
+    /// Layer names from the root's children down to it, joined by `/`
+    /// (empty for the model itself).
+    pub path: String,
+    /// 0 for the model, 1 for its layers, 2 for a nested model's, ...
+    pub depth: usize,
+    /// Its `class_name`.
+    pub class_name: String,
+    /// Its name.
+    pub name: String,
+    /// Its `module`, when the config names one.
+    pub module: Option<String>,
+    /// Its weights group in Keras 3's layout (`""` for the model itself,
+    /// whose own variables are in `vars`); None for what owns none (an
+    /// operation, a Sequential model's InputLayer).
+    pub group: Option<String>,
+    /// A Functional or Sequential model: its layers are the next entries,
+    /// and its own variables are only those in `<group>/vars`.
+    pub container: bool,
+}
+
+/// The model's layers as Keras builds them, in config order, each with
+/// the weights group Keras 3 gives it (the same naming as
+/// [`find_layers`]: the snake_case of the class, numbered in
+/// `model.layers` order).
+pub fn layer_tree(config: &Value) -> Result<Vec<TreeLayer>, String> {
+    if !config.is_object() || class_name(config).is_none() {
+        return Err("config.json is not a serialized Keras model (no `class_name`)".into());
+    }
+    let mut out = Vec::new();
+    tree_entry(config, "", String::new(), 0, Some(String::new()), &mut out)?;
+    Ok(out)
+}
+
+fn tree_entry(
+    entry: &Value,
+    config_path: &str,
+    path: String,
+    depth: usize,
+    group: Option<String>,
+    out: &mut Vec<TreeLayer>,
+) -> Result<(), String> {
+    if depth > MAX_TREE_DEPTH {
+        return Err(format!(
+            "models nested deeper than {MAX_TREE_DEPTH} at `{config_path}`"
+        ));
+    }
+    let container = is_container(entry);
+    out.push(TreeLayer {
+        path: path.clone(),
+        depth,
+        class_name: class_name(entry).unwrap_or("").to_string(),
+        name: layer_name(entry),
+        module: entry
+            .get("module")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        group: group.clone(),
+        container: container.is_some(),
+    });
+    let Some(sequential) = container else {
+        return Ok(());
+    };
+    let layers = entry["config"]["layers"]
+        .as_array()
+        .ok_or_else(|| format!("`layers` is not a list at {config_path}"))?;
+    let mut used = HashMap::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let at = format!("{config_path}/config/layers/{i}");
+        let class =
+            class_name(layer).ok_or_else(|| format!("a layer without `class_name` at {at}"))?;
+        let owns = !(is_operation(layer) || (sequential && class == "InputLayer"));
+        let lgroup = match (&group, owns) {
+            (Some(g), true) => Some(join(
+                g,
+                &format!("layers/{}", unique(&mut used, to_snake_case(class))),
+            )),
+            _ => None,
+        };
+        let lpath = join(&path, &layer_name(layer));
+        tree_entry(layer, &at, lpath, depth + 1, lgroup, out)?;
+    }
+    Ok(())
+}
+
+/// Deepest nesting of models [`layer_tree`] follows (the JSON parser
+/// already stops at 128 levels).
+const MAX_TREE_DEPTH: usize = 64;
+
 /// Every Normalization layer in a model config, in config order.
 pub fn find_normalizations(config: &Value) -> Result<Vec<NormSite>, String> {
     find_layers(config).map(|(n, _)| n)

@@ -50,6 +50,76 @@ pub struct DatasetInfo {
     pub null: bool,
 }
 
+/// One dataset anywhere in the file, as `krepair inspect` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Variable {
+    /// Its full path (no leading `/`).
+    pub path: String,
+    /// Its element type as NumPy names it (`float32`, `int64`, `bool`,
+    /// ...; `string`, `compound`, ... for what is not a number).
+    pub dtype: String,
+    /// Its shape (`[]` for a scalar and for a null dataspace).
+    pub shape: Vec<u64>,
+    /// Elements it holds (0 for a null dataspace).
+    pub elements: u64,
+    /// Bytes its values take in memory (elements times the element size).
+    pub bytes: u64,
+}
+
+/// NumPy's name for a dataset's element type.
+fn dtype_name(ds: &hdf5::Dataset) -> String {
+    let Ok(t) = ds.dtype() else {
+        return "unknown".into();
+    };
+    match t.to_descriptor() {
+        Ok(TypeDescriptor::Float(FloatSize::U2)) => "float16".into(),
+        Ok(TypeDescriptor::Float(FloatSize::U4)) => "float32".into(),
+        Ok(TypeDescriptor::Float(FloatSize::U8)) => "float64".into(),
+        Ok(TypeDescriptor::Integer(s)) => format!("int{}", s as usize * 8),
+        Ok(TypeDescriptor::Unsigned(s)) => format!("uint{}", s as usize * 8),
+        Ok(TypeDescriptor::Boolean) => "bool".into(),
+        Ok(TypeDescriptor::Enum(_)) => "enum".into(),
+        Ok(TypeDescriptor::Compound(_)) => "compound".into(),
+        Ok(
+            TypeDescriptor::FixedAscii(_)
+            | TypeDescriptor::FixedUnicode(_)
+            | TypeDescriptor::VarLenAscii
+            | TypeDescriptor::VarLenUnicode,
+        ) => "string".into(),
+        Ok(_) => "other".into(),
+        Err(_) => format!("other ({} bytes)", t.size()),
+    }
+}
+
+/// Paths ordered as people count: `vars/2` before `vars/10`.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let mut x = a.split('/');
+    let mut y = b.split('/');
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(p), Some(q)) => {
+                let numeric = |s: &str| {
+                    !s.is_empty() && s.len() < 20 && s.bytes().all(|c| c.is_ascii_digit())
+                };
+                let o = if numeric(p) && numeric(q) {
+                    p.parse::<u64>()
+                        .unwrap_or(0)
+                        .cmp(&q.parse::<u64>().unwrap_or(0))
+                        .then(p.cmp(q))
+                } else {
+                    p.cmp(q)
+                };
+                if o != std::cmp::Ordering::Equal {
+                    return o;
+                }
+            }
+        }
+    }
+}
+
 /// What the walk reached: a group, a dataset, or another object (a named
 /// datatype), which the walk passes over.
 pub(crate) enum Object {
@@ -441,6 +511,39 @@ impl Weights {
             Object::Dataset(ds) => self.check_dataset(ds, child),
             _ => Ok(()),
         })
+    }
+
+    /// Every dataset in the file with its type and shape, in natural path
+    /// order, after the checks of [`Weights::check_structure`] (one walk
+    /// does both). Nothing is read but object headers.
+    pub fn variables(&self) -> Result<Vec<Variable>> {
+        let mut out = Vec::new();
+        self.walk("", |object, _, child| {
+            if let Object::Dataset(ds) = object {
+                self.check_dataset(ds, child)?;
+                let space = ds
+                    .space()
+                    .map_err(|e| self.err(format!("dataspace of `{child}`"), e))?;
+                let shape: Vec<u64> = space.shape().into_iter().map(|d| d as u64).collect();
+                let elements = if space.is_null() {
+                    0
+                } else {
+                    // check_dataset refused a size that overflows.
+                    shape.iter().product()
+                };
+                let size = ds.dtype().map(|t| t.size() as u64).unwrap_or(0);
+                out.push(Variable {
+                    path: child.to_string(),
+                    dtype: dtype_name(ds),
+                    shape,
+                    elements,
+                    bytes: elements.saturating_mul(size),
+                });
+            }
+            Ok(())
+        })?;
+        out.sort_by(|a, b| natural_cmp(&a.path, &b.path));
+        Ok(out)
     }
 
     fn unsafe_hdf5(&self, problem: String) -> Error {

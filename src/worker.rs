@@ -93,6 +93,17 @@ struct Request {
     memory: u64,
     /// The prefix of every temporary file the worker creates.
     temp_prefix: String,
+    /// `krepair inspect`: answer with a manifest, not a report.
+    #[serde(default)]
+    inspect: bool,
+}
+
+/// A worker's answer to an inspect request: the manifest, or why there is
+/// none.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Inspected {
+    manifest: Option<Box<crate::manifest::Manifest>>,
+    error: Option<crate::report::ErrorInfo>,
 }
 
 /// What a worker prints, one per line.
@@ -101,6 +112,23 @@ struct Request {
 enum Event {
     Step(String),
     Done(Box<Report>),
+    Inspected(Inspected),
+}
+
+/// What a worker answered.
+enum Answer {
+    Report(Box<Report>),
+    Inspected(Inspected),
+}
+
+impl Answer {
+    /// Did the job fail (so the worker is replaced before the next)?
+    fn failed(&self) -> bool {
+        match self {
+            Answer::Report(r) => r.outcome == crate::report::Outcome::Failed,
+            Answer::Inspected(i) => i.error.is_some(),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------
@@ -195,26 +223,43 @@ pub fn serve() -> i32 {
         };
         crate::cleanup::set_prefix(&req.temp_prefix);
         let budget = crate::sys::set_budget(req.memory);
+        if req.inspect {
+            let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if let Some(f) = &fault {
+                    inject(f, &req.input);
+                }
+                crate::manifest::inspect(&req.input)
+            }))
+            .unwrap_or_else(|panic| Err(panicked(&opts, panic)));
+            if budget {
+                crate::sys::clear_budget();
+            }
+            let answer = match answer {
+                Ok(m) => Inspected {
+                    manifest: Some(Box::new(m)),
+                    error: None,
+                },
+                Err(e) => Inspected {
+                    manifest: None,
+                    error: Some(crate::report::ErrorInfo {
+                        code: e.code(),
+                        kind: e.kind(),
+                        message: e.to_string(),
+                    }),
+                },
+            };
+            if send(&Event::Inspected(answer)).is_err() {
+                return 1;
+            }
+            continue;
+        }
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if let Some(f) = &fault {
                 inject(f, &req.input);
             }
             repair::run(&opts)
         }))
-        .unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Run::failed(
-                &opts,
-                Error::Internal {
-                    path: opts.input.clone(),
-                    problem: format!("internal error (please report it): {what}"),
-                },
-            )
-        });
+        .unwrap_or_else(|panic| Run::failed(&opts, panicked(&opts, panic)));
         if budget {
             crate::sys::clear_budget();
         }
@@ -223,6 +268,19 @@ pub fn serve() -> i32 {
         }
     }
     0
+}
+
+/// The error of a job that panicked.
+fn panicked(opts: &Options, panic: Box<dyn std::any::Any + Send>) -> Error {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    Error::Internal {
+        path: opts.input.clone(),
+        problem: format!("internal error (please report it): {what}"),
+    }
 }
 
 /// Test-only faults (see [`FAULT_ENV`]): a comma-separated list of
@@ -414,7 +472,7 @@ impl Worker {
     }
 
     /// Run one request. `Err` is how the worker failed to answer.
-    fn run(&mut self, req: &Request, timeout: Duration) -> Result<Report, (WorkerFault, String)> {
+    fn run(&mut self, req: &Request, timeout: Duration) -> Result<Answer, (WorkerFault, String)> {
         let mut line =
             serde_json::to_vec(req).map_err(|e| (WorkerFault::Protocol, e.to_string()))?;
         line.push(b'\n');
@@ -434,7 +492,8 @@ impl Worker {
                     trace(&s);
                     last_step = s;
                 }
-                Ok(Msg::Event(Event::Done(report))) => return Ok(*report),
+                Ok(Msg::Event(Event::Done(report))) => return Ok(Answer::Report(report)),
+                Ok(Msg::Event(Event::Inspected(i))) => return Ok(Answer::Inspected(i)),
                 Ok(Msg::Garbage(g)) => {
                     self.kill();
                     return Err((
@@ -535,6 +594,39 @@ impl Pool {
     /// that cannot be started, dies or overruns its limits makes a failed
     /// run with one line saying what happened.
     pub fn run(&self, slot: usize, opts: &Options) -> Run {
+        match self.ask(slot, opts, false) {
+            Ok(Answer::Report(report)) => Run::from_report(*report),
+            Ok(Answer::Inspected(_)) => Run::failed(opts, protocol(opts, "a manifest")),
+            Err(e) => Run::failed(opts, e),
+        }
+    }
+
+    /// `krepair inspect` of `path` in the worker of `slot`, with the same
+    /// bounds as a repair. Never panics.
+    pub fn inspect(&self, slot: usize, path: &Path) -> Result<crate::manifest::Manifest, Error> {
+        let opts = Options {
+            input: path.to_path_buf(),
+            output: None,
+            policy: Policy::Auto,
+            force: false,
+            migrate: false,
+        };
+        match self.ask(slot, &opts, true)? {
+            Answer::Inspected(Inspected {
+                manifest: Some(m), ..
+            }) => Ok(*m),
+            Answer::Inspected(Inspected { error: Some(e), .. }) => Err(Error::Reported {
+                code: e.code,
+                kind: e.kind,
+                message: e.message,
+            }),
+            _ => Err(protocol(&opts, "a report")),
+        }
+    }
+
+    /// Send one request to the worker of `slot` and take its answer; how
+    /// the worker failed to answer is the error.
+    fn ask(&self, slot: usize, opts: &Options, inspect: bool) -> Result<Answer, Error> {
         let mut guard = self.slots[slot % self.slots.len()]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -558,19 +650,17 @@ impl Pool {
             migrate: opts.migrate,
             memory: self.limits.memory,
             temp_prefix: prefix.clone(),
+            inspect,
         };
         if guard.is_none() {
             match Worker::spawn(&self.exe) {
                 Ok(w) => *guard = Some(w),
                 Err(e) => {
-                    return Run::failed(
-                        opts,
-                        Error::Worker {
-                            path: opts.input.clone(),
-                            fault: WorkerFault::Crashed,
-                            problem: format!("cannot start a worker process: {e}"),
-                        },
-                    )
+                    return Err(Error::Worker {
+                        path: opts.input.clone(),
+                        fault: WorkerFault::Crashed,
+                        problem: format!("cannot start a worker process: {e}"),
+                    })
                 }
             }
         }
@@ -590,14 +680,14 @@ impl Pool {
                 res = w.run(&req, self.limits.timeout);
             }
         }
-        let run = match res {
-            Ok(report) => {
-                if report.outcome == crate::report::Outcome::Failed {
+        let answer = match res {
+            Ok(answer) => {
+                if answer.failed() {
                     // A fresh worker for the next archive, whatever this
                     // one left behind in the C library.
                     *guard = None;
                 }
-                Run::from_report(report)
+                Ok(answer)
             }
             Err((fault, problem)) => {
                 *guard = None;
@@ -610,21 +700,27 @@ impl Pool {
                 } else {
                     format!("{problem}; nothing was written")
                 };
-                Run::failed(
-                    opts,
-                    Error::Worker {
-                        path: opts.input.clone(),
-                        fault,
-                        problem,
-                    },
-                )
+                Err(Error::Worker {
+                    path: opts.input.clone(),
+                    fault,
+                    problem,
+                })
             }
         };
         IN_FLIGHT
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(p, _)| *p != prefix);
-        run
+        answer
+    }
+}
+
+/// A worker answered with `what` where it was asked for the other.
+fn protocol(opts: &Options, what: &str) -> Error {
+    Error::Worker {
+        path: opts.input.clone(),
+        fault: WorkerFault::Protocol,
+        problem: format!("the worker process answered with {what}"),
     }
 }
 

@@ -25,6 +25,9 @@ _krepair() {
             krepair,help)
                 cmd="krepair__subcmd__help"
                 ;;
+            krepair,inspect)
+                cmd="krepair__subcmd__inspect"
+                ;;
             krepair,man)
                 cmd="krepair__subcmd__man"
                 ;;
@@ -42,6 +45,9 @@ _krepair() {
                 ;;
             krepair__subcmd__help,help)
                 cmd="krepair__subcmd__help__subcmd__help"
+                ;;
+            krepair__subcmd__help,inspect)
+                cmd="krepair__subcmd__help__subcmd__inspect"
                 ;;
             krepair__subcmd__help,man)
                 cmd="krepair__subcmd__help__subcmd__man"
@@ -74,7 +80,7 @@ _krepair() {
 
     case "${cmd}" in
         krepair)
-            opts="-q -h -V --stats --dry-run --report --force --quiet --timeout --memory-limit --help --version migrate batch completions report man help"
+            opts="-q -h -V --stats --dry-run --report --force --quiet --timeout --memory-limit --help --version migrate inspect batch completions report man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -176,7 +182,7 @@ _krepair() {
             return 0
             ;;
         krepair__subcmd__help)
-            opts="migrate batch completions report man help"
+            opts="migrate inspect batch completions report man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -218,6 +224,20 @@ _krepair() {
             return 0
             ;;
         krepair__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        krepair__subcmd__help__subcmd__inspect)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -280,6 +300,28 @@ _krepair() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        krepair__subcmd__inspect)
+            opts="-h --json --timeout --memory-limit --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
