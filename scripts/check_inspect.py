@@ -20,7 +20,12 @@ dtype). For each archive:
   the same variables.
 An archive this Keras cannot load (tf.keras's one-hot Discretization) is
 judged by its repair. With --migrate (in Keras 3), each tf.keras fixture is
-migrated first and the output judged.
+migrated first and the output judged. With --diff WORK, each fixture's model
+is also trained one step, saved, trained another step and saved again:
+`krepair diff` of the two checkpoints must name exactly the variables whose
+values changed (model weights and optimizer state, as Keras writes them),
+each with the largest absolute difference numpy computes, and a checkpoint
+diffed with itself must be the same.
 Run it in the Keras (or tf.keras) that made the fixtures. Prints one line
 per check and a closing "N passed, N failed" line.
 """
@@ -82,6 +87,15 @@ def load_recording(path):
     finally:
         saving_lib._load_state = real
     return model, order
+
+
+def written_values(obj):
+    """{index: array} of what Keras writes for obj's own variables."""
+    store = {}
+    save = getattr(obj, "save_own_variables", None) or getattr(obj, "_save_own_variables", None)
+    if save is not None:
+        save(store)
+    return {str(k): np.asarray(v) for k, v in store.items()}
 
 
 def written(obj):
@@ -218,6 +232,69 @@ def run_case(krepair, archive, tag, migrated=False):
                   same and w["file"]["form"] == "weights" and not w["layers"])
 
 
+def saved_values(path, compile):
+    """{path in the weights file: array} of everything Keras writes for
+    the archive at `path`, as loaded."""
+    seen = {}
+    real = saving_lib._load_state
+
+    def wrapper(obj, weights_store, assets_store, inner_path, *args, **kwargs):
+        out = real(obj, weights_store, assets_store, inner_path, *args, **kwargs)
+        if id(obj) not in seen:
+            seen[id(obj)] = (inner_path, obj)
+        return out
+
+    saving_lib._load_state = wrapper
+    try:
+        keras.models.load_model(path, compile=compile)
+    finally:
+        saving_lib._load_state = real
+    values = {}
+    for inner, obj in seen.values():
+        for k, a in written_values(obj).items():
+            values[f"{join(inner, 'vars')}/{k}"] = a
+    return values
+
+
+def run_diff_case(krepair, archive, tag, work):
+    """Two fine-tuning checkpoints of the fixture's model: `krepair diff`
+    must name exactly the variables whose values changed, each with the
+    largest absolute difference numpy finds."""
+    case_dir = os.path.dirname(archive)
+    x = np.load(os.path.join(case_dir, "x.npy"))
+    model = keras.models.load_model(archive, compile=False)
+    inputs = list(x) if len(model.inputs) > 1 else x
+    pred = model.predict(inputs, verbose=0)
+    y = [np.zeros_like(p) for p in pred] if isinstance(pred, list) else np.zeros_like(pred)
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9), loss="mse")
+    os.makedirs(work, exist_ok=True)
+    a, b = os.path.join(work, "step1.keras"), os.path.join(work, "step2.keras")
+    model.fit(inputs, y, epochs=1, batch_size=len(x), verbose=0)
+    model.save(a)
+    model.fit(inputs, y, epochs=1, batch_size=len(x), verbose=0)
+    model.save(b)
+    va, vb = saved_values(a, True), saved_values(b, True)
+    r = subprocess.run([krepair, "diff", "--json", a, b], capture_output=True, text=True)
+    if r.returncode not in (0, 1):
+        raise RuntimeError(f"krepair diff exited {r.returncode}: {r.stderr.strip()}")
+    d = json.loads(r.stdout)
+    want = {}
+    for p in va.keys() & vb.keys():
+        if va[p].shape == vb[p].shape and va[p].size:
+            delta = np.abs(vb[p].astype("float64") - va[p].astype("float64"))
+            if np.any(delta > 0):
+                want[p] = float(np.max(delta))
+    got = {v["new"]["path"]: v["values"]["max_abs_diff"] for v in d["variables"]
+           if v["change"] == "values"}
+    others = [v for v in d["variables"] if v["change"] != "values"]
+    check(f"{tag}: diff of two fine-tuning checkpoints names the {len(want)} changed variables "
+          "with numpy's max |diff|",
+          want == got and not others and (r.returncode == 1 or not want),
+          f"keras {sorted(want.items())[:3]}, krepair {sorted(got.items())[:3]}, other {others[:1]}")
+    check(f"{tag}: diff of a checkpoint with itself is the same (exit 0)",
+          subprocess.run([krepair, "diff", a, a], capture_output=True).returncode == 0)
+
+
 def cases(roots):
     for root in roots:
         for dirpath, dirnames, _ in os.walk(root):
@@ -232,6 +309,8 @@ def main():
     ap.add_argument("--krepair", required=True)
     ap.add_argument("--migrate", action="store_true",
                     help="judge `krepair migrate` of each (tf.keras) fixture, in this Keras 3")
+    ap.add_argument("--diff", metavar="WORK",
+                    help="also diff two fine-tuning checkpoints of each fixture, made in WORK")
     ap.add_argument("roots", nargs="+")
     a = ap.parse_args()
     for case_dir, archive in cases(a.roots):
@@ -263,6 +342,8 @@ def main():
                     run_case(a.krepair, out, tag + " (repaired)")
                 continue
             run_case(a.krepair, archive, tag)
+            if a.diff:
+                run_diff_case(a.krepair, archive, tag, os.path.join(a.diff, tag.replace("/", "_")))
         except Exception as e:  # noqa: BLE001 - every failure is one line
             check(f"{tag}: inspect and load", False, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
     print(f"check_inspect (keras {keras.__version__}): {results['passed']} passed, {results['failed']} failed")

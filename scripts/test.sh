@@ -19,7 +19,8 @@
 #   3c. the inspect check: `krepair inspect --json` of every committed
 #      fixture against what the Keras that made it builds and loads
 #      (scripts/check_inspect.py), and of every migrated tf.keras fixture
-#      in Keras 3.15;
+#      in Keras 3.15; `krepair diff` of two fine-tuning checkpoints of
+#      each Keras 3 fixture against numpy;
 #   4. the Python wheel (scripts/build-wheel.sh): the static binary built
 #      with the bundled HDF5, packed by maturin, audited, installed into a
 #      fresh venv and used there to repair the bundled example; then the
@@ -121,7 +122,7 @@ done
 
 step "inspect check (krepair inspect against what each Keras builds and loads)"
 check target/inspect-check-3.15.log "${py[3.15]}" scripts/check_inspect.py --krepair "$bin" \
-  testdata/fixtures/keras-3.5 testdata/fixtures/keras-3.6 testdata/fixtures/keras-3.15
+  --diff target/inspect-diff testdata/fixtures/keras-3.5 testdata/fixtures/keras-3.6 testdata/fixtures/keras-3.15
 check target/inspect-check-tf2.15.log "${py[tf2.15]}" scripts/check_inspect.py --krepair "$bin" \
   testdata/fixtures/keras-tf2.15
 for v in tf2.12 tf2.13 tf2.14; do

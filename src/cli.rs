@@ -25,6 +25,8 @@ Examples:
       Repair every archive under experiments/ into migrated/.
   krepair inspect model.keras
       Show the layers, their weights and what a repair would change.
+  krepair diff model.keras fixed.keras
+      Show what a repair changed (exit 0 same, 1 different, 2 trouble).
 
 Exit codes: 0 repaired or nothing to repair, 1 failure (nothing written),
 2 usage error, 3 dry run found work, 4 output written but not the report,
@@ -118,6 +120,15 @@ pub enum Command {
     /// `--json` prints the manifest (docs/inspect.md).
     Inspect(InspectArgs),
 
+    /// Show what differs between two archives (or two .weights.h5 files):
+    /// config changes by layer and key, variables added, removed or
+    /// changed (for equal shapes, the largest absolute and relative
+    /// difference), members and metadata.
+    ///
+    /// Exit codes as diff(1): 0 the same, 1 different, 2 trouble (a file
+    /// that cannot be read, a usage error).
+    Diff(DiffArgs),
+
     /// Find, check and repair every .keras archive under PATHs.
     ///
     /// Picks up .keras files and unzipped .keras directories; everything
@@ -155,6 +166,34 @@ pub struct InspectArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// `krepair diff`.
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    /// The old archive (zip or directory) or .weights.h5 file.
+    pub a: PathBuf,
+
+    /// The new one.
+    pub b: PathBuf,
+
+    /// Print the differences as JSON (docs/inspect.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Values that differ by at most X (absolutely) count as equal.
+    #[arg(long, value_name = "X", default_value_t = 0.0, value_parser = tolerance)]
+    pub tolerance: f64,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+fn tolerance(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a number of 0 or more")),
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -19,13 +19,15 @@
 //!    [`batch`] and [`worker`] run many archives, each in its own bounded
 //!    process.
 //!
-//! [`manifest`] is `krepair inspect`: the same views, listed.
+//! [`manifest`] is `krepair inspect`: the same views, listed; [`diff`]
+//! compares two of them.
 //!
 //! The library never prints; `main.rs` does.
 
 pub mod archive;
 pub mod batch;
 pub mod cleanup;
+pub mod diff;
 pub mod error;
 pub mod inspect;
 pub mod json_span;

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
 use cli::{
-    ArchiveArgs, Args, BatchArgs, Command, InspectArgs, MergeFormat, ReportCommand, ReportFormat,
-    Shell,
+    ArchiveArgs, Args, BatchArgs, Command, DiffArgs, InspectArgs, MergeFormat, ReportCommand,
+    ReportFormat, Shell,
 };
 use krepair::batch::{self, BatchOptions, Mode};
 use krepair::worker::{self, Pool};
@@ -54,9 +54,11 @@ fn print_generated(command: &Command) -> u8 {
             Ok(())
         }
         Command::Man => clap_mangen::Man::new(cmd).render(&mut buf),
-        Command::Batch(_) | Command::Report(_) | Command::Migrate(_) | Command::Inspect(_) => {
-            Ok(())
-        }
+        Command::Batch(_)
+        | Command::Report(_)
+        | Command::Migrate(_)
+        | Command::Inspect(_)
+        | Command::Diff(_) => Ok(()),
     };
     match res {
         Ok(()) if print_out(&String::from_utf8_lossy(&buf)) => EXIT_OK,
@@ -109,6 +111,7 @@ fn main() -> ExitCode {
         Some(Command::Report(r)) => ExitCode::from(run_report(r)),
         Some(Command::Migrate(a)) => ExitCode::from(run_single(a, true)),
         Some(Command::Inspect(a)) => ExitCode::from(run_inspect(a)),
+        Some(Command::Diff(a)) => ExitCode::from(run_diff(a)),
         Some(c) => ExitCode::from(print_generated(&c)),
         None => ExitCode::from(run_single(args.archive, false)),
     };
@@ -201,6 +204,39 @@ fn run_inspect(args: InspectArgs) -> u8 {
         Err(e) => {
             print_err(&format!("krepair: {e}"));
             EXIT_FAILURE
+        }
+    }
+}
+
+/// `krepair diff A B`, with diff(1)'s exit codes: 0 the same, 1
+/// different, 2 trouble.
+fn run_diff(args: DiffArgs) -> u8 {
+    const SAME: u8 = 0;
+    const DIFFERENT: u8 = 1;
+    const TROUBLE: u8 = 2;
+    let _stop = on_interrupt(false);
+    let res = match Pool::current(args.limits.limits(), 1) {
+        Ok(pool) => pool.diff(0, &args.a, &args.b, args.tolerance),
+        Err(e) => Err(krepair::Error::io(
+            &args.a,
+            "find krepair's own executable to",
+            e,
+        )),
+    };
+    match res {
+        Ok(d) => {
+            let text = if args.json { d.to_json() } else { d.human() };
+            if !print_out(&text) {
+                TROUBLE
+            } else if d.same {
+                SAME
+            } else {
+                DIFFERENT
+            }
+        }
+        Err(e) => {
+            print_err(&format!("krepair: {e}"));
+            TROUBLE
         }
     }
 }

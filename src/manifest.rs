@@ -105,6 +105,12 @@ pub struct LayerInfo {
     pub variables: Vec<Variable>,
     /// Elements of its variables.
     pub parameters: u64,
+    /// A Functional or Sequential model (not in the JSON).
+    #[serde(skip)]
+    pub container: bool,
+    /// Where its entry is in config.json (not in the JSON).
+    #[serde(skip)]
+    pub pointer: Vec<crate::json_span::Seg>,
 }
 
 /// Sums over the file.
@@ -124,9 +130,45 @@ pub struct Totals {
     pub other_bytes: u64,
 }
 
+/// A file read for `inspect` or `diff`: its manifest (without the dry
+/// runs), and the parsed config and open weights behind it.
+pub(crate) struct Opened {
+    pub manifest: Manifest,
+    pub config: Option<Value>,
+    pub weights: Option<Weights>,
+}
+
 /// Inspect the file at `path`: a `.keras` zip or directory, or a bare
 /// HDF5 weights file.
 pub fn inspect(path: &Path) -> Result<Manifest> {
+    let Opened { mut manifest, .. } = open(path)?;
+    if manifest.file.form == "weights" {
+        return Ok(manifest);
+    }
+    crate::worker::step("planning a repair (dry run)");
+    let dry = |migrate| {
+        Box::new(
+            crate::repair::run(&crate::repair::Options {
+                input: path.to_path_buf(),
+                output: None,
+                policy: crate::Policy::Auto,
+                force: false,
+                migrate,
+            })
+            .report,
+        )
+    };
+    manifest.repair = Some(dry(false));
+    if crate::migrate::is_tf_keras(manifest.keras_version.as_deref()) {
+        crate::worker::step("planning a migration (dry run)");
+        manifest.migrate = Some(dry(true));
+    }
+    Ok(manifest)
+}
+
+/// Read the file at `path` into its manifest (no dry runs), keeping the
+/// config and the weights open.
+pub(crate) fn open(path: &Path) -> Result<Opened> {
     let mut m = Manifest {
         schema: SCHEMA.into(),
         schema_version: SCHEMA_VERSION,
@@ -153,9 +195,14 @@ pub fn inspect(path: &Path) -> Result<Manifest> {
         m.file.form = "weights".into();
         m.file.size = len;
         let label = path.display().to_string();
-        m.other_variables = Weights::open_in(path, 0..len, &label, false)?.variables()?;
+        let weights = Weights::open_in(path, 0..len, &label, false)?;
+        m.other_variables = weights.variables()?;
         m.totals = totals(&m.layers, &m.other_variables);
-        return Ok(m);
+        return Ok(Opened {
+            manifest: m,
+            config: None,
+            weights: Some(weights),
+        });
     }
     crate::worker::step("reading the zip container");
     let mut archive = Archive::open(path)?;
@@ -200,6 +247,7 @@ pub fn inspect(path: &Path) -> Result<Manifest> {
             .map_err(|e| Error::format(path, Malformed::Config, format!("config.json: {e}")))?,
         None => Vec::new(),
     };
+    let mut opened = None;
     if archive.member(archive::WEIGHTS).is_some() {
         crate::worker::step("walking the HDF5 structure of model.weights.h5");
         let label = format!("{}!{}", path.display(), archive::WEIGHTS);
@@ -215,30 +263,16 @@ pub fn inspect(path: &Path) -> Result<Manifest> {
         let (layers, other) = assign(&tree, groups, variables);
         m.layers = layers;
         m.other_variables = other;
+        opened = Some(weights);
     } else {
         m.layers = assign(&tree, vec![None; tree.len()], Vec::new()).0;
     }
-    drop(config);
     m.totals = totals(&m.layers, &m.other_variables);
-    crate::worker::step("planning a repair (dry run)");
-    let dry = |migrate| {
-        Box::new(
-            crate::repair::run(&crate::repair::Options {
-                input: path.to_path_buf(),
-                output: None,
-                policy: crate::Policy::Auto,
-                force: false,
-                migrate,
-            })
-            .report,
-        )
-    };
-    m.repair = Some(dry(false));
-    if crate::migrate::is_tf_keras(m.keras_version.as_deref()) {
-        crate::worker::step("planning a migration (dry run)");
-        m.migrate = Some(dry(true));
-    }
-    Ok(m)
+    Ok(Opened {
+        manifest: m,
+        config,
+        weights: opened,
+    })
 }
 
 /// Does the file at `path` start with the HDF5 signature?
@@ -355,6 +389,8 @@ fn assign(
             weights_group: g,
             parameters: variables.iter().map(|v| v.elements).sum(),
             variables,
+            container: l.container,
+            pointer: l.pointer.clone(),
         })
         .collect();
     (layers, other)

@@ -645,6 +645,16 @@ pub struct TreeLayer {
     /// A Functional or Sequential model: its layers are the next entries,
     /// and its own variables are only those in `<group>/vars`.
     pub container: bool,
+    /// Where its entry is in config.json ([`at`] finds it).
+    pub pointer: Vec<Seg>,
+}
+
+/// The value at `pointer` inside `v`, if there is one.
+pub fn at<'v>(v: &'v Value, pointer: &[Seg]) -> Option<&'v Value> {
+    pointer.iter().try_fold(v, |v, seg| match seg {
+        Seg::Key(k) => v.get(k.as_str()),
+        Seg::Index(i) => v.get(*i),
+    })
 }
 
 /// The model's layers as Keras builds them, in config order, each with
@@ -656,13 +666,20 @@ pub fn layer_tree(config: &Value) -> Result<Vec<TreeLayer>, String> {
         return Err("config.json is not a serialized Keras model (no `class_name`)".into());
     }
     let mut out = Vec::new();
-    tree_entry(config, "", String::new(), 0, Some(String::new()), &mut out)?;
+    tree_entry(
+        config,
+        &mut Vec::new(),
+        String::new(),
+        0,
+        Some(String::new()),
+        &mut out,
+    )?;
     Ok(out)
 }
 
 fn tree_entry(
     entry: &Value,
-    config_path: &str,
+    pointer: &mut Vec<Seg>,
     path: String,
     depth: usize,
     group: Option<String>,
@@ -670,7 +687,8 @@ fn tree_entry(
 ) -> Result<(), String> {
     if depth > MAX_TREE_DEPTH {
         return Err(format!(
-            "models nested deeper than {MAX_TREE_DEPTH} at `{config_path}`"
+            "models nested deeper than {MAX_TREE_DEPTH} at {}",
+            path_string(pointer)
         ));
     }
     let container = is_container(entry);
@@ -685,18 +703,23 @@ fn tree_entry(
             .map(str::to_string),
         group: group.clone(),
         container: container.is_some(),
+        pointer: pointer.clone(),
     });
     let Some(sequential) = container else {
         return Ok(());
     };
     let layers = entry["config"]["layers"]
         .as_array()
-        .ok_or_else(|| format!("`layers` is not a list at {config_path}"))?;
+        .ok_or_else(|| format!("`layers` is not a list at {}", path_string(pointer)))?;
     let mut used = HashMap::new();
     for (i, layer) in layers.iter().enumerate() {
-        let at = format!("{config_path}/config/layers/{i}");
-        let class =
-            class_name(layer).ok_or_else(|| format!("a layer without `class_name` at {at}"))?;
+        pointer.extend([
+            Seg::Key("config".into()),
+            Seg::Key("layers".into()),
+            Seg::Index(i),
+        ]);
+        let class = class_name(layer)
+            .ok_or_else(|| format!("a layer without `class_name` at {}", path_string(pointer)))?;
         let owns = !(is_operation(layer) || (sequential && class == "InputLayer"));
         let lgroup = match (&group, owns) {
             (Some(g), true) => Some(join(
@@ -706,7 +729,8 @@ fn tree_entry(
             _ => None,
         };
         let lpath = join(&path, &layer_name(layer));
-        tree_entry(layer, &at, lpath, depth + 1, lgroup, out)?;
+        tree_entry(layer, pointer, lpath, depth + 1, lgroup, out)?;
+        pointer.truncate(pointer.len() - 3);
     }
     Ok(())
 }

@@ -120,6 +120,85 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
+/// How the values of two datasets of the same shape differ (`krepair
+/// diff`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ValueDiff {
+    /// Elements compared.
+    pub elements: u64,
+    /// Elements whose absolute difference exceeds the tolerance (a NaN
+    /// against a number always does; NaN against NaN never).
+    pub differing: u64,
+    /// Largest `|b - a|` over the elements that are numbers in both.
+    pub max_abs_diff: f64,
+    /// Largest `|b - a| / max(|a|, |b|)` (0 where both are 0): between 0
+    /// and 2, never infinite.
+    pub max_rel_diff: f64,
+}
+
+/// Most elements read from a dataset at once by [`Weights::compare`].
+pub const COMPARE_CHUNK: usize = 1 << 18;
+
+/// The hyperslabs that cover a dataset of `shape`, each of at most
+/// [`COMPARE_CHUNK`] elements (at least one row of the last axis), in C
+/// order: the leading axes one index at a time, then blocks along the
+/// first axis whose trailing block fits.
+fn chunks(shape: &[usize]) -> Vec<Vec<hdf5::SliceOrIndex>> {
+    use hdf5::SliceOrIndex::{Index, SliceCount};
+    let n = shape.len();
+    // The first axis whose trailing block fits in a chunk.
+    let mut axis = n.saturating_sub(1);
+    let mut inner = 1usize;
+    for a in (0..n).rev() {
+        if inner.saturating_mul(shape[a]) > COMPARE_CHUNK {
+            axis = a;
+            break;
+        }
+        inner = inner.saturating_mul(shape[a]);
+        axis = a;
+    }
+    let inner: usize = shape[axis + 1..].iter().product();
+    let step = (COMPARE_CHUNK / inner.max(1)).max(1);
+    let mut out = Vec::new();
+    let mut index = vec![0usize; axis];
+    loop {
+        let mut start = 0;
+        while start < shape[axis] {
+            let count = step.min(shape[axis] - start);
+            let mut sel: Vec<hdf5::SliceOrIndex> = index.iter().map(|&i| Index(i)).collect();
+            sel.push(SliceCount {
+                start,
+                step: 1,
+                count,
+                block: 1,
+            });
+            for &d in &shape[axis + 1..] {
+                sel.push(SliceCount {
+                    start: 0,
+                    step: 1,
+                    count: d,
+                    block: 1,
+                });
+            }
+            out.push(sel);
+            start += count;
+        }
+        // The next index of the leading axes (odometer).
+        let mut a = axis;
+        loop {
+            if a == 0 {
+                return out;
+            }
+            a -= 1;
+            index[a] += 1;
+            if index[a] < shape[a] {
+                break;
+            }
+            index[a] = 0;
+        }
+    }
+}
+
 /// What the walk reached: a group, a dataset, or another object (a named
 /// datatype), which the walk passes over.
 pub(crate) enum Object {
@@ -546,6 +625,105 @@ impl Weights {
         Ok(out)
     }
 
+    /// Compare the dataset `a` of this file with the dataset `b` of
+    /// `other`, element by element, reading at most [`COMPARE_CHUNK`]
+    /// elements of each at a time. Both must be numeric (integers or
+    /// floats, compared as float64) and of the same shape; None if either
+    /// is not numeric.
+    pub fn compare(
+        &self,
+        a: &str,
+        other: &Weights,
+        b: &str,
+        tolerance: f64,
+    ) -> Result<Option<ValueDiff>> {
+        let da = self
+            .file
+            .dataset(a)
+            .map_err(|e| self.err(format!("dataset `{a}`"), e))?;
+        let db = other
+            .file
+            .dataset(b)
+            .map_err(|e| other.err(format!("dataset `{b}`"), e))?;
+        let numeric = |ds: &hdf5::Dataset| {
+            matches!(
+                ds.dtype().and_then(|t| t.to_descriptor()),
+                Ok(TypeDescriptor::Float(_)
+                    | TypeDescriptor::Integer(_)
+                    | TypeDescriptor::Unsigned(_))
+            )
+        };
+        if !numeric(&da) || !numeric(&db) {
+            return Ok(None);
+        }
+        let (sa, sb) = (da.space(), db.space());
+        let (sa, sb) = (
+            sa.map_err(|e| self.err(format!("dataspace of `{a}`"), e))?,
+            sb.map_err(|e| other.err(format!("dataspace of `{b}`"), e))?,
+        );
+        let shape = sa.shape();
+        if shape != sb.shape() || sa.is_null() != sb.is_null() {
+            return Err(self.unsafe_hdf5(format!(
+                "`{a}` and `{b}` have different shapes: nothing to compare"
+            )));
+        }
+        let mut d = ValueDiff::default();
+        let mut add = |x: &[f64], y: &[f64]| {
+            for (&p, &q) in x.iter().zip(y) {
+                d.elements += 1;
+                match (p.is_nan(), q.is_nan()) {
+                    (true, true) => {}
+                    (true, false) | (false, true) => d.differing += 1,
+                    (false, false) => {
+                        let diff = (q - p).abs();
+                        if diff > tolerance || (diff.is_nan() && p != q) {
+                            d.differing += 1;
+                        }
+                        if diff.is_finite() {
+                            d.max_abs_diff = d.max_abs_diff.max(diff);
+                            let scale = p.abs().max(q.abs());
+                            if scale > 0.0 && scale.is_finite() {
+                                d.max_rel_diff = d.max_rel_diff.max(diff / scale);
+                            }
+                        } else if p != q {
+                            // An infinity against a number or the other
+                            // infinity: as far apart as numbers go.
+                            d.max_abs_diff = f64::MAX;
+                            d.max_rel_diff = d.max_rel_diff.max(2.0);
+                        }
+                    }
+                }
+            }
+        };
+        if sa.is_null() || shape.iter().product::<usize>() == 0 {
+            return Ok(Some(d));
+        }
+        if shape.is_empty() {
+            let x: f64 = da
+                .read_scalar()
+                .map_err(|e| self.err(format!("reading `{a}`"), e))?;
+            let y: f64 = db
+                .read_scalar()
+                .map_err(|e| other.err(format!("reading `{b}`"), e))?;
+            add(&[x], &[y]);
+            return Ok(Some(d));
+        }
+        for sel in chunks(&shape) {
+            let read = |w: &Weights, ds: &hdf5::Dataset, path: &str| -> Result<Vec<f64>> {
+                let h = hdf5::Hyperslab::from(sel.clone());
+                ds.read_slice::<f64, _, ndarray::IxDyn>(hdf5::Selection::from(h))
+                    .map(|arr| arr.iter().copied().collect())
+                    .map_err(|e| w.err(format!("reading `{path}`"), e))
+            };
+            let x = read(self, &da, a)?;
+            let y = read(other, &db, b)?;
+            add(&x, &y);
+            self.image.release();
+            other.image.release();
+        }
+        Ok(Some(d))
+    }
+
     fn unsafe_hdf5(&self, problem: String) -> Error {
         Error::format(&self.label, crate::error::Malformed::Weights, problem)
     }
@@ -699,5 +877,69 @@ impl crate::migrate::WeightsTree for Weights {
 
     fn links(&self, path: &str) -> usize {
         self.file.group(path).map(|g| g.len() as usize).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdf5::SliceOrIndex::{Index, SliceCount};
+
+    /// The flat C-order offsets a chunk list covers, in order.
+    fn covered(shape: &[usize]) -> Vec<usize> {
+        let mut out = Vec::new();
+        for sel in chunks(shape) {
+            assert_eq!(sel.len(), shape.len());
+            let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+            for s in &sel {
+                ranges.push(match *s {
+                    Index(i) => i..i + 1,
+                    SliceCount { start, count, .. } => start..start + count,
+                    _ => panic!("unexpected selection {s:?}"),
+                });
+            }
+            let size: usize = ranges.iter().map(|r| r.len()).product();
+            assert!(size <= COMPARE_CHUNK.max(shape.last().copied().unwrap_or(1)));
+            // Every element of the box, in C order.
+            let mut idx: Vec<usize> = ranges.iter().map(|r| r.start).collect();
+            'all: loop {
+                out.push(idx.iter().zip(shape).fold(0, |acc, (&i, &d)| acc * d + i));
+                let mut a = idx.len();
+                loop {
+                    if a == 0 {
+                        break 'all;
+                    }
+                    a -= 1;
+                    idx[a] += 1;
+                    if idx[a] < ranges[a].end {
+                        break;
+                    }
+                    idx[a] = ranges[a].start;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn chunks_cover_every_element_once_in_order() {
+        for shape in [
+            vec![5],
+            vec![3, 4, 5],
+            vec![COMPARE_CHUNK + 3],
+            vec![3, COMPARE_CHUNK / 2 + 1],
+            vec![2, 3, COMPARE_CHUNK + 1],
+            vec![700, 1000],
+        ] {
+            let n: usize = shape.iter().product();
+            assert_eq!(covered(&shape), (0..n).collect::<Vec<_>>(), "{shape:?}");
+        }
+    }
+
+    #[test]
+    fn paths_sort_as_people_count() {
+        let mut v = vec!["vars/10", "vars/2", "a/vars/1", "vars/1", "vars/b"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, vec!["a/vars/1", "vars/1", "vars/2", "vars/10", "vars/b"]);
     }
 }

@@ -93,16 +93,31 @@ struct Request {
     memory: u64,
     /// The prefix of every temporary file the worker creates.
     temp_prefix: String,
-    /// `krepair inspect`: answer with a manifest, not a report.
+    /// `krepair inspect` (a manifest of `input`) or `krepair diff` (of
+    /// `input` and the other file): not a report.
     #[serde(default)]
-    inspect: bool,
+    look: Option<Look>,
 }
 
-/// A worker's answer to an inspect request: the manifest, or why there is
-/// none.
+/// What `krepair inspect` and `krepair diff` ask a worker for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Look {
+    Inspect,
+    Diff {
+        #[serde(with = "hex_path")]
+        other: PathBuf,
+        tolerance: f64,
+    },
+}
+
+/// A worker's answer to an inspect or diff request: the manifest or the
+/// diff, or why there is none.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Inspected {
     manifest: Option<Box<crate::manifest::Manifest>>,
+    #[serde(default)]
+    diff: Option<Box<crate::diff::Diff>>,
     error: Option<crate::report::ErrorInfo>,
 }
 
@@ -223,24 +238,35 @@ pub fn serve() -> i32 {
         };
         crate::cleanup::set_prefix(&req.temp_prefix);
         let budget = crate::sys::set_budget(req.memory);
-        if req.inspect {
+        if let Some(look) = &req.look {
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 if let Some(f) = &fault {
                     inject(f, &req.input);
                 }
-                crate::manifest::inspect(&req.input)
+                match look {
+                    Look::Inspect => crate::manifest::inspect(&req.input).map(|m| Inspected {
+                        manifest: Some(Box::new(m)),
+                        diff: None,
+                        error: None,
+                    }),
+                    Look::Diff { other, tolerance } => {
+                        crate::diff::diff(&req.input, other, *tolerance).map(|d| Inspected {
+                            manifest: None,
+                            diff: Some(Box::new(d)),
+                            error: None,
+                        })
+                    }
+                }
             }))
             .unwrap_or_else(|panic| Err(panicked(&opts, panic)));
             if budget {
                 crate::sys::clear_budget();
             }
             let answer = match answer {
-                Ok(m) => Inspected {
-                    manifest: Some(Box::new(m)),
-                    error: None,
-                },
+                Ok(a) => a,
                 Err(e) => Inspected {
                     manifest: None,
+                    diff: None,
                     error: Some(crate::report::ErrorInfo {
                         code: e.code(),
                         kind: e.kind(),
@@ -594,7 +620,7 @@ impl Pool {
     /// that cannot be started, dies or overruns its limits makes a failed
     /// run with one line saying what happened.
     pub fn run(&self, slot: usize, opts: &Options) -> Run {
-        match self.ask(slot, opts, false) {
+        match self.ask(slot, opts, None) {
             Ok(Answer::Report(report)) => Run::from_report(*report),
             Ok(Answer::Inspected(_)) => Run::failed(opts, protocol(opts, "a manifest")),
             Err(e) => Run::failed(opts, e),
@@ -611,22 +637,45 @@ impl Pool {
             force: false,
             migrate: false,
         };
-        match self.ask(slot, &opts, true)? {
+        match self.ask(slot, &opts, Some(Look::Inspect))? {
             Answer::Inspected(Inspected {
                 manifest: Some(m), ..
             }) => Ok(*m),
-            Answer::Inspected(Inspected { error: Some(e), .. }) => Err(Error::Reported {
-                code: e.code,
-                kind: e.kind,
-                message: e.message,
-            }),
-            _ => Err(protocol(&opts, "a report")),
+            Answer::Inspected(Inspected { error: Some(e), .. }) => Err(reported(e)),
+            _ => Err(protocol(&opts, "something else")),
+        }
+    }
+
+    /// `krepair diff` of `a` and `b` in the worker of `slot`, with the
+    /// same bounds as a repair. Never panics.
+    pub fn diff(
+        &self,
+        slot: usize,
+        a: &Path,
+        b: &Path,
+        tolerance: f64,
+    ) -> Result<crate::diff::Diff, Error> {
+        let opts = Options {
+            input: a.to_path_buf(),
+            output: None,
+            policy: Policy::Auto,
+            force: false,
+            migrate: false,
+        };
+        let look = Look::Diff {
+            other: b.to_path_buf(),
+            tolerance,
+        };
+        match self.ask(slot, &opts, Some(look))? {
+            Answer::Inspected(Inspected { diff: Some(d), .. }) => Ok(*d),
+            Answer::Inspected(Inspected { error: Some(e), .. }) => Err(reported(e)),
+            _ => Err(protocol(&opts, "something else")),
         }
     }
 
     /// Send one request to the worker of `slot` and take its answer; how
     /// the worker failed to answer is the error.
-    fn ask(&self, slot: usize, opts: &Options, inspect: bool) -> Result<Answer, Error> {
+    fn ask(&self, slot: usize, opts: &Options, look: Option<Look>) -> Result<Answer, Error> {
         let mut guard = self.slots[slot % self.slots.len()]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -650,7 +699,7 @@ impl Pool {
             migrate: opts.migrate,
             memory: self.limits.memory,
             temp_prefix: prefix.clone(),
-            inspect,
+            look,
         };
         if guard.is_none() {
             match Worker::spawn(&self.exe) {
@@ -712,6 +761,15 @@ impl Pool {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(p, _)| *p != prefix);
         answer
+    }
+}
+
+/// A worker's error, as the supervisor's.
+fn reported(e: crate::report::ErrorInfo) -> Error {
+    Error::Reported {
+        code: e.code,
+        kind: e.kind,
+        message: e.message,
     }
 }
 

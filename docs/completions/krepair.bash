@@ -22,6 +22,9 @@ _krepair() {
             krepair,completions)
                 cmd="krepair__subcmd__completions"
                 ;;
+            krepair,diff)
+                cmd="krepair__subcmd__diff"
+                ;;
             krepair,help)
                 cmd="krepair__subcmd__help"
                 ;;
@@ -42,6 +45,9 @@ _krepair() {
                 ;;
             krepair__subcmd__help,completions)
                 cmd="krepair__subcmd__help__subcmd__completions"
+                ;;
+            krepair__subcmd__help,diff)
+                cmd="krepair__subcmd__help__subcmd__diff"
                 ;;
             krepair__subcmd__help,help)
                 cmd="krepair__subcmd__help__subcmd__help"
@@ -80,7 +86,7 @@ _krepair() {
 
     case "${cmd}" in
         krepair)
-            opts="-q -h -V --stats --dry-run --report --force --quiet --timeout --memory-limit --help --version migrate inspect batch completions report man help"
+            opts="-q -h -V --stats --dry-run --report --force --quiet --timeout --memory-limit --help --version migrate inspect diff batch completions report man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -181,8 +187,34 @@ _krepair() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        krepair__subcmd__diff)
+            opts="-h --json --tolerance --timeout --memory-limit --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --tolerance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         krepair__subcmd__help)
-            opts="migrate inspect batch completions report man help"
+            opts="migrate inspect diff batch completions report man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -210,6 +242,20 @@ _krepair() {
             return 0
             ;;
         krepair__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        krepair__subcmd__help__subcmd__diff)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

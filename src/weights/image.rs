@@ -57,6 +57,8 @@ pub struct Image {
     base: *mut c_void,
     map_len: usize,
     state: Box<State>,
+    /// Mapped for editing: its private pages may hold edits.
+    writable: bool,
 }
 
 fn page_size() -> usize {
@@ -142,7 +144,22 @@ impl Image {
                 len,
                 cap: map_len - delta,
             }),
+            writable,
         })
+    }
+
+    /// Let go of the pages read so far (a read-only image only: they are
+    /// the file's, and the next read faults them in again), so reading
+    /// every value of a large file ([`super::Weights::compare`]) never
+    /// keeps it resident.
+    pub fn release(&self) {
+        if self.writable {
+            return;
+        }
+        // SAFETY: our own mapping; no page of a read-only image was ever
+        // written (HDF5 opened it read-only), so dropping them loses
+        // nothing, and the addresses stay mapped.
+        unsafe { libc::madvise(self.base, self.map_len, libc::MADV_DONTNEED) };
     }
 
     /// Does the image begin with `prefix`?
