@@ -364,3 +364,123 @@ fn fuzz_batch() {
     eprintln!("fuzz batch: {archives} inputs in {batches} batches in {secs} s, every one reported");
     assert!(batches > 0);
 }
+
+/// Run the binary with `args` on a mutated input: it must end within
+/// [`RUN_LIMIT`] with one of `ok` codes, or `trouble` with exactly one
+/// line on stderr; never by a signal, never with a crashed worker.
+fn run_look(args: &[&std::ffi::OsStr], ok: &[i32], trouble: i32, bytes: &[u8], label: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_krepair"))
+        .env("TMPDIR", dir.path())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > RUN_LIMIT {
+            child.kill().unwrap();
+            panic!(
+                "{label}: krepair hung; input saved to {}",
+                save(bytes, label).display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let fail = |why: &str| -> ! {
+        panic!(
+            "{label}: {why}: {err}; input saved to {}",
+            save(bytes, label).display()
+        )
+    };
+    match status.code() {
+        Some(c) if ok.contains(&c) => {}
+        Some(c) if c == trouble => {
+            if err.lines().count() != 1 {
+                fail("not exactly one line on stderr");
+            }
+            if err.contains("killed by") || err.contains("internal error") {
+                fail("the worker process crashed");
+            }
+        }
+        Some(c) => fail(&format!("exit code {c}")),
+        None => fail("killed by a signal (a crash)"),
+    }
+    let left = fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with(".krepair-"));
+    if left {
+        fail("temporary files left behind");
+    }
+}
+
+/// `krepair inspect` and `krepair diff` on the same mutated inputs (and
+/// on mutated bare weights files): an answer or one line, never a crash
+/// or a hang.
+#[test]
+fn fuzz_inspect_diff() {
+    let seeds = seeds();
+    let secs = (fuzz_seconds() / 2).max(2);
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    let dir = tempfile::tempdir().unwrap();
+    while start.elapsed() < Duration::from_secs(secs) {
+        let (round_seed, mut rng) = round_rng(2_000_000 + rounds);
+        let label = format!("look-seed-{round_seed}");
+        let (bytes, path) = if rng.below(3) == 0 {
+            // A bare weights file: one seed's model.weights.h5, mutated.
+            let (_, members) = &seeds[rng.below(seeds.len())];
+            let mut w = members
+                .iter()
+                .find(|(n, _)| n == "model.weights.h5")
+                .unwrap()
+                .1
+                .clone();
+            let donor = w.clone();
+            mutate(&mut rng, &mut w, &donor);
+            (w, dir.path().join("fuzz.weights.h5"))
+        } else {
+            (generate(&mut rng, &seeds), dir.path().join("fuzz.keras"))
+        };
+        fs::write(&path, &bytes).unwrap();
+        let seed_path = dir.path().join("seed.keras");
+        fs::write(&seed_path, &seeds[rng.below(seeds.len())].0).unwrap();
+        let p = path.as_os_str();
+        let t = std::ffi::OsStr::new;
+        run_look(
+            &[t("inspect"), t("--json"), t("--timeout"), t(TIMEOUT), p],
+            &[0],
+            1,
+            &bytes,
+            &label,
+        );
+        run_look(
+            &[
+                t("diff"),
+                t("--timeout"),
+                t(TIMEOUT),
+                seed_path.as_os_str(),
+                p,
+            ],
+            &[0, 1],
+            2,
+            &bytes,
+            &label,
+        );
+        rounds += 1;
+    }
+    eprintln!("fuzz: inspect and diff of {rounds} inputs in {secs} s, no crash, no panic");
+    assert!(rounds > 0);
+}
