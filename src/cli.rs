@@ -250,20 +250,23 @@ pub struct BatchArgs {
     pub paths: Vec<PathBuf>,
 
     /// Write each archive to the same relative path under OUTDIR
-    /// (archives with nothing to repair are copied).
-    #[arg(long, value_name = "OUTDIR", required_unless_present_any = ["in_place", "dry_run"], conflicts_with_all = ["in_place", "dry_run"])]
+    /// (archives with nothing to repair are copied). With --dry-run, each
+    /// output there is checked as the real run would check it.
+    #[arg(long, value_name = "OUTDIR", required_unless_present_any = ["in_place", "dry_run"], conflicts_with = "in_place")]
     pub out: Option<PathBuf>,
 
-    /// Replace each archive, once its replacement is verified.
-    #[arg(long, conflicts_with = "dry_run")]
+    /// Replace each archive, once its replacement is verified (with
+    /// --dry-run: plan only).
+    #[arg(long)]
     pub in_place: bool,
 
     /// With --in-place: keep each original beside it, named NAME+SUFFIX
     /// (and skip archives whose names end with SUFFIX: they are backups).
-    #[arg(long, value_name = "SUFFIX", requires = "in_place", conflicts_with_all = ["dry_run", "out"], value_parser = backup_suffix)]
+    #[arg(long, value_name = "SUFFIX", requires = "in_place", conflicts_with = "out", value_parser = backup_suffix)]
     pub backup: Option<String>,
 
-    /// Write nothing but the report.
+    /// Write nothing but the report. Takes the real run's command line
+    /// (--out, --in-place, --backup).
     #[arg(long)]
     pub dry_run: bool,
 

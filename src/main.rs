@@ -254,12 +254,15 @@ fn run_batch(b: BatchArgs) -> u8 {
         print_err("krepair: batch needs --out OUTDIR, --in-place or --dry-run");
         return EXIT_USAGE;
     };
+    // A dry run takes the real run's command line: given --out, it checks
+    // the outputs there as the real run would.
+    let out_dir = b.out.clone().filter(|_| b.dry_run);
     let exclude = match &mode {
         Mode::Out(d) => Some(d.as_path()),
-        _ => None,
+        _ => out_dir.as_deref(),
     };
     let mut walk = batch::walk(&b.paths, b.follow_links, exclude);
-    if let Mode::Out(_) = &mode {
+    if matches!(&mode, Mode::Out(_)) || out_dir.is_some() {
         // Two archives that would land on the same output: refuse the run
         // before anything is written.
         if let Some((rel, a, c)) = walk.collisions.first() {
@@ -297,6 +300,7 @@ fn run_batch(b: BatchArgs) -> u8 {
         jobs,
         force: b.force,
         migrate: b.migrate,
+        check_out: out_dir,
     };
     let resume = match &b.resume {
         Some(p) => match batch::journal::load(p) {

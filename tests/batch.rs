@@ -433,3 +433,56 @@ fn ctrl_c_keeps_finished_archives_and_leaves_nothing_partial() {
         );
     }
 }
+
+/// `batch --dry-run` takes the real run's command line: with `--out` it
+/// fails an archive whose output exists (without `--force`) as the real
+/// run would, creating nothing; `--in-place` (and `--backup`) plan only.
+#[test]
+fn dry_run_takes_the_real_run_command_line() {
+    let t = tempfile::tempdir().unwrap();
+    let root = tree(t.path(), false);
+    let (_, plain, _) = batch(&[&"--dry-run", &root]);
+    let first = plain["entries"][0]["path"].as_str().unwrap().to_string();
+    let rel = Path::new(&first).strip_prefix(&root).unwrap().to_path_buf();
+    let out = t.path().join("out");
+    fs::create_dir_all(out.join(&rel).parent().unwrap()).unwrap();
+    fs::write(out.join(&rel), b"an earlier output").unwrap();
+    let before = tree_hash(t.path());
+    let (c, r, err) = batch(&[&"--dry-run", &root, &"--out", &out]);
+    assert_eq!(c, 1, "{err}");
+    assert_eq!(tree_hash(t.path()), before, "a dry run changed the tree");
+    let entries = r["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), plain["entries"].as_array().unwrap().len());
+    for (e, p) in entries.iter().zip(plain["entries"].as_array().unwrap()) {
+        if e["path"] == first.as_str() {
+            assert_eq!(e["outcome"], "failed");
+            assert!(
+                e["error"].as_str().unwrap().contains("already exists"),
+                "{e}"
+            );
+        } else {
+            assert_eq!(e["outcome"], p["outcome"], "{}", e["path"]);
+        }
+    }
+    assert_eq!(
+        err.lines().filter(|l| l.contains("already exists")).count(),
+        1,
+        "{err}"
+    );
+    // --force: the real run would replace it.
+    let (c, r, _) = batch(&[&"--dry-run", &"--force", &root, &"--out", &out]);
+    assert_eq!(c, 3);
+    assert_eq!(r["summary"]["failed"], plain["summary"]["failed"]);
+    // --in-place, with or without --backup: a plan, nothing written.
+    for extra in [&[][..], &["--backup", ".orig"][..]] {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"--dry-run", &"--in-place"];
+        for a in extra {
+            args.push(a);
+        }
+        args.push(&root);
+        let (c, r, _) = batch(&args);
+        assert_eq!(c, 3);
+        assert_eq!(r["mode"], "dry-run");
+        assert_eq!(tree_hash(t.path()), before);
+    }
+}

@@ -62,7 +62,7 @@ complete -c krepair -n "__fish_krepair_using_subcommand diff" -l timeout -d 'Sto
 complete -c krepair -n "__fish_krepair_using_subcommand diff" -l memory-limit -d 'Memory budget for one archive, in MiB (beyond the mapped weights): an archive that needs more is stopped, with nothing written' -r
 complete -c krepair -n "__fish_krepair_using_subcommand diff" -l json -d 'Print the differences as JSON (docs/inspect.md) instead of text'
 complete -c krepair -n "__fish_krepair_using_subcommand diff" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c krepair -n "__fish_krepair_using_subcommand batch" -l out -d 'Write each archive to the same relative path under OUTDIR (archives with nothing to repair are copied)' -r -F
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l out -d 'Write each archive to the same relative path under OUTDIR (archives with nothing to repair are copied). With --dry-run, each output there is checked as the real run would check it' -r -F
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l backup -d 'With --in-place: keep each original beside it, named NAME+SUFFIX (and skip archives whose names end with SUFFIX: they are backups)' -r
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l stats -d 'What repaired layers compute (as for a single archive)' -r -f -a "auto\t'What the model computed when it was saved (see docs/version-matrix.md)'
 adapted\t'The stored statistics'
@@ -76,8 +76,8 @@ complete -c krepair -n "__fish_krepair_using_subcommand batch" -l shard -d 'Proc
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l resume -d 'Skip the archives a journal or run report (of an earlier, perhaps killed, run) records as finished, if their files are unchanged (size, modification time and SHA-256); failed ones are done again' -r -F
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l timeout -d 'Stop an archive that takes longer than SECS (wall clock), with nothing written' -r
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l memory-limit -d 'Memory budget for one archive, in MiB (beyond the mapped weights): an archive that needs more is stopped, with nothing written' -r
-complete -c krepair -n "__fish_krepair_using_subcommand batch" -l in-place -d 'Replace each archive, once its replacement is verified'
-complete -c krepair -n "__fish_krepair_using_subcommand batch" -l dry-run -d 'Write nothing but the report'
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l in-place -d 'Replace each archive, once its replacement is verified (with --dry-run: plan only)'
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l dry-run -d 'Write nothing but the report. Takes the real run\'s command line (--out, --in-place, --backup)'
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l migrate -d 'Also migrate tf.keras 2.13-2.15 archives to Keras 3 (as `krepair migrate`)'
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l follow-links -d 'Follow symbolic links (loops are detected)'
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l force -d 'Replace existing outputs under OUTDIR'

@@ -57,6 +57,9 @@ pub struct BatchOptions {
     pub force: bool,
     /// Migrate tf.keras 2.x archives too (`krepair batch --migrate`).
     pub migrate: bool,
+    /// A dry run given `--out OUTDIR`: each archive's output there is
+    /// checked as the real run would check it (and nothing is created).
+    pub check_out: Option<PathBuf>,
 }
 
 /// One archive found by the walk.
@@ -780,6 +783,12 @@ fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>, slot: usize, exec: 
                 force: false,
                 migrate: opts.migrate,
             };
+            let unusable = opts.check_out.as_ref().and_then(|dir| {
+                would_write(&job.input, &dir.join(&job.relative), opts.force).err()
+            });
+            if let Some(e) = unusable {
+                return entry(job, repair::Run::failed(&o, e), None);
+            }
             (exec(slot, &o), None)
         }
         Mode::Out(dir) => {
@@ -812,6 +821,32 @@ fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>, slot: usize, exec: 
         ),
     };
     entry(job, run, output)
+}
+
+/// Would the real run (`--out`) be able to write `out`? It creates the
+/// missing directories, so those are fine if the nearest existing one is a
+/// directory; an existing output is checked as [`repair::check_output`]
+/// does.
+fn would_write(input: &Path, out: &Path, force: bool) -> crate::Result<()> {
+    let parent = out.parent().unwrap_or(Path::new("."));
+    if parent.as_os_str().is_empty() || parent.is_dir() {
+        return repair::check_output(input, out, force);
+    }
+    let existing = parent
+        .ancestors()
+        .find(|a| a.as_os_str().is_empty() || fs::symlink_metadata(a).is_ok())
+        .unwrap_or(Path::new("."));
+    if existing.as_os_str().is_empty() || existing.is_dir() {
+        Ok(())
+    } else {
+        Err(Error::Output {
+            path: out.to_path_buf(),
+            problem: format!(
+                "cannot create its directory: `{}` is not a directory",
+                existing.display()
+            ),
+        })
+    }
 }
 
 fn entry(job: &Job, run: repair::Run, output: Option<PathBuf>) -> Entry {
