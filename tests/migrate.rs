@@ -206,6 +206,15 @@ fn what_has_no_rule_is_refused_and_nothing_is_written() {
     );
     write_zip(&p, &m);
     refuses(&p, &["migrate"], "keeps 2 slot(s) per variable");
+    // A one-hot Discretization fed by a Dense, beside another Dense
+    // (made by tf.keras 2.15, testdata/refusals): the split would make
+    // Keras 3 load the other Dense's weights into it.
+    let p = root().join("testdata/refusals/discretization_renumbering.keras");
+    refuses(
+        &p,
+        &["migrate"],
+        "a one_hot Discretization fed by `a` (Dense): splitting it deepens the graph above it",
+    );
 }
 
 /// The datasets of the group `path` in an archive's weights, by index:

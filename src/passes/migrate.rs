@@ -86,7 +86,7 @@ pub const RULES: &[(&str, &str)] = &[
     ("nested-node-index", "tf.keras gives a nested Functional, or a Sequential built on its own InputLayer, a node 0 of its own, so its first call inside a Functional is node 1; in Keras 3 it is node 0, and the old index makes Keras 3.15 reject the graph (3.0.5 and 3.13 loop forever)"),
     ("weights-layout", "tf.keras 2.13 and 2.14 keep a model's layers under _layer_checkpoint_dependencies in model.weights.h5, and 2.13 numbers layers of one class by twos when they have weights (keras #18830); tf.keras 2.15 and Keras 3 use layers and number by ones. Keras >= 3.0.2 falls back to the old container name, but not to the old numbers: \"expected 2 variables, but received 0\""),
     ("discretization-trainable", "tf.keras writes trainable into every layer config; Keras 3's Discretization.__init__ takes no trainable and no **kwargs (\"unexpected keyword argument 'trainable'\", 3.0 to 3.15), and the layer has no trainable weights in either, so the key is removed"),
-    ("discretization-encoding", "Keras 3.0 to 3.13 give a Discretization the symbolic output shape of its input whatever its output_mode (compute_output_spec; fixed in 3.14, keras #22048), so a one-hot, multi-hot or count Discretization feeding a Dense builds the Dense for the wrong width and the archive does not load. The layer becomes an int-mode Discretization (same name, dtype int64 as tf.keras's int mode) followed by a CategoryEncoding(num_tokens = bins, the same output_mode and dtype) that takes over every reference to it: the same values in every Keras 3, and layers without weights, so no weights group moves"),
+    ("discretization-encoding", "Keras 3.0 to 3.13 give a Discretization the symbolic output shape of its input whatever its output_mode (compute_output_spec; fixed in 3.14, keras #22048), so a one-hot, multi-hot or count Discretization feeding a Dense builds the Dense for the wrong width and the archive does not load. The layer becomes an int-mode Discretization (same name, dtype int64 as tf.keras's int mode) followed by a CategoryEncoding(num_tokens = bins, the same output_mode and dtype) that takes over every reference to it: the same values in every Keras 3, and layers without weights; refused where the deeper graph could make Keras 3 renumber a layer with weights above it"),
     ("category-encoding-sparse", "tf.keras writes a CategoryEncoding's sparse; Keras 3.0's CategoryEncoding has no sparse argument and Layer.__init__ rejects it (3.15 takes it, default false), so a sparse of false is removed (true is refused: no Keras 3.0 layer computes it)"),
     ("rnn-time-major", "tf.keras RNN layers write time_major; Keras 3's RNN layers are batch-major only and have no such argument, so Layer.__init__ rejects it (a time_major of true is refused)"),
     ("gru-implementation", "tf.keras writes a GRU's implementation; Keras 3.0.5's GRU passes no implementation to its cell and Layer.__init__ rejects it (3.15 pops it); both implementations compute the same function"),
@@ -1735,6 +1735,13 @@ fn split_encoded_discretizations(
                 "a {mode} Discretization that the model never calls"
             )));
         }
+        if !sequential {
+            if let Some((x, class)) = renumbered_above(layers, i) {
+                return Err(refuse(format!(
+                    "a {mode} Discretization fed by `{x}` ({class}): splitting it deepens the graph above it, and Keras 3 numbers a Functional model's layers by graph depth, so `{x}` could take the weights of another {class} of the model; krepair refuses rather than risk that swap"
+                )));
+            }
+        }
         // tf.keras one-hot encodes a (batch, 1) input as multi-hot does
         // (it expands the last axis only when it is not 1, and then
         // counts); Keras 3.0's CategoryEncoding one-hot keeps that axis
@@ -1866,6 +1873,113 @@ fn split_encoded_discretizations(
         }
     }
     Ok(())
+}
+
+/// Layer classes that own no variables in tf.keras or Keras 3 (a
+/// Discretization's summary and a CategoryEncoding's nothing are gone
+/// after the repair): their place in Keras 3's depth order may change.
+const WEIGHTLESS: &[&str] = &[
+    "InputLayer",
+    "Rescaling",
+    "Reshape",
+    "Flatten",
+    "Concatenate",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Average",
+    "Maximum",
+    "Minimum",
+    "Dropout",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "ELU",
+    "Softmax",
+    "Permute",
+    "RepeatVector",
+    "CategoryEncoding",
+    "Discretization",
+    "Hashing",
+    "Cropping1D",
+    "Cropping2D",
+    "Cropping3D",
+    "ZeroPadding1D",
+    "ZeroPadding2D",
+    "ZeroPadding3D",
+    "UpSampling1D",
+    "UpSampling2D",
+    "UpSampling3D",
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "MaxPooling3D",
+    "AveragePooling1D",
+    "AveragePooling2D",
+    "AveragePooling3D",
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
+    "GlobalAveragePooling3D",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
+    "GlobalMaxPooling3D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+];
+
+/// The layer names an `inbound_nodes` value reads (tf.keras's
+/// `[name, node, tensor, kwargs]` references).
+fn inbound_names(v: &Value, out: &mut Vec<String>) {
+    if let Value::Array(a) = v {
+        match (a.first().and_then(Value::as_str), a.get(1)) {
+            (Some(name), Some(n)) if n.is_u64() => out.push(name.to_string()),
+            _ => a.iter().for_each(|x| inbound_names(x, out)),
+        }
+    } else if let Value::Object(o) = v {
+        o.values().for_each(|x| inbound_names(x, out));
+    }
+}
+
+/// Inserting a layer after layer `i` of a Functional model's `layers`
+/// deepens every layer above it. Keras 3 orders `model.layers` (and so
+/// numbers the weights groups) by depth, then by traversal order, which
+/// the insertion keeps: only a layer above `i` can move. One that owns
+/// variables, with another of its class in the model, could move past it
+/// and take its weights group. The first such layer, with its class.
+fn renumbered_above(layers: &[Value], i: usize) -> Option<(String, String)> {
+    let name_of = |l: &Value| {
+        l.get("config")
+            .and_then(|c| c.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    fn class_of(l: &Value) -> &str {
+        l.get("class_name").and_then(Value::as_str).unwrap_or("")
+    }
+    let by_name: std::collections::HashMap<String, &Value> =
+        layers.iter().map(|l| (name_of(l), l)).collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = Vec::new();
+    inbound_names(layers[i].get("inbound_nodes")?, &mut stack);
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n.clone()) {
+            continue;
+        }
+        let Some(l) = by_name.get(&n) else { continue };
+        let class = class_of(l);
+        if !WEIGHTLESS.contains(&class)
+            && layers.iter().filter(|x| class_of(x) == class).count() > 1
+        {
+            return Some((n, class.to_string()));
+        }
+        if let Some(nodes) = l.get("inbound_nodes") {
+            inbound_names(nodes, &mut stack);
+        }
+    }
+    None
 }
 
 /// The input shape of layer `i` of a model's `layers`: its
@@ -2959,6 +3073,59 @@ mod tests {
             assert!(e.reason.contains(needle), "{}", e.reason);
             assert_eq!(e.layer, "d");
         }
+    }
+
+    #[test]
+    fn a_split_that_could_renumber_layers_with_weights_is_refused() {
+        // in -> a (Dense) -> d (one-hot) -> cat; in -> b (Dense) -> cat:
+        // the encoding after `d` makes `a` deeper than `b`, and Keras 3
+        // would then number them the other way round.
+        let layer = |class: &str, name: &str, from: &[&str]| {
+            let refs: Vec<Value> = from.iter().map(|f| json!([f, 0, 0, {}])).collect();
+            json!({"module": "keras.layers", "class_name": class, "config": {"name": name},
+                "name": name, "inbound_nodes": if from.is_empty() { json!([]) } else { json!([refs]) }})
+        };
+        let functional = |layers: Vec<Value>| {
+            json!({"module": "keras.src.engine.functional", "class_name": "Functional",
+                "config": {"name": "m", "layers": layers, "input_layers": [["in", 0, 0]],
+                    "output_layers": [["cat", 0, 0]]}})
+        };
+        let input = json!({"module": "keras.layers", "class_name": "InputLayer",
+            "config": {"name": "in", "batch_input_shape": [null, 1]}, "name": "in", "inbound_nodes": []});
+        let d = |from: &str| {
+            disc(
+                "d",
+                "one_hot",
+                json!({"inbound_nodes": [[[from, 0, 0, {}]]]}),
+            )
+        };
+        let mut risky = functional(vec![
+            input.clone(),
+            layer("Dense", "a", &["in"]),
+            d("a"),
+            layer("Dense", "b", &["in"]),
+            layer("Concatenate", "cat", &["d", "b"]),
+        ]);
+        let e = visit(&mut risky, "", &mut Vec::new()).unwrap_err();
+        assert_eq!(e.layer, "d");
+        assert!(e.reason.contains("fed by `a` (Dense)"), "{}", e.reason);
+        // One Dense only, or weightless layers above: nothing can swap.
+        let mut alone = functional(vec![
+            input.clone(),
+            layer("Dense", "a", &["in"]),
+            d("a"),
+            layer("Concatenate", "cat", &["d", "in"]),
+        ]);
+        visit(&mut alone, "", &mut Vec::new()).unwrap();
+        let mut weightless = functional(vec![
+            input,
+            layer("Rescaling", "r", &["in"]),
+            d("r"),
+            layer("Dense", "b", &["in"]),
+            layer("Dense", "c", &["b"]),
+            layer("Concatenate", "cat", &["d", "c"]),
+        ]);
+        visit(&mut weightless, "", &mut Vec::new()).unwrap();
     }
 
     #[test]
