@@ -89,6 +89,18 @@ def close(a, b, tol=TOL):
     return a is not None and a.shape == b.shape and np.allclose(a, b, rtol=tol, atol=tol)
 
 
+def close_recorded(a, b, tol=TOL):
+    """`close` against predictions recorded when the fixture was made, on
+    another machine: its CPU (AVX-512 or not, FMA, oneDNN's kernels)
+    rounds the intermediate sums differently, and that error scales with
+    the largest values of the computation, not with each output. Seen:
+    tf.keras 2.15 on an AVX-512 EPYC differs from the recorded identity
+    predictions of multi_axis_inner by 1.38e-05, where the outputs reach
+    69.6 (two float32 ulps there) and the differing one is small."""
+    scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
+    return a is not None and a.shape == b.shape and np.allclose(a, b, rtol=tol, atol=tol * scale)
+
+
 def maxdiff(a, b):
     if a is None:
         return "no prediction"
@@ -186,7 +198,7 @@ def run_case(krepair, case_dir, work, tag):
     if refs is not None and not discs:
         for which in ("adapted", "identity"):
             check(f"{tag}: this Keras agrees with the fixture on {which} predictions",
-                  close(refs[which], made[which], cross_tol), maxdiff(refs[which], made[which]))
+                  close_recorded(refs[which], made[which], cross_tol), maxdiff(refs[which], made[which]))
         if exp["legacy_signature"] and same_version:
             # The bug itself: reloading the unrepaired archive does not give
             # the predictions of the model that was saved.
@@ -256,8 +268,8 @@ def run_case(krepair, case_dir, work, tag):
         got, err = try_load_predict(out, x)
         check(f"{label}: output predicts {chosen} as this Keras computes it", close(got, refs[chosen]),
               err or maxdiff(got, refs[chosen]))
-        check(f"{label}: output predicts {chosen} as the fixture recorded", close(got, made[chosen], cross_tol),
-              err or maxdiff(got, made[chosen]))
+        check(f"{label}: output predicts {chosen} as the fixture recorded",
+              close_recorded(got, made[chosen], cross_tol), err or maxdiff(got, made[chosen]))
         if policy == "auto" and exp["case"] == "efficientnet" and same_version:
             try:
                 np.testing.assert_allclose(memory, got)
