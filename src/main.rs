@@ -183,28 +183,11 @@ fn run_single(args: ArchiveArgs, migrate: bool) -> u8 {
 /// `krepair inspect FILE`: 0 when the file could be read (whatever a
 /// repair would do with it), 1 when it could not.
 fn run_inspect(args: InspectArgs) -> u8 {
-    let _stop = on_interrupt(false);
-    let res = match Pool::current(args.limits.limits(), 1) {
-        Ok(pool) => pool.inspect(0, &args.file),
-        Err(e) => Err(krepair::Error::io(
-            &args.file,
-            "find krepair's own executable to",
-            e,
-        )),
-    };
-    match res {
-        Ok(m) => {
-            let text = if args.json { m.to_json() } else { m.human() };
-            if print_out(&text) {
-                EXIT_OK
-            } else {
-                EXIT_FAILURE
-            }
-        }
-        Err(e) => {
-            print_err(&format!("krepair: {e}"));
-            EXIT_FAILURE
-        }
+    let res = in_worker(args.limits, &args.file, |pool| pool.inspect(0, &args.file));
+    let text = res.map(|m| if args.json { m.to_json() } else { m.human() });
+    match printed(text) {
+        Some(true) => EXIT_OK,
+        _ => EXIT_FAILURE,
     }
 }
 
@@ -214,29 +197,51 @@ fn run_diff(args: DiffArgs) -> u8 {
     const SAME: u8 = 0;
     const DIFFERENT: u8 = 1;
     const TROUBLE: u8 = 2;
+    let res = in_worker(args.limits, &args.a, |pool| {
+        pool.diff(0, &args.a, &args.b, args.tolerance)
+    });
+    let mut same = false;
+    let text = res.map(|d| {
+        same = d.same;
+        if args.json {
+            d.to_json()
+        } else {
+            d.human()
+        }
+    });
+    match printed(text) {
+        Some(true) if same => SAME,
+        Some(true) => DIFFERENT,
+        _ => TROUBLE,
+    }
+}
+
+/// Run `job` on a one-slot pool of worker processes with `limits`
+/// (inspect and diff), Ctrl-C handled as in a single repair.
+fn in_worker<T>(
+    limits: cli::LimitArgs,
+    path: &Path,
+    job: impl FnOnce(&Pool) -> Result<T, krepair::Error>,
+) -> Result<T, krepair::Error> {
     let _stop = on_interrupt(false);
-    let res = match Pool::current(args.limits.limits(), 1) {
-        Ok(pool) => pool.diff(0, &args.a, &args.b, args.tolerance),
+    match Pool::current(limits.limits(), 1) {
+        Ok(pool) => job(&pool),
         Err(e) => Err(krepair::Error::io(
-            &args.a,
+            path,
             "find krepair's own executable to",
             e,
         )),
-    };
-    match res {
-        Ok(d) => {
-            let text = if args.json { d.to_json() } else { d.human() };
-            if !print_out(&text) {
-                TROUBLE
-            } else if d.same {
-                SAME
-            } else {
-                DIFFERENT
-            }
-        }
+    }
+}
+
+/// Print a command's text (Some(true)), or its error as one line
+/// (None); Some(false) when stdout could not take the text.
+fn printed(text: Result<String, krepair::Error>) -> Option<bool> {
+    match text {
+        Ok(t) => Some(print_out(&t)),
         Err(e) => {
             print_err(&format!("krepair: {e}"));
-            TROUBLE
+            None
         }
     }
 }

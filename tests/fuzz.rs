@@ -92,36 +92,12 @@ fn run_one(bytes: &[u8], label: &str) -> bool {
     let input = dir.path().join("fuzz.keras");
     let out = dir.path().join("out.keras");
     fs::write(&input, bytes).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_krepair"))
-        .env("TMPDIR", dir.path())
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_krepair"));
+    cmd.env("TMPDIR", dir.path())
         .args(["-q", "--stats", "identity", "--timeout", TIMEOUT])
         .arg(&input)
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > RUN_LIMIT {
-            child.kill().unwrap();
-            panic!(
-                "{label}: krepair hung; input saved to {}",
-                save(bytes, label).display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+        .arg(&out);
+    let (status, err) = bounded(cmd, bytes, label);
     let fail = |why: &str| -> ! {
         panic!(
             "{label}: {why}: {err}; input saved to {}",
@@ -150,15 +126,51 @@ fn run_one(bytes: &[u8], label: &str) -> bool {
         Some(c) => fail(&format!("exit code {c}")),
         None => fail("killed by a signal (a crash)"),
     }
-    let left: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".krepair-"))
-        .collect();
-    if !left.is_empty() {
+    if leftovers(dir.path()) {
         fail("temporary files left behind");
     }
     err.contains("did not finish within")
+}
+
+/// Run `cmd` (stdout discarded) to its end, within [`RUN_LIMIT`]: its
+/// exit status and stderr. A run past the limit is a hang: the input is
+/// saved and the test fails.
+fn bounded(mut cmd: Command, bytes: &[u8], label: &str) -> (std::process::ExitStatus, String) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > RUN_LIMIT {
+            child.kill().unwrap();
+            panic!(
+                "{label}: krepair hung; input saved to {}",
+                save(bytes, label).display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}
+
+/// Did a run leave a temporary file of krepair's in `dir`?
+fn leftovers(dir: &std::path::Path) -> bool {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with(".krepair-"))
 }
 
 type Seed = (Vec<u8>, Vec<(String, Vec<u8>)>);
@@ -370,34 +382,9 @@ fn fuzz_batch() {
 /// line on stderr; never by a signal, never with a crashed worker.
 fn run_look(args: &[&std::ffi::OsStr], ok: &[i32], trouble: i32, bytes: &[u8], label: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_krepair"))
-        .env("TMPDIR", dir.path())
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > RUN_LIMIT {
-            child.kill().unwrap();
-            panic!(
-                "{label}: krepair hung; input saved to {}",
-                save(bytes, label).display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_krepair"));
+    cmd.env("TMPDIR", dir.path()).args(args);
+    let (status, err) = bounded(cmd, bytes, label);
     let fail = |why: &str| -> ! {
         panic!(
             "{label}: {why}: {err}; input saved to {}",
@@ -417,11 +404,7 @@ fn run_look(args: &[&std::ffi::OsStr], ok: &[i32], trouble: i32, bytes: &[u8], l
         Some(c) => fail(&format!("exit code {c}")),
         None => fail("killed by a signal (a crash)"),
     }
-    let left = fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .any(|e| e.file_name().to_string_lossy().starts_with(".krepair-"));
-    if left {
+    if leftovers(dir.path()) {
         fail("temporary files left behind");
     }
 }
