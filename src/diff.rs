@@ -201,7 +201,7 @@ pub fn diff(a: &Path, b: &Path, tolerance: f64) -> Result<Diff> {
         }
     }
     crate::worker::step("comparing the members");
-    d.members = members(a, &ma.members, b, &mb.members, &mut d.unchanged)?;
+    d.members = members(a, ma, b, mb, &mut d.unchanged)?;
     crate::worker::step("comparing config.json");
     d.layers = layers(&oa, &ob, &mut d.unchanged);
     crate::worker::step("comparing the weights");
@@ -247,13 +247,13 @@ fn with_crc(root: &Path, m: &MemberInfo, form: &str) -> Result<MemberInfo> {
 
 fn members(
     a: &Path,
-    ma: &[MemberInfo],
+    ma: &crate::manifest::Manifest,
     b: &Path,
-    mb: &[MemberInfo],
+    mb: &crate::manifest::Manifest,
     same: &mut Unchanged,
 ) -> Result<Vec<MemberChange>> {
-    let fa = if a.is_dir() { "directory" } else { "zip" };
-    let fb = if b.is_dir() { "directory" } else { "zip" };
+    let (fa, fb) = (ma.file.form.as_str(), mb.file.form.as_str());
+    let (ma, mb) = (&ma.members, &mb.members);
     let byname: HashMap<&str, &MemberInfo> = mb.iter().map(|m| (m.name.as_str(), m)).collect();
     let mut out = Vec::new();
     for x in ma {
@@ -385,14 +385,7 @@ fn keyed(o: &Opened) -> Vec<((Option<String>, String), &Variable)> {
     let mut out = Vec::new();
     for l in &o.manifest.layers {
         for v in &l.variables {
-            let name = match l.weights_group.as_deref() {
-                Some(g) if !g.is_empty() => v
-                    .path
-                    .strip_prefix(g)
-                    .and_then(|r| r.strip_prefix('/'))
-                    .unwrap_or(&v.path),
-                _ => &v.path,
-            };
+            let name = crate::manifest::short(v, l.weights_group.as_deref());
             out.push(((Some(l.path.clone()), name.to_string()), v));
         }
     }
@@ -484,8 +477,7 @@ fn brief(v: &Option<Value>, n: usize) -> String {
 }
 
 fn shape(v: &VariableSide) -> String {
-    let dims: Vec<String> = v.shape.iter().map(u64::to_string).collect();
-    format!("{}[{}]", v.dtype, dims.join(","))
+    crate::manifest::typed_shape(&v.dtype, &v.shape)
 }
 
 fn sign(c: Change) -> char {

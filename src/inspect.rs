@@ -114,7 +114,8 @@ impl Inspection {
     }
 }
 
-fn parse_json(bytes: &[u8], label: &str, archive: &Archive) -> Result<Value> {
+/// Parse a JSON member (`metadata.json` or `config.json`) of `archive`.
+pub(crate) fn parse_json(bytes: &[u8], label: &str, archive: &Archive) -> Result<Value> {
     let kind = if label == "metadata.json" {
         crate::error::Malformed::Metadata
     } else {

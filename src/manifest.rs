@@ -229,7 +229,7 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
         .collect();
     if archive.member(archive::METADATA).is_some() {
         let bytes = archive.read_member(archive::METADATA, archive::MAX_METADATA_BYTES)?;
-        let meta = parse(&bytes, path, "metadata.json", Malformed::Metadata)?;
+        let meta = crate::inspect::parse_json(&bytes, archive::METADATA, &archive)?;
         let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
         m.keras_version = text("keras_version");
         m.date_saved = text("date_saved");
@@ -238,7 +238,11 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
         Some(_) => {
             crate::worker::step("reading config.json");
             let bytes = archive.read_member(archive::CONFIG, archive::MAX_CONFIG_BYTES)?;
-            Some(parse(&bytes, path, "config.json", Malformed::Config)?)
+            Some(crate::inspect::parse_json(
+                &bytes,
+                archive::CONFIG,
+                &archive,
+            )?)
         }
         None => None,
     };
@@ -277,7 +281,6 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
 
 /// Does the file at `path` start with the HDF5 signature?
 fn is_hdf5(path: &Path) -> Result<bool> {
-    use std::io::Read;
     if std::fs::metadata(path)
         .map_err(|e| Error::io(path, "read", e))?
         .is_dir()
@@ -286,22 +289,8 @@ fn is_hdf5(path: &Path) -> Result<bool> {
     }
     let mut head = [0u8; 8];
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io(path, "read", e)),
-        }
-    }
+    let n = archive::read_up_to(&mut f, &mut head).map_err(|e| Error::io(path, "read", e))?;
     Ok(&head[..n] == archive::HDF5_MAGIC)
-}
-
-fn parse(bytes: &[u8], path: &Path, label: &str, kind: Malformed) -> Result<Value> {
-    let bad = |what: String| Error::format(path, kind, format!("{label} is not {what}"));
-    let text = std::str::from_utf8(bytes).map_err(|e| bad(format!("UTF-8: {e}")))?;
-    serde_json::from_str(text).map_err(|e| bad(format!("valid JSON: {e}")))
 }
 
 /// Each layer's group as this weights file spells it: Keras 3's path if
@@ -437,13 +426,19 @@ fn count(n: u64) -> String {
     out
 }
 
-fn shape(v: &Variable) -> String {
-    let dims: Vec<String> = v.shape.iter().map(u64::to_string).collect();
-    format!("{}[{}]", v.dtype, dims.join(","))
+/// A dtype and shape as people write them: `float32[3,3,3,32]`.
+pub(crate) fn typed_shape(dtype: &str, shape: &[u64]) -> String {
+    let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+    format!("{dtype}[{}]", dims.join(","))
 }
 
-/// A variable's name for the human tree: its path below `group`.
-fn short<'a>(v: &'a Variable, group: Option<&str>) -> &'a str {
+fn shape(v: &Variable) -> String {
+    typed_shape(&v.dtype, &v.shape)
+}
+
+/// A variable's name inside its layer: its path below `group` (the whole
+/// path where there is no group, or for the model's own `vars`).
+pub(crate) fn short<'a>(v: &'a Variable, group: Option<&str>) -> &'a str {
     match group {
         Some(g) if !g.is_empty() => v
             .path

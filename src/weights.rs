@@ -66,6 +66,17 @@ pub struct Variable {
     pub bytes: u64,
 }
 
+/// A dataset's element type, as far as krepair cares.
+fn elem_of(ds: &hdf5::Dataset) -> Elem {
+    match ds.dtype().and_then(|t| t.to_descriptor()) {
+        Ok(TypeDescriptor::Float(FloatSize::U2)) => Elem::Float(2),
+        Ok(TypeDescriptor::Float(FloatSize::U4)) => Elem::Float(4),
+        Ok(TypeDescriptor::Float(FloatSize::U8)) => Elem::Float(8),
+        Ok(TypeDescriptor::Integer(s)) | Ok(TypeDescriptor::Unsigned(s)) => Elem::Int(s as usize),
+        _ => Elem::Other,
+    }
+}
+
 /// NumPy's name for a dataset's element type.
 fn dtype_name(ds: &hdf5::Dataset) -> String {
     let Ok(t) = ds.dtype() else {
@@ -368,15 +379,7 @@ impl Weights {
             let ds = g
                 .dataset(&name)
                 .map_err(|e| self.err(format!("`{full}` is not a dataset"), e))?;
-            let elem = match ds.dtype().and_then(|t| t.to_descriptor()) {
-                Ok(TypeDescriptor::Float(FloatSize::U2)) => Elem::Float(2),
-                Ok(TypeDescriptor::Float(FloatSize::U4)) => Elem::Float(4),
-                Ok(TypeDescriptor::Float(FloatSize::U8)) => Elem::Float(8),
-                Ok(TypeDescriptor::Integer(s)) | Ok(TypeDescriptor::Unsigned(s)) => {
-                    Elem::Int(s as usize)
-                }
-                _ => Elem::Other,
-            };
+            let elem = elem_of(&ds);
             let space = ds
                 .space()
                 .map_err(|e| self.err(format!("dataspace of `{full}`"), e))?;
@@ -645,14 +648,7 @@ impl Weights {
             .file
             .dataset(b)
             .map_err(|e| other.err(format!("dataset `{b}`"), e))?;
-        let numeric = |ds: &hdf5::Dataset| {
-            matches!(
-                ds.dtype().and_then(|t| t.to_descriptor()),
-                Ok(TypeDescriptor::Float(_)
-                    | TypeDescriptor::Integer(_)
-                    | TypeDescriptor::Unsigned(_))
-            )
-        };
+        let numeric = |ds: &hdf5::Dataset| elem_of(ds) != Elem::Other;
         if !numeric(&da) || !numeric(&db) {
             return Ok(None);
         }
