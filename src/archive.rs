@@ -606,6 +606,105 @@ impl Content<'_> {
     }
 }
 
+/// `KREPAIR_STREAM_WRITES=1`: write every byte of an edited image through
+/// the process, as where the kernel cannot say which pages were written.
+/// For tests (the two ways must give the same bytes) and measurements.
+fn stream_writes() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("KREPAIR_STREAM_WRITES").is_some_and(|v| v == "1"))
+}
+
+/// Write the data of the current (stored) entry of `w` from an edited
+/// image of the input member it replaces, run by run: the kernel copies
+/// the runs no page of which was written straight from the input file
+/// (`copy_file_range`, as `cp` does: no page faults, no copy through the
+/// process), the written runs come from the image. The entry's CRC-32 is
+/// [`patched_crc`] of the input member's, from the written runs alone;
+/// the output's own bytes are checked against it when the output is
+/// verified (its scan). Returns the bytes the kernel copied.
+#[allow(unsafe_code)]
+fn write_runs(
+    w: &mut zip::ZipWriter<BufWriter<File>>,
+    img: &mut crate::weights::Image,
+    runs: &[crate::weights::Run],
+    input: &Path,
+    input_crc: u32,
+) -> io::Result<u64> {
+    let src = File::open(input)?;
+    let base = img.offset();
+    let mapped = img.mapped_len();
+    let mut patches = Vec::new();
+    let mut copied = 0;
+    {
+        // SAFETY: the entry's data is written at the writer's position and
+        // nothing else; the buffer is flushed first and the file's position
+        // is left at the end of the data, where the writer continues.
+        let out = unsafe { w.get_mut() }.ok_or_else(|| io::Error::other("zip writer closed"))?;
+        out.flush()?;
+        let out = out.get_mut();
+        for r in runs {
+            if r.written {
+                let new = img.bytes(r.start..r.end);
+                out.write_all(new)?;
+                if r.start < mapped {
+                    let end = r.end.min(mapped);
+                    let mut old = vec![0u8; end - r.start];
+                    std::os::unix::fs::FileExt::read_exact_at(
+                        &src,
+                        &mut old,
+                        base + r.start as u64,
+                    )?;
+                    patches.push((
+                        r.start as u64,
+                        crc32fast::hash(&old) ^ crc32fast::hash(&new[..end - r.start]),
+                        (end - r.start) as u64,
+                    ));
+                }
+            } else {
+                let n = (r.end - r.start) as u64;
+                (&src).seek(SeekFrom::Start(base + r.start as u64))?;
+                if io::copy(&mut (&src).take(n), out)? != n {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the input ended while its weights were copied",
+                    ));
+                }
+                copied += n;
+            }
+        }
+    }
+    let len = img.len();
+    let mut crc = crc32fast::Hasher::new_with_initial_len(
+        patched_crc(input_crc, mapped as u64, &patches),
+        mapped as u64,
+    );
+    if len > mapped {
+        let mut tail = crc32fast::Hasher::new();
+        tail.update(img.bytes(mapped..len));
+        crc.combine(&tail);
+    }
+    img.release_all();
+    // SAFETY: exactly `len` bytes were written for the entry above, and
+    // `crc` is their CRC-32 (checked against the bytes themselves when the
+    // output is verified).
+    unsafe { w.set_file_metadata(len as u64, crc.finalize()) }.map_err(io::Error::other)?;
+    Ok(copied)
+}
+
+/// The CRC-32 of a message of `len` bytes whose CRC-32 was `crc`, after
+/// the bytes at some places changed: each patch is `(at, d, n)` with
+/// `d = crc32(old) ^ crc32(new)` of the `n` bytes at `at`. A CRC is affine
+/// over GF(2): the change of the whole is the change of each part carried
+/// through the `len - at - n` bytes after it, and carrying a CRC through
+/// `k` bytes is what combining it with `k` bytes of CRC 0 does.
+pub fn patched_crc(crc: u32, len: u64, patches: &[(u64, u32, u64)]) -> u32 {
+    patches.iter().fold(crc, |acc, &(at, d, n)| {
+        let mut h = crc32fast::Hasher::new_with_initial_len(d, 0);
+        h.combine(&crc32fast::Hasher::new_with_initial_len(0, len - at - n));
+        acc ^ h.finalize()
+    })
+}
+
 /// Write a zip with every member of `src` in order: replaced ones from
 /// `new`, the rest copied raw. Returns the file.
 pub fn write_zip(
@@ -641,9 +740,35 @@ pub fn write_zip(
                 }
                 // Only a member that may exceed 4 GiB needs zip64 fields.
                 opts = opts.large_file(content.len() >= u32::MAX as u64);
+                // An edited image of this very member, stored: its unwritten
+                // pages can be copied by the kernel from the input.
+                let source = (m.compression() == zip::CompressionMethod::Stored
+                    && m.size() == m.compressed_size())
+                .then(|| m.data_start().map(|at| (at, m.size(), m.crc32())))
+                .flatten();
                 drop(m);
                 w.start_file(name.as_str(), opts).map_err(|e| werr(&e))?;
-                content.write_to(&mut w).map_err(|e| werr(&e))?;
+                let runs = match (&*content, source) {
+                    (Content::Image(img), Some((at, size, _)))
+                        if img.offset() == at
+                            && img.mapped_len() as u64 == size
+                            && !stream_writes() =>
+                    {
+                        img.runs()
+                    }
+                    _ => None,
+                };
+                match (content, runs, source) {
+                    (Content::Image(img), Some(runs), Some((_, _, crc))) => {
+                        let copied =
+                            write_runs(&mut w, img, &runs, &src.path, crc).map_err(|e| werr(&e))?;
+                        crate::worker::step(&format!(
+                            "{name}: {copied} of {} bytes copied from the input by the kernel",
+                            runs.last().map_or(0, |r| r.end)
+                        ));
+                    }
+                    (content, _, _) => content.write_to(&mut w).map_err(|e| werr(&e))?,
+                }
             }
         }
     }
@@ -687,6 +812,56 @@ pub fn copy_dir(src: &Archive, dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_patched_crc_is_the_crc_of_the_patched_bytes() {
+        // A small generator, so the test needs no dependency.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for case in 0..200 {
+            let len = 1 + (next() % 20_000) as usize;
+            let old: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let mut new = old.clone();
+            let mut patches = Vec::new();
+            let mut at = 0;
+            // Disjoint runs in order, some at the very start or end, some
+            // rewriting the same bytes.
+            while at < len {
+                at += (next() % 3000) as usize * (case % 3);
+                if at >= len {
+                    break;
+                }
+                let n = (1 + next() % 700) as usize;
+                let end = (at + n).min(len);
+                if next() % 4 != 0 {
+                    for b in &mut new[at..end] {
+                        *b = next() as u8;
+                    }
+                }
+                let d = crc32fast::hash(&old[at..end]) ^ crc32fast::hash(&new[at..end]);
+                patches.push((at as u64, d, (end - at) as u64));
+                at = end;
+            }
+            assert_eq!(
+                patched_crc(crc32fast::hash(&old), len as u64, &patches),
+                crc32fast::hash(&new),
+                "case {case}: {} patches over {len} bytes",
+                patches.len()
+            );
+        }
+        // And it is not the unpatched CRC.
+        assert_ne!(crc32fast::hash(b"abc"), crc32fast::hash(b"abd"));
+        let d = crc32fast::hash(b"c") ^ crc32fast::hash(b"d");
+        assert_eq!(
+            patched_crc(crc32fast::hash(b"abc"), 3, &[(2, d, 1)]),
+            crc32fast::hash(b"abd")
+        );
+    }
 
     #[test]
     fn scan_hashes_the_file_and_checks_a_range_in_one_pass() {

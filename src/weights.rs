@@ -238,7 +238,7 @@ pub const MAX_DATASET_RATIO: u64 = 1000;
 mod image;
 mod raw;
 
-pub use image::Image;
+pub use image::{Image, Run};
 
 /// An open weights file: HDF5 working on a private mapping of the bytes
 /// (see [`Image`]).

@@ -59,7 +59,35 @@ pub struct Image {
     state: Box<State>,
     /// Mapped for editing: its private pages may hold edits.
     writable: bool,
+    /// Where the image starts in the file it was mapped from.
+    offset: u64,
+    /// Its length there: the bytes the unwritten pages still show.
+    mapped: usize,
 }
+
+/// A run of an image's bytes: `start..end`, either still the mapped
+/// file's own bytes (`written == false`: no page of it was written) or
+/// bytes HDF5 wrote (or added past the mapped length).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// First byte of the run, from the image's start.
+    pub start: usize,
+    /// One past its last byte.
+    pub end: usize,
+    /// Written by HDF5 (or past the mapped length), not the file's own.
+    pub written: bool,
+}
+
+/// The most runs [`Image::runs`] reports: a more scattered image is
+/// streamed whole (one syscall per run would cost more than the copy).
+const MAX_RUNS: usize = 1 << 14;
+
+/// `/proc/self/pagemap` entry bits (Documentation/admin-guide/mm/pagemap.rst):
+/// the page is in memory, or in swap (only anonymous pages swap), and a
+/// present page is the file's own page (not a private copy).
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAPPED: u64 = 1 << 62;
+const PM_FILE: u64 = 1 << 61;
 
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
@@ -145,6 +173,8 @@ impl Image {
                 cap: map_len - delta,
             }),
             writable,
+            offset,
+            mapped: len,
         })
     }
 
@@ -212,6 +242,91 @@ impl Image {
             }
         }
         Ok(())
+    }
+
+    /// Where the image starts in the file it was mapped from.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Its length in that file, before any edit.
+    pub fn mapped_len(&self) -> usize {
+        self.mapped
+    }
+
+    /// The image's bytes in `range` (within [`Image::len`]). Call it only
+    /// after HDF5 has closed the file.
+    pub fn bytes(&self, range: std::ops::Range<usize>) -> &[u8] {
+        assert!(range.start <= range.end && range.end <= self.state.len);
+        // SAFETY: inside the image (checked above), all mapped; HDF5 no
+        // longer holds the image, so nothing writes it while it is
+        // borrowed.
+        unsafe {
+            std::slice::from_raw_parts(self.state.ptr.add(range.start), range.end - range.start)
+        }
+    }
+
+    /// The image as runs of bytes that are still the mapped file's own and
+    /// bytes HDF5 wrote, in order, covering `0..len()`, from the kernel's
+    /// page table (`/proc/self/pagemap`): a page of a private mapping that
+    /// was written is a private copy, one never written is the file's.
+    /// Only a page-granular answer: a written page counts whole, even where
+    /// HDF5 wrote back the same bytes. Bytes past the mapped length are
+    /// written ones. None where the kernel does not say, where the image
+    /// is shorter than what was mapped (the file's bytes are then not a
+    /// prefix of it), or where it is too scattered to be worth it. Call it
+    /// after HDF5 has closed the file.
+    pub fn runs(&self) -> Option<Vec<Run>> {
+        let len = self.state.len;
+        if !self.writable || len < self.mapped {
+            return None;
+        }
+        let page = page_size();
+        let delta = self.state.ptr as usize - self.base as usize;
+        let first = self.base as usize / page;
+        let pages = (delta + self.mapped).div_ceil(page);
+        let map = File::open("/proc/self/pagemap").ok()?;
+        let mut runs: Vec<Run> = Vec::new();
+        let mut push = |start: usize, end: usize, written: bool| {
+            if start >= end {
+                return;
+            }
+            match runs.last_mut() {
+                Some(r) if r.written == written && r.end == start => r.end = end,
+                _ => runs.push(Run {
+                    start,
+                    end,
+                    written,
+                }),
+            }
+        };
+        let mut buf = vec![0u8; 8 << 12];
+        let mut p = 0;
+        while p < pages {
+            let n = (pages - p).min(buf.len() / 8);
+            let bytes = &mut buf[..n * 8];
+            std::os::unix::fs::FileExt::read_exact_at(&map, bytes, ((first + p) * 8) as u64)
+                .ok()?;
+            for (i, e) in bytes.chunks_exact(8).enumerate() {
+                let e = u64::from_ne_bytes(e.try_into().expect("8 bytes"));
+                let written = e & PM_SWAPPED != 0 || (e & PM_PRESENT != 0 && e & PM_FILE == 0);
+                let at = (p + i) * page;
+                let start = at.saturating_sub(delta).min(self.mapped);
+                let end = (at + page).saturating_sub(delta).min(self.mapped);
+                push(start, end, written);
+            }
+            p += n;
+        }
+        push(self.mapped, len, true);
+        (runs.len() <= MAX_RUNS).then_some(runs)
+    }
+
+    /// Let go of every page of the image: what was written out is not
+    /// read again. Call it once the image has been consumed.
+    pub fn release_all(&mut self) {
+        // SAFETY: our own mapping, no longer read; private pages revert
+        // to the file and the addresses stay mapped.
+        unsafe { libc::madvise(self.base, self.map_len, libc::MADV_DONTNEED) };
     }
 
     /// Open the image with HDF5 (read-only or read-write). The file must

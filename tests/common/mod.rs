@@ -115,6 +115,33 @@ pub fn krepair(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     c.output().unwrap()
 }
 
+/// [`krepair`] with environment variables set.
+pub fn krepair_env(env: &[(&str, &str)], args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_krepair"));
+    c.envs(env.iter().copied());
+    for a in args {
+        c.arg(a);
+    }
+    c.output().unwrap()
+}
+
+/// Bytes the kernel copied from the input into the output, from the
+/// `KREPAIR_TIMINGS` lines of a run.
+pub fn kernel_copied(o: &Output) -> u64 {
+    stderr(o)
+        .lines()
+        .filter(|l| l.contains("bytes copied from the input by the kernel"))
+        .filter_map(|l| {
+            l.split(" of ")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 pub fn code(o: &Output) -> i32 {
     o.status.code().expect("exited normally, not by a signal")
 }
