@@ -106,7 +106,7 @@ pub fn scan_file(
     path: &Path,
     crc_of: Option<Range<u64>>,
     stop: &std::sync::atomic::AtomicBool,
-) -> Result<(String, Option<u32>)> {
+) -> Result<Scanned> {
     let f = File::open(path).map_err(|e| Error::io(path, "read", e))?;
     let mut sha = Sha256::new();
     let mut crc = crc32fast::Hasher::new();
@@ -133,6 +133,142 @@ pub fn scan_file(
         ));
     }
     Ok((hex(&sha.finalize()), crc_of.map(|_| crc.finalize())))
+}
+
+/// A file's sha256, and the CRC-32 of the byte range asked for.
+pub type Scanned = (String, Option<u32>);
+
+/// A local header as written early: where it starts and its bytes.
+type EarlyHeader = (u64, Vec<u8>);
+
+/// What the writer of a file tells the hasher following it.
+#[derive(Default)]
+struct FollowState {
+    /// The bytes before this are written and final.
+    ready: u64,
+    /// The whole file is written and `ready` is its length.
+    finished: bool,
+    /// The byte range whose CRC-32 is wanted (a stored member).
+    crc_of: Option<Range<u64>>,
+    /// Start again from the first byte: something declared final changed.
+    restart: bool,
+    /// No longer wanted.
+    stop: bool,
+}
+
+/// The writer's end of a hasher that follows a file as it is written
+/// ([`follow_file`]): it hashes what the writer declares final while the
+/// rest is still being written, instead of the whole file afterwards.
+#[derive(Clone)]
+pub struct Follow(std::sync::Arc<(std::sync::Mutex<FollowState>, std::sync::Condvar)>);
+
+impl Follow {
+    fn update(&self, f: impl FnOnce(&mut FollowState)) {
+        let (m, c) = &*self.0;
+        f(&mut m.lock().unwrap_or_else(|p| p.into_inner()));
+        c.notify_all();
+    }
+
+    /// The bytes before `ready` are final; `crc_of` is the range whose
+    /// CRC-32 is wanted, once known.
+    pub fn ready(&self, ready: u64, crc_of: Option<Range<u64>>) {
+        self.update(|s| {
+            s.ready = s.ready.max(ready);
+            if crc_of.is_some() {
+                s.crc_of = crc_of;
+            }
+        });
+    }
+
+    /// The file is complete at `len` bytes, with the CRC-32 wanted of
+    /// `crc_of`. A range other than the one announced starts the hash
+    /// again.
+    pub fn finish(&self, len: u64, crc_of: Option<Range<u64>>) {
+        self.update(|s| {
+            if s.crc_of.is_some() && s.crc_of != crc_of {
+                s.restart = true;
+            }
+            s.crc_of = crc_of;
+            s.ready = len;
+            s.finished = true;
+        });
+    }
+
+    /// Something declared final was written again: hash from the start.
+    pub fn restart(&self) {
+        self.update(|s| s.restart = true);
+    }
+
+    /// Stop the hasher (the file is not wanted any more).
+    pub fn stop(&self) {
+        self.update(|s| s.stop = true);
+    }
+}
+
+/// Start hashing the file at `path` as it is written: a thread hashes each
+/// byte once the writer has declared it final ([`Follow::ready`]), and
+/// returns, once the writer has said [`Follow::finish`], the file's sha256
+/// and the CRC-32 of the range asked for, as [`scan_file`] does.
+pub fn follow_file(path: &Path) -> Result<(Follow, std::thread::JoinHandle<Result<Scanned>>)> {
+    let f = File::open(path).map_err(|e| Error::io(path, "read", e))?;
+    let follow = Follow(Default::default());
+    let shared = follow.0.clone();
+    let path = path.to_path_buf();
+    let handle = std::thread::spawn(move || {
+        const WINDOW: u64 = 8 << 20;
+        let (m, c) = &*shared;
+        let mut sha = Sha256::new();
+        let mut crc = crc32fast::Hasher::new();
+        let mut range: Option<Range<u64>> = None;
+        let mut pos = 0u64;
+        loop {
+            let ready = {
+                let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if g.stop {
+                        return Err(Error::io(
+                            &path,
+                            "hash",
+                            io::Error::new(io::ErrorKind::Interrupted, "no longer needed"),
+                        ));
+                    }
+                    if g.crc_of != range {
+                        // A range announced after the hash went past its
+                        // start cannot be checked on the way: start again.
+                        if g.crc_of.as_ref().is_some_and(|r| r.start < pos) {
+                            g.restart = true;
+                        }
+                        range = g.crc_of.clone();
+                    }
+                    if g.restart {
+                        g.restart = false;
+                        (sha, crc, pos) = (Sha256::new(), crc32fast::Hasher::new(), 0);
+                    }
+                    if pos < g.ready || g.finished {
+                        break;
+                    }
+                    g = c.wait(g).unwrap_or_else(|p| p.into_inner());
+                }
+                if pos >= g.ready {
+                    break;
+                }
+                g.ready
+            };
+            let n = WINDOW.min(ready - pos);
+            crate::mapped::with_window(&f, pos, n as usize, |buf| {
+                sha.update(buf);
+                if let Some(r) = &range {
+                    let start = r.start.clamp(pos, pos + n);
+                    let end = r.end.clamp(pos, pos + n);
+                    crc.update(&buf[(start - pos) as usize..(end - pos) as usize]);
+                }
+            })
+            .map_err(|e| Error::io(&path, "read", e))?;
+            pos += n;
+        }
+        Ok((hex(&sha.finalize()), range.map(|_| crc.finalize())))
+    });
+    Ok((follow, handle))
 }
 
 /// CRC-32 of a whole file, streamed.
@@ -621,45 +757,74 @@ fn stream_writes() -> bool {
 /// process), the written runs come from the image. The entry's CRC-32 is
 /// [`patched_crc`] of the input member's, from the written runs alone;
 /// the output's own bytes are checked against it when the output is
-/// verified (its scan). Returns the bytes the kernel copied.
+/// verified (its scan).
+///
+/// The CRC-32 and size are known before the data is written, so with a
+/// `follow`er the entry's local header (at `header_at`) gets them at once
+/// (the writer writes the same bytes there again when the entry ends,
+/// which [`write_zip`] checks) and the hash follows the data as it is
+/// written. Returns the bytes the kernel copied and the header's patch.
 #[allow(unsafe_code)]
+#[allow(clippy::too_many_arguments)]
 fn write_runs(
     w: &mut zip::ZipWriter<BufWriter<File>>,
     img: &mut crate::weights::Image,
     runs: &[crate::weights::Run],
     input: &Path,
     input_crc: u32,
-) -> io::Result<u64> {
+    header_at: Option<u64>,
+    follow: Option<&Follow>,
+) -> io::Result<(u64, Option<EarlyHeader>)> {
     let src = File::open(input)?;
     let base = img.offset();
     let mapped = img.mapped_len();
+    let len = img.len();
     let mut patches = Vec::new();
+    for r in runs.iter().filter(|r| r.written && r.start < mapped) {
+        let end = r.end.min(mapped);
+        let mut old = vec![0u8; end - r.start];
+        std::os::unix::fs::FileExt::read_exact_at(&src, &mut old, base + r.start as u64)?;
+        let new = img.bytes(r.start..end);
+        patches.push((
+            r.start as u64,
+            crc32fast::hash(&old) ^ crc32fast::hash(new),
+            (end - r.start) as u64,
+        ));
+    }
+    let mut crc = crc32fast::Hasher::new_with_initial_len(
+        patched_crc(input_crc, mapped as u64, &patches),
+        mapped as u64,
+    );
+    if len > mapped {
+        let mut tail = crc32fast::Hasher::new();
+        tail.update(img.bytes(mapped..len));
+        crc.combine(&tail);
+    }
+    let crc = crc.finalize();
     let mut copied = 0;
+    let mut patch = None;
     {
         // SAFETY: the entry's data is written at the writer's position and
-        // nothing else; the buffer is flushed first and the file's position
-        // is left at the end of the data, where the writer continues.
+        // nothing else (the header's CRC-32 and sizes are written in place
+        // with the values the writer writes there itself at the entry's
+        // end); the buffer is flushed first and the file's position is
+        // left at the end of the data, where the writer continues.
         let out = unsafe { w.get_mut() }.ok_or_else(|| io::Error::other("zip writer closed"))?;
         out.flush()?;
         let out = out.get_mut();
+        let data_at = out.stream_position()?;
+        // Under 4 GiB: no zip64 fields, which the writer fills in later.
+        let small = u32::try_from(len).ok().filter(|&n| n < u32::MAX);
+        if let (Some(h), Some(f), Some(small)) = (header_at, follow, small) {
+            patch = finalize_local_header(out, h, data_at, crc, small)?;
+            if patch.is_some() {
+                f.ready(data_at, Some(data_at..data_at + len as u64));
+            }
+        }
+        let mut at = data_at;
         for r in runs {
             if r.written {
-                let new = img.bytes(r.start..r.end);
-                out.write_all(new)?;
-                if r.start < mapped {
-                    let end = r.end.min(mapped);
-                    let mut old = vec![0u8; end - r.start];
-                    std::os::unix::fs::FileExt::read_exact_at(
-                        &src,
-                        &mut old,
-                        base + r.start as u64,
-                    )?;
-                    patches.push((
-                        r.start as u64,
-                        crc32fast::hash(&old) ^ crc32fast::hash(&new[..end - r.start]),
-                        (end - r.start) as u64,
-                    ));
-                }
+                out.write_all(img.bytes(r.start..r.end))?;
             } else {
                 let n = (r.end - r.start) as u64;
                 (&src).seek(SeekFrom::Start(base + r.start as u64))?;
@@ -671,24 +836,55 @@ fn write_runs(
                 }
                 copied += n;
             }
+            at += (r.end - r.start) as u64;
+            if let (Some(f), true) = (follow, patch.is_some()) {
+                f.ready(at, None);
+            }
         }
-    }
-    let len = img.len();
-    let mut crc = crc32fast::Hasher::new_with_initial_len(
-        patched_crc(input_crc, mapped as u64, &patches),
-        mapped as u64,
-    );
-    if len > mapped {
-        let mut tail = crc32fast::Hasher::new();
-        tail.update(img.bytes(mapped..len));
-        crc.combine(&tail);
     }
     img.release_all();
     // SAFETY: exactly `len` bytes were written for the entry above, and
     // `crc` is their CRC-32 (checked against the bytes themselves when the
     // output is verified).
-    unsafe { w.set_file_metadata(len as u64, crc.finalize()) }.map_err(io::Error::other)?;
-    Ok(copied)
+    unsafe { w.set_file_metadata(len as u64, crc) }.map_err(io::Error::other)?;
+    Ok((copied, patch))
+}
+
+/// Write the CRC-32 and both sizes into the local header at `header_at`
+/// of a stored entry whose data starts at `data_at` (what the zip writer
+/// writes there when the entry ends, for an entry under 4 GiB: the
+/// fields at 14, 18 and 22 of the header). Returns the header as it now
+/// is; None, and nothing written, if the bytes there are not such a
+/// header.
+fn finalize_local_header(
+    out: &File,
+    header_at: u64,
+    data_at: u64,
+    crc: u32,
+    len: u32,
+) -> io::Result<Option<EarlyHeader>> {
+    use std::os::unix::fs::FileExt;
+    let Some(n) = data_at
+        .checked_sub(header_at)
+        .filter(|n| (30..=1 << 17).contains(n))
+    else {
+        return Ok(None);
+    };
+    let mut header = vec![0u8; n as usize];
+    out.read_exact_at(&mut header, header_at)?;
+    let name_len = u16::from_le_bytes([header[26], header[27]]) as u64;
+    let extra_len = u16::from_le_bytes([header[28], header[29]]) as u64;
+    // A stored entry (method 0) without a data descriptor (flag bit 3),
+    // whose name and extra fields end where the data starts.
+    let stored = header[8..10] == [0, 0] && header[6] & 8 == 0;
+    if header[..4] != *b"PK\x03\x04" || !stored || 30 + name_len + extra_len != n {
+        return Ok(None);
+    }
+    header[14..18].copy_from_slice(&crc.to_le_bytes());
+    header[18..22].copy_from_slice(&len.to_le_bytes());
+    header[22..26].copy_from_slice(&len.to_le_bytes());
+    out.write_all_at(&header[14..26], header_at + 14)?;
+    Ok(Some((header_at, header)))
 }
 
 /// The CRC-32 of a message of `len` bytes whose CRC-32 was `crc`, after
@@ -706,15 +902,19 @@ pub fn patched_crc(crc: u32, len: u64, patches: &[(u64, u32, u64)]) -> u32 {
 }
 
 /// Write a zip with every member of `src` in order: replaced ones from
-/// `new`, the rest copied raw. Returns the file.
+/// `new`, the rest copied raw. Returns the file. A `follow`er of the file
+/// is told what is final as it is written (see [`write_runs`]), but not
+/// that the file is finished.
 pub fn write_zip(
     src: &mut Archive,
     new: &mut HashMap<String, Content<'_>>,
     out: File,
     out_path: &Path,
+    follow: Option<&Follow>,
 ) -> Result<File> {
     let zip = src.zip.as_mut().expect("zip form");
     let mut w = zip::ZipWriter::new(BufWriter::with_capacity(1 << 20, out));
+    let mut patched = None;
     let werr = |e: &dyn std::fmt::Display| Error::Output {
         path: out_path.to_path_buf(),
         problem: format!("cannot write: {e}"),
@@ -747,6 +947,14 @@ pub fn write_zip(
                 .then(|| m.data_start().map(|at| (at, m.size(), m.crc32())))
                 .flatten();
                 drop(m);
+                // Where this entry's local header will start: the end of
+                // what was written so far.
+                let header_at = w.get_ref().and_then(|b| {
+                    let mut f: &File = b.get_ref();
+                    f.stream_position()
+                        .ok()
+                        .map(|p| p + b.buffer().len() as u64)
+                });
                 w.start_file(name.as_str(), opts).map_err(|e| werr(&e))?;
                 let runs = match (&*content, source) {
                     (Content::Image(img), Some((at, size, _)))
@@ -760,12 +968,19 @@ pub fn write_zip(
                 };
                 match (content, runs, source) {
                     (Content::Image(img), Some(runs), Some((_, _, crc))) => {
-                        let copied =
-                            write_runs(&mut w, img, &runs, &src.path, crc).map_err(|e| werr(&e))?;
+                        let (copied, patch) =
+                            write_runs(&mut w, img, &runs, &src.path, crc, header_at, follow)
+                                .map_err(|e| werr(&e))?;
                         crate::worker::step(&format!(
-                            "{name}: {copied} of {} bytes copied from the input by the kernel",
-                            runs.last().map_or(0, |r| r.end)
+                            "{name}: {copied} of {} bytes copied from the input by the kernel{}",
+                            runs.last().map_or(0, |r| r.end),
+                            if patch.is_some() {
+                                ", hashed as they were written"
+                            } else {
+                                ""
+                            }
                         ));
+                        patched = patched.or(patch);
                     }
                     (content, _, _) => content.write_to(&mut w).map_err(|e| werr(&e))?,
                 }
@@ -774,6 +989,15 @@ pub fn write_zip(
     }
     let buf = w.finish().map_err(|e| werr(&e))?;
     let file = buf.into_inner().map_err(|e| werr(&e.error()))?;
+    // The writer wrote the header fields again when the entry ended: if
+    // the header is not what was written early, what was hashed is stale.
+    if let (Some((at, header)), Some(f)) = (patched, follow) {
+        let mut now = vec![0u8; header.len()];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut now, at).map_err(|e| werr(&e))?;
+        if now != header {
+            f.restart();
+        }
+    }
     Ok(file)
 }
 
@@ -812,6 +1036,58 @@ pub fn copy_dir(src: &Archive, dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_follower_hashes_what_the_file_ends_as() {
+        use std::os::unix::fs::FileExt;
+        let bytes: Vec<u8> = (0..(9u32 << 20) + 123)
+            .map(|i| (i * 13 + i / 509) as u8)
+            .collect();
+        let n = bytes.len() as u64;
+        let range = 1000..n - 77;
+        let want_crc = crc32fast::hash(&bytes[range.start as usize..range.end as usize]);
+        let want_sha = hex(&Sha256::digest(&bytes));
+        // (announce the range early?, rewrite declared bytes and restart?,
+        // finish with another range than announced?)
+        for (early, rewrite, other) in [
+            (true, false, false),
+            (false, false, false),
+            (true, true, false),
+            (true, false, true),
+        ] {
+            let t = tempfile::NamedTempFile::new().unwrap();
+            let (follow, handle) = follow_file(t.path()).unwrap();
+            let f = t.as_file();
+            let mut at = 0usize;
+            for (i, piece) in bytes.chunks(3 << 20).enumerate() {
+                let mut piece = piece.to_vec();
+                if rewrite && i == 0 {
+                    piece[5] ^= 0xff;
+                }
+                f.write_all_at(&piece, at as u64).unwrap();
+                at += piece.len();
+                let announced = if other { 0..10 } else { range.clone() };
+                follow.ready(at as u64, early.then_some(announced));
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if rewrite {
+                f.write_all_at(&bytes[5..6], 5).unwrap();
+                follow.restart();
+            }
+            follow.finish(n, Some(range.clone()));
+            let (sha, crc) = handle.join().unwrap().unwrap();
+            let case = format!("early {early}, rewrite {rewrite}, other {other}");
+            assert_eq!(sha, want_sha, "{case}");
+            assert_eq!(crc, Some(want_crc), "{case}");
+        }
+        // Stopped, it says so instead of hashing half a file.
+        let t = tempfile::NamedTempFile::new().unwrap();
+        let (follow, handle) = follow_file(t.path()).unwrap();
+        t.as_file().write_all_at(b"abc", 0).unwrap();
+        follow.ready(3, None);
+        follow.stop();
+        assert!(handle.join().unwrap().is_err());
+    }
 
     #[test]
     fn a_patched_crc_is_the_crc_of_the_patched_bytes() {

@@ -51,3 +51,42 @@ pub fn for_each_window(file: &File, mut f: impl FnMut(&[u8]) -> bool) -> io::Res
     }
     Ok(true)
 }
+
+/// Call `f` with the `len` bytes of `file` at `start`, which must lie
+/// inside the file (a file still being written: bytes already written).
+pub fn with_window(file: &File, start: u64, len: usize, f: impl FnOnce(&[u8])) -> io::Result<()> {
+    if len == 0 {
+        f(&[]);
+        return Ok(());
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as u64,
+        _ => 4096,
+    };
+    let delta = (start % page) as usize;
+    let n = len + delta;
+    let off = libc::off_t::try_from(start - delta as u64)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
+    // SAFETY: a fresh read-only private mapping of `n` bytes that the
+    // caller says lie inside the file.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            n,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_POPULATE,
+            file.as_raw_fd(),
+            off,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `p..p+n` is mapped and readable until the munmap below; the
+    // slice does not outlive the call.
+    f(unsafe { std::slice::from_raw_parts((p as *const u8).add(delta), len) });
+    // SAFETY: unmapping the mapping made above.
+    unsafe { libc::munmap(p, n) };
+    Ok(())
+}

@@ -176,7 +176,7 @@ fn crc_hex(c: u32) -> String {
 }
 
 /// A file's sha256 and its weights' CRC-32.
-type ScanResult = Result<(String, Option<u32>)>;
+type ScanResult = Result<archive::Scanned>;
 
 /// A background scan of a zip file: its sha256 and its weights' CRC-32.
 /// Dropping it unjoined (an early error) stops the thread at its next
@@ -184,11 +184,16 @@ type ScanResult = Result<(String, Option<u32>)>;
 struct Scan {
     handle: Option<std::thread::JoinHandle<ScanResult>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// A scan that follows the output as it is written.
+    follow: Option<archive::Follow>,
 }
 
 impl Drop for Scan {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(f) = &self.follow {
+            f.stop();
+        }
     }
 }
 
@@ -210,6 +215,7 @@ fn scan_in_background(archive: &archive::Archive) -> Option<Scan> {
             archive::scan_file(&path, range, &flag)
         })),
         stop,
+        follow: None,
     })
 }
 
@@ -444,7 +450,7 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
     if !insp.changes() {
         // Nothing to repair: an exact copy.
         return match form {
-            Form::Zip => stage_zip(parent, output, |t| {
+            Form::Zip => stage_zip(parent, output, |t, _| {
                 fs::copy(&insp.archive.path, t.path())
                     .map(drop)
                     .map_err(|e| Error::io(output, "write", e))
@@ -519,9 +525,9 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
         // A migrated config and nothing else: the weights are copied as
         // they are.
         return match form {
-            Form::Zip => stage_zip(parent, output, |t| {
+            Form::Zip => stage_zip(parent, output, |t, follow| {
                 let f = t.reopen().map_err(|e| Error::io(t.path(), "open", e))?;
-                archive::write_zip(&mut insp.archive, &mut new, f, output).map(drop)
+                archive::write_zip(&mut insp.archive, &mut new, f, output, Some(follow)).map(drop)
             }),
             Form::Directory => {
                 stage_dir(parent, |d| archive::write_dir(&insp.archive, &mut new, d))
@@ -584,9 +590,9 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
     crate::worker::step("writing the archive");
     new.insert(archive::WEIGHTS.to_string(), Content::Image(&mut image));
     match form {
-        Form::Zip => stage_zip(parent, output, |t| {
+        Form::Zip => stage_zip(parent, output, |t, follow| {
             let f = t.reopen().map_err(|e| Error::io(t.path(), "open", e))?;
-            archive::write_zip(&mut insp.archive, &mut new, f, output).map(drop)
+            archive::write_zip(&mut insp.archive, &mut new, f, output, Some(follow)).map(drop)
         }),
         Form::Directory => stage_dir(parent, |d| archive::write_dir(&insp.archive, &mut new, d)),
     }
@@ -597,12 +603,12 @@ fn tmp_err(parent: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 /// A zip output: a `.krepair-*.tmp` file in `parent`, registered for
-/// removal, filled by `write`, then hashed on the other core while it is
-/// synced.
+/// removal, filled by `write`, and hashed on the other core as it is
+/// written (as far as `write` says what is final) and while it is synced.
 fn stage_zip(
     parent: &Path,
     output: &Path,
-    write: impl FnOnce(&tempfile::NamedTempFile) -> Result<()>,
+    write: impl FnOnce(&tempfile::NamedTempFile, &archive::Follow) -> Result<()>,
 ) -> Result<(Staged, Option<Scan>)> {
     let t = tempfile::Builder::new()
         .prefix(&crate::cleanup::prefix())
@@ -610,12 +616,29 @@ fn stage_zip(
         .tempfile_in(parent)
         .map_err(tmp_err(parent))?;
     let g = crate::cleanup::register(t.path());
-    write(&t)?;
+    let (follow, handle) = archive::follow_file(t.path())?;
+    let scan = Scan {
+        handle: Some(handle),
+        stop: Default::default(),
+        follow: Some(follow.clone()),
+    };
+    write(&t, &follow)?;
     let written = archive::Archive::open(t.path()).map_err(|e| Error::Verify {
         path: output.to_path_buf(),
         problem: e.to_string(),
     })?;
-    let scan = scan_in_background(&written);
+    let len = t
+        .as_file()
+        .metadata()
+        .map_err(|e| Error::io(t.path(), "stat", e))?
+        .len();
+    follow.finish(
+        len,
+        written
+            .member(archive::WEIGHTS)
+            .and_then(|m| m.stored_at.clone()),
+    );
+    let scan = Some(scan);
     crate::worker::step("syncing the output");
     t.as_file()
         .sync_all()

@@ -270,6 +270,7 @@ fn every_fixture_every_policy() {
 fn repairs_are_deterministic_and_idempotent() {
     let tmp = tempfile::tempdir().unwrap();
     let mut copied = 0;
+    let mut followed = 0;
     for f in fixtures() {
         let tag = f.tag();
         let a = tmp.path().join("a.keras");
@@ -289,6 +290,7 @@ fn repairs_are_deterministic_and_idempotent() {
         );
         assert_eq!(code(&o), 0, "{tag}");
         copied += kernel_copied(&o);
+        followed += stderr(&o).contains("hashed as they were written") as usize;
         let o = krepair_env(
             &[("KREPAIR_STREAM_WRITES", "1"), ("KREPAIR_TIMINGS", "1")],
             &[&"-q", &"--report", &rb, &f.archive(), &b],
@@ -334,6 +336,13 @@ fn repairs_are_deterministic_and_idempotent() {
     assert!(
         copied >= 20 * 4096,
         "the kernel copied only {copied} bytes of unwritten pages in all"
+    );
+    // The output's hash followed the writer (the reports' sha256 of both
+    // ways are compared above, and checked against the file's in
+    // report_hashes_both_files_and_checksums_every_member).
+    assert!(
+        followed >= 20,
+        "the output was hashed as it was written in only {followed} repairs"
     );
 }
 
