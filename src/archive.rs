@@ -821,24 +821,31 @@ fn write_runs(
                 f.ready(data_at, Some(data_at..data_at + len as u64));
             }
         }
+        // Runs are written a piece at a time, so the hash follows closely.
+        const PIECE: usize = 16 << 20;
         let mut at = data_at;
         for r in runs {
-            if r.written {
-                out.write_all(img.bytes(r.start..r.end))?;
-            } else {
-                let n = (r.end - r.start) as u64;
-                (&src).seek(SeekFrom::Start(base + r.start as u64))?;
-                if io::copy(&mut (&src).take(n), out)? != n {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the input ended while its weights were copied",
-                    ));
+            let mut start = r.start;
+            while start < r.end {
+                let end = r.end.min(start + PIECE);
+                if r.written {
+                    out.write_all(img.bytes(start..end))?;
+                } else {
+                    let n = (end - start) as u64;
+                    (&src).seek(SeekFrom::Start(base + start as u64))?;
+                    if io::copy(&mut (&src).take(n), out)? != n {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the input ended while its weights were copied",
+                        ));
+                    }
+                    copied += n;
                 }
-                copied += n;
-            }
-            at += (r.end - r.start) as u64;
-            if let (Some(f), true) = (follow, patch.is_some()) {
-                f.ready(at, None);
+                at += (end - start) as u64;
+                start = end;
+                if let (Some(f), true) = (follow, patch.is_some()) {
+                    f.ready(at, None);
+                }
             }
         }
     }
