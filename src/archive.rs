@@ -215,7 +215,6 @@ pub fn follow_file(path: &Path) -> Result<(Follow, std::thread::JoinHandle<Resul
     let shared = follow.0.clone();
     let path = path.to_path_buf();
     let handle = std::thread::spawn(move || {
-        const WINDOW: u64 = 8 << 20;
         let (m, c) = &*shared;
         let mut sha = Sha256::new();
         let mut crc = crc32fast::Hasher::new();
@@ -254,7 +253,7 @@ pub fn follow_file(path: &Path) -> Result<(Follow, std::thread::JoinHandle<Resul
                 }
                 g.ready
             };
-            let n = WINDOW.min(ready - pos);
+            let n = crate::mapped::WINDOW.min(ready - pos);
             crate::mapped::with_window(&f, pos, n as usize, |buf| {
                 sha.update(buf);
                 if let Some(r) = &range {

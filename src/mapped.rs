@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 
 /// Bytes mapped at a time (a multiple of any page size).
-const WINDOW: u64 = 8 << 20;
+pub const WINDOW: u64 = 8 << 20;
 
 /// Call `f` with the file's bytes in order, one window at a time, until
 /// it returns false. Returns whether every window was seen.
@@ -22,28 +22,8 @@ pub fn for_each_window(file: &File, mut f: impl FnMut(&[u8]) -> bool) -> io::Res
     let mut pos = 0u64;
     while pos < len {
         let n = WINDOW.min(len - pos) as usize;
-        let off = libc::off_t::try_from(pos)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
-        // SAFETY: a fresh read-only private mapping of `n` bytes that lie
-        // inside the file (checked against its length above).
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                n,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE | libc::MAP_POPULATE,
-                file.as_raw_fd(),
-                off,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `p..p+n` is mapped and readable until the munmap below;
-        // the slice does not outlive this iteration.
-        let go_on = f(unsafe { std::slice::from_raw_parts(p as *const u8, n) });
-        // SAFETY: unmapping the mapping made above.
-        unsafe { libc::munmap(p, n) };
+        let mut go_on = true;
+        with_window(file, pos, n, |buf| go_on = f(buf))?;
         if !go_on {
             return Ok(false);
         }
