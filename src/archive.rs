@@ -233,8 +233,11 @@ pub fn follow_file(path: &Path) -> Result<(Follow, std::thread::JoinHandle<Resul
                     }
                     if g.crc_of != range {
                         // A range announced after the hash went past its
-                        // start cannot be checked on the way: start again.
-                        if g.crc_of.as_ref().is_some_and(|r| r.start < pos) {
+                        // start, or replacing one it began, cannot be
+                        // checked on the way: start again.
+                        let begun =
+                            |r: &Option<Range<u64>>| r.as_ref().is_some_and(|r| r.start < pos);
+                        if begun(&g.crc_of) || begun(&range) {
                             g.restart = true;
                         }
                         range = g.crc_of.clone();
@@ -756,37 +759,47 @@ fn stream_writes() -> bool {
 /// process), the written runs come from the image. The entry's CRC-32 is
 /// [`patched_crc`] of the input member's, from the written runs alone;
 /// the output's own bytes are checked against it when the output is
-/// verified (its scan).
+/// verified (its scan). That catches a bad copy, a moved position or an
+/// input changed meanwhile, not a written page the page table called
+/// unwritten (the CRC follows the same split): [`crate::weights::Image::runs`]
+/// trusts the page table only once it has answered right about a page of
+/// krepair's own, and the verification inspects the output again.
 ///
 /// The CRC-32 and size are known before the data is written, so with a
-/// `follow`er the entry's local header (at `header_at`) gets them at once
+/// `follow`er the local header of the entry (`name`) gets them at once
 /// (the writer writes the same bytes there again when the entry ends,
 /// which [`write_zip`] checks) and the hash follows the data as it is
 /// written. Returns the bytes the kernel copied and the header's patch.
 #[allow(unsafe_code)]
-#[allow(clippy::too_many_arguments)]
 fn write_runs(
     w: &mut zip::ZipWriter<BufWriter<File>>,
     img: &mut crate::weights::Image,
     runs: &[crate::weights::Run],
-    input: &Path,
+    name: &str,
     input_crc: u32,
-    header_at: Option<u64>,
     follow: Option<&Follow>,
 ) -> io::Result<(u64, Option<EarlyHeader>)> {
-    let src = File::open(input)?;
+    let src = img.source().try_clone()?;
     let base = img.offset();
     let mapped = img.mapped_len();
     let len = img.len();
     let mut patches = Vec::new();
+    let mut old = vec![0u8; (1 << 20).min(mapped)];
     for r in runs.iter().filter(|r| r.written && r.start < mapped) {
         let end = r.end.min(mapped);
-        let mut old = vec![0u8; end - r.start];
-        std::os::unix::fs::FileExt::read_exact_at(&src, &mut old, base + r.start as u64)?;
-        let new = img.bytes(r.start..end);
+        // A piece at a time: a written run can be long.
+        let (mut was, mut now) = (crc32fast::Hasher::new(), crc32fast::Hasher::new());
+        let mut at = r.start;
+        while at < end {
+            let n = old.len().min(end - at);
+            std::os::unix::fs::FileExt::read_exact_at(&src, &mut old[..n], base + at as u64)?;
+            was.update(&old[..n]);
+            now.update(img.bytes(at..at + n));
+            at += n;
+        }
         patches.push((
             r.start as u64,
-            crc32fast::hash(&old) ^ crc32fast::hash(new),
+            was.finalize() ^ now.finalize(),
             (end - r.start) as u64,
         ));
     }
@@ -814,8 +827,8 @@ fn write_runs(
         let data_at = out.stream_position()?;
         // Under 4 GiB: no zip64 fields, which the writer fills in later.
         let small = u32::try_from(len).ok().filter(|&n| n < u32::MAX);
-        if let (Some(h), Some(f), Some(small)) = (header_at, follow, small) {
-            patch = finalize_local_header(out, h, data_at, crc, small)?;
+        if let (Some(f), Some(small)) = (follow, small) {
+            patch = finalize_local_header(out, name, data_at, crc, small)?;
             if patch.is_some() {
                 f.ready(data_at, Some(data_at..data_at + len as u64));
             }
@@ -856,39 +869,49 @@ fn write_runs(
     Ok((copied, patch))
 }
 
-/// Write the CRC-32 and both sizes into the local header at `header_at`
-/// of a stored entry whose data starts at `data_at` (what the zip writer
-/// writes there when the entry ends, for an entry under 4 GiB: the
-/// fields at 14, 18 and 22 of the header). Returns the header as it now
-/// is; None, and nothing written, if the bytes there are not such a
-/// header.
+/// Write the CRC-32 and both sizes into the local header of the stored
+/// entry `name` whose data starts at `data_at` (what the zip writer writes
+/// there when the entry ends, for an entry under 4 GiB: the fields at 14,
+/// 18 and 22 of the header). The header is found by what it holds: the
+/// signature, `name`, and a name and extra fields that end at `data_at`.
+/// Returns where it starts and its bytes as they now are; None, and
+/// nothing written, if no such header is there.
 fn finalize_local_header(
     out: &File,
-    header_at: u64,
+    name: &str,
     data_at: u64,
     crc: u32,
     len: u32,
 ) -> io::Result<Option<EarlyHeader>> {
     use std::os::unix::fs::FileExt;
-    let Some(n) = data_at
-        .checked_sub(header_at)
-        .filter(|n| (30..=1 << 17).contains(n))
-    else {
-        return Ok(None);
-    };
-    let mut header = vec![0u8; n as usize];
-    out.read_exact_at(&mut header, header_at)?;
-    let name_len = u16::from_le_bytes([header[26], header[27]]) as u64;
-    let extra_len = u16::from_le_bytes([header[28], header[29]]) as u64;
-    // A stored entry (method 0) without a data descriptor (flag bit 3),
-    // whose name and extra fields end where the data starts.
-    let stored = header[8..10] == [0, 0] && header[6] & 8 == 0;
-    if header[..4] != *b"PK\x03\x04" || !stored || 30 + name_len + extra_len != n {
+    let fixed = 30 + name.len() as u64;
+    let span = data_at.min(fixed + u16::MAX as u64);
+    if span < fixed {
         return Ok(None);
     }
+    let mut tail = vec![0u8; span as usize];
+    out.read_exact_at(&mut tail, data_at - span)?;
+    // Fewest extra bytes first: the writer adds none to a stored entry.
+    let found = (0..=span - fixed).find_map(|extra| {
+        let at = (span - fixed - extra) as usize;
+        let h = &tail[at..];
+        let ok = h.starts_with(b"PK\x03\x04")
+            // stored (method 0), no data descriptor (flag bit 3)
+            && h[8..10] == [0, 0]
+            && h[6] & 8 == 0
+            && u16::from_le_bytes([h[26], h[27]]) as usize == name.len()
+            && u16::from_le_bytes([h[28], h[29]]) as u64 == extra
+            && &h[30..30 + name.len()] == name.as_bytes();
+        ok.then_some(at)
+    });
+    let Some(at) = found else {
+        return Ok(None);
+    };
+    let mut header = tail[at..].to_vec();
     header[14..18].copy_from_slice(&crc.to_le_bytes());
     header[18..22].copy_from_slice(&len.to_le_bytes());
     header[22..26].copy_from_slice(&len.to_le_bytes());
+    let header_at = data_at - span + at as u64;
     out.write_all_at(&header[14..26], header_at + 14)?;
     Ok(Some((header_at, header)))
 }
@@ -953,14 +976,6 @@ pub fn write_zip(
                 .then(|| m.data_start().map(|at| (at, m.size(), m.crc32())))
                 .flatten();
                 drop(m);
-                // Where this entry's local header will start: the end of
-                // what was written so far.
-                let header_at = w.get_ref().and_then(|b| {
-                    let mut f: &File = b.get_ref();
-                    f.stream_position()
-                        .ok()
-                        .map(|p| p + b.buffer().len() as u64)
-                });
                 w.start_file(name.as_str(), opts).map_err(|e| werr(&e))?;
                 let runs = match (&*content, source) {
                     (Content::Image(img), Some((at, size, _)))
@@ -974,9 +989,8 @@ pub fn write_zip(
                 };
                 match (content, runs, source) {
                     (Content::Image(img), Some(runs), Some((_, _, crc))) => {
-                        let (copied, patch) =
-                            write_runs(&mut w, img, &runs, &src.path, crc, header_at, follow)
-                                .map_err(|e| werr(&e))?;
+                        let (copied, patch) = write_runs(&mut w, img, &runs, &name, crc, follow)
+                            .map_err(|e| werr(&e))?;
                         crate::worker::step(&format!(
                             "{name}: {copied} of {} bytes copied from the input by the kernel{}",
                             runs.last().map_or(0, |r| r.end),
@@ -1050,11 +1064,13 @@ mod tests {
             .map(|i| (i * 13 + i / 509) as u8)
             .collect();
         let n = bytes.len() as u64;
-        let range = 1000..n - 77;
+        // Past the first piece, so a range announced after it starts
+        // beyond what was hashed.
+        let range = (5 << 20) + 1000..n - 77;
         let want_crc = crc32fast::hash(&bytes[range.start as usize..range.end as usize]);
         let want_sha = hex(&Sha256::digest(&bytes));
         // (announce the range early?, rewrite declared bytes and restart?,
-        // finish with another range than announced?)
+        // announce another range first?)
         for (early, rewrite, other) in [
             (true, false, false),
             (false, false, false),
@@ -1072,7 +1088,13 @@ mod tests {
                 }
                 f.write_all_at(&piece, at as u64).unwrap();
                 at += piece.len();
-                let announced = if other { 0..10 } else { range.clone() };
+                // Another range at first, then the right one, which
+                // starts past what was hashed: the two must not mix.
+                let announced = if other && i == 0 {
+                    0..10
+                } else {
+                    range.clone()
+                };
                 follow.ready(at as u64, early.then_some(announced));
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
@@ -1093,6 +1115,58 @@ mod tests {
         follow.ready(3, None);
         follow.stop();
         assert!(handle.join().unwrap().is_err());
+    }
+
+    #[allow(unsafe_code)]
+    #[test]
+    fn the_early_header_is_what_the_zip_writer_writes_at_the_end() {
+        let t = tempfile::NamedTempFile::new().unwrap();
+        let mut w = zip::ZipWriter::new(BufWriter::new(t.reopen().unwrap()));
+        // A compressed member before it, as a deflated config.json would be.
+        let deflated =
+            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        w.start_file("config.json", deflated).unwrap();
+        w.write_all(&b"{\"a\": 1} ".repeat(5000)).unwrap();
+        let stored =
+            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        w.start_file(WEIGHTS, stored).unwrap();
+        let data = b"weights ".repeat(3000);
+        let crc = crc32fast::hash(&data);
+        // SAFETY (of the test): the data is written at the writer's
+        // position, and the size and CRC-32 given are the data's.
+        let early = unsafe {
+            let out = w.get_mut().unwrap();
+            out.flush().unwrap();
+            let file = out.get_mut();
+            let at = file.stream_position().unwrap();
+            let early = finalize_local_header(file, WEIGHTS, at, crc, data.len() as u32)
+                .unwrap()
+                .expect("the header is found");
+            file.write_all(&data).unwrap();
+            w.set_file_metadata(data.len() as u64, crc).unwrap();
+            early
+        };
+        let file = w.finish().unwrap().into_inner().unwrap();
+        let mut now = vec![0u8; early.1.len()];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut now, early.0).unwrap();
+        assert_eq!(now, early.1, "the writer wrote other header bytes");
+        // And the archive reads back, CRC-checked.
+        let mut z = ZipArchive::new(File::open(t.path()).unwrap()).unwrap();
+        let mut back = Vec::new();
+        z.by_name(WEIGHTS).unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        // No header where none is: nothing is written.
+        let junk = tempfile::NamedTempFile::new().unwrap();
+        fs::write(junk.path(), vec![7u8; 500]).unwrap();
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(junk.path())
+            .unwrap();
+        assert!(finalize_local_header(&f, WEIGHTS, 400, 1, 2)
+            .unwrap()
+            .is_none());
+        assert_eq!(fs::read(junk.path()).unwrap(), vec![7u8; 500]);
     }
 
     #[test]

@@ -59,7 +59,10 @@ pub struct Image {
     state: Box<State>,
     /// Mapped for editing: its private pages may hold edits.
     writable: bool,
-    /// Where the image starts in the file it was mapped from.
+    /// The file it was mapped from (its own handle: the same file even if
+    /// its path now names another).
+    source: File,
+    /// Where the image starts in that file.
     offset: u64,
     /// Its length there: the bytes the unwritten pages still show.
     mapped: usize,
@@ -104,6 +107,7 @@ impl Image {
     pub fn map(file: &File, offset: u64, len: u64, writable: bool) -> io::Result<Image> {
         let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "image too large to map");
         let len = usize::try_from(len).map_err(|_| too_big())?;
+        let source = file.try_clone()?;
         let page = page_size();
         let delta = (offset % page as u64) as usize;
         let aligned = offset - delta as u64;
@@ -173,6 +177,7 @@ impl Image {
                 cap: map_len - delta,
             }),
             writable,
+            source,
             offset,
             mapped: len,
         })
@@ -244,6 +249,11 @@ impl Image {
         Ok(())
     }
 
+    /// The file the image was mapped from.
+    pub fn source(&self) -> &File {
+        &self.source
+    }
+
     /// Where the image starts in the file it was mapped from.
     pub fn offset(&self) -> u64 {
         self.offset
@@ -278,7 +288,7 @@ impl Image {
     /// after HDF5 has closed the file.
     pub fn runs(&self) -> Option<Vec<Run>> {
         let len = self.state.len;
-        if !self.writable || len < self.mapped {
+        if !self.writable || len < self.mapped || !pagemap_tells_writes() {
             return None;
         }
         let page = page_size();
@@ -389,6 +399,61 @@ impl Image {
             }
         })
     }
+}
+
+/// The pagemap entry of the page at `addr`, read from `map`.
+fn pagemap_entry(map: &File, addr: usize) -> Option<u64> {
+    let mut e = [0u8; 8];
+    std::os::unix::fs::FileExt::read_exact_at(map, &mut e, (addr / page_size() * 8) as u64).ok()?;
+    Some(u64::from_ne_bytes(e))
+}
+
+/// Does `/proc/self/pagemap` say what [`Image::runs`] relies on? Checked
+/// once per process on a page of our own: a private mapping of a file,
+/// read, must show the file's page; written, a private copy. A kernel (or
+/// an emulated `/proc`) that says otherwise gets every byte streamed.
+fn pagemap_tells_writes() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        let (Ok(map), Ok(exe)) = (
+            File::open("/proc/self/pagemap"),
+            File::open("/proc/self/exe"),
+        ) else {
+            return false;
+        };
+        let page = page_size();
+        if exe.metadata().map(|m| m.len()).unwrap_or(0) < page as u64 {
+            return false;
+        }
+        // SAFETY: a fresh private mapping of one page of a file at least
+        // that long; writes to it never reach the file.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                exe.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        let b = p as *mut u8;
+        // SAFETY: `b` is the mapped page; volatile so the read and the
+        // write happen where they are written.
+        let first = unsafe { std::ptr::read_volatile(b) };
+        let read = pagemap_entry(&map, p as usize);
+        // SAFETY: as above; the same byte back, into a private copy.
+        unsafe { std::ptr::write_volatile(b, first) };
+        let written = pagemap_entry(&map, p as usize);
+        // SAFETY: unmapping the page mapped above.
+        unsafe { libc::munmap(p, page) };
+        let file_page = |e: Option<u64>| e.map(|e| e & PM_PRESENT != 0 && e & PM_FILE != 0);
+        let copy = |e: Option<u64>| e.map(|e| e & PM_PRESENT != 0 && e & PM_FILE == 0);
+        file_page(read) == Some(true) && copy(written) == Some(true)
+    })
 }
 
 impl Drop for Image {
