@@ -99,6 +99,15 @@ pub fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Add to `crc` the bytes of `range` (file offsets) that lie in `buf`,
+/// the file's bytes from `pos`.
+fn crc_within(crc: &mut crc32fast::Hasher, range: &Range<u64>, pos: u64, buf: &[u8]) {
+    let end_of_buf = pos + buf.len() as u64;
+    let start = range.start.clamp(pos, end_of_buf);
+    let end = range.end.clamp(pos, end_of_buf);
+    crc.update(&buf[(start - pos) as usize..(end - pos) as usize]);
+}
+
 /// One streamed read of a file: its sha256 and the CRC-32 of one byte
 /// range of it (a stored member, checked in the same pass). Gives up (with
 /// an error) as soon as `stop` is set.
@@ -117,9 +126,7 @@ pub fn scan_file(
         }
         sha.update(buf);
         if let Some(range) = &crc_of {
-            let start = range.start.clamp(pos, pos + buf.len() as u64);
-            let end = range.end.clamp(pos, pos + buf.len() as u64);
-            crc.update(&buf[(start - pos) as usize..(end - pos) as usize]);
+            crc_within(&mut crc, range, pos, buf);
         }
         pos += buf.len() as u64;
         true
@@ -260,9 +267,7 @@ pub fn follow_file(path: &Path) -> Result<(Follow, std::thread::JoinHandle<Resul
             crate::mapped::with_window(&f, pos, n as usize, |buf| {
                 sha.update(buf);
                 if let Some(r) = &range {
-                    let start = r.start.clamp(pos, pos + n);
-                    let end = r.end.clamp(pos, pos + n);
-                    crc.update(&buf[(start - pos) as usize..(end - pos) as usize]);
+                    crc_within(&mut crc, r, pos, buf);
                 }
             })
             .map_err(|e| Error::io(&path, "read", e))?;
@@ -779,7 +784,7 @@ fn write_runs(
     input_crc: u32,
     follow: Option<&Follow>,
 ) -> io::Result<(u64, Option<EarlyHeader>)> {
-    let src = img.source().try_clone()?;
+    let src = img.source();
     let base = img.offset();
     let mapped = img.mapped_len();
     let len = img.len();
@@ -792,7 +797,7 @@ fn write_runs(
         let mut at = r.start;
         while at < end {
             let n = old.len().min(end - at);
-            std::os::unix::fs::FileExt::read_exact_at(&src, &mut old[..n], base + at as u64)?;
+            std::os::unix::fs::FileExt::read_exact_at(src, &mut old[..n], base + at as u64)?;
             was.update(&old[..n]);
             now.update(img.bytes(at..at + n));
             at += n;
@@ -844,8 +849,9 @@ fn write_runs(
                     out.write_all(img.bytes(start..end))?;
                 } else {
                     let n = (end - start) as u64;
-                    (&src).seek(SeekFrom::Start(base + start as u64))?;
-                    if io::copy(&mut (&src).take(n), out)? != n {
+                    let mut from = src;
+                    from.seek(SeekFrom::Start(base + start as u64))?;
+                    if io::copy(&mut from.take(n), out)? != n {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             "the input ended while its weights were copied",

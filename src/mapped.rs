@@ -15,6 +15,17 @@ use std::os::fd::AsRawFd;
 /// Bytes mapped at a time (a multiple of any page size).
 pub const WINDOW: u64 = 8 << 20;
 
+/// The system's page size.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
 /// Call `f` with the file's bytes in order, one window at a time, until
 /// it returns false. Returns whether every window was seen.
 pub fn for_each_window(file: &File, mut f: impl FnMut(&[u8]) -> bool) -> io::Result<bool> {
@@ -39,11 +50,7 @@ pub fn with_window(file: &File, start: u64, len: usize, f: impl FnOnce(&[u8])) -
         f(&[]);
         return Ok(());
     }
-    // SAFETY: sysconf has no preconditions.
-    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        p if p > 0 => p as u64,
-        _ => 4096,
-    };
+    let page = page_size() as u64;
     let delta = (start % page) as usize;
     let n = len + delta;
     let off = libc::off_t::try_from(start - delta as u64)
