@@ -11,20 +11,27 @@
 #      fixture, gives what the x86_64 binary gives: the same exit code, the
 #      same output bytes and report for a repair (and, for tf.keras
 #      archives, a migration), the same `inspect --json`;
-#   4. the sdist is built the way pip builds it where no wheel fits (in an
+#   4. the sdist is what both wheels were built from, by pip in an
 #      isolated environment holding only the [build-system] requires of
-#      pyproject.toml, maturin and cmake >= 3.26, with Rust and a C
-#      compiler and no CMAKE given), installed into another venv, and
-#      repairs the example to the same bytes.
+#      pyproject.toml (scripts/release.sh), so installing the x86_64 wheel
+#      (2.) also installs what the sdist builds.
 #   scripts/build-wheel.sh   ->  target/release-artifacts/ (see release.sh)
-# The sdist's build compiles into target/static, shared with
-# scripts/build-static.sh; the wheels into target/zig.
+# The wheels compile into target/zig. Each section's wall time is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools=$(scripts/build-env.sh)
+# section NAME: say how long the last section took and start the next.
+section_start=$SECONDS
+section() {
+  echo "build-wheel: $* (at $((SECONDS - section_start)) s)"
+}
 dist=target/release-artifacts
+section "release artifacts"
 scripts/release.sh "$dist"
-version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
+# The version is the one release.sh put in the sdist's name.
+sdist=$(ls "$dist"/krepair-*.tar.gz)
+version=${sdist##*/krepair-}
+version=${version%.tar.gz}
 (cd "$dist" && sha256sum --quiet -c SHA256SUMS)
 example=testdata/fixtures/keras-3.5/efficientnet_stem/model.keras
 out=target/wheel-check
@@ -32,6 +39,7 @@ rm -rf "$out"
 mkdir -p "$out"
 
 # 1. The platform tags and what the binaries link.
+section "platform tags"
 for arch in x86_64 aarch64; do
   wheel=$(ls "$dist"/krepair-"$version"-py3-none-*_"$arch".whl)
   echo "wheel: $wheel ($(stat -c %s "$wheel") bytes)"
@@ -50,6 +58,7 @@ for arch in x86_64 aarch64; do
 done
 
 # 2. The x86_64 wheel in a fresh venv.
+section "the x86_64 wheel installed"
 venv=target/wheel-venv
 rm -rf "$venv"
 python3 -m venv "$venv"
@@ -75,6 +84,7 @@ echo "wheel install: the repaired example has nothing left to repair"
 # 3. The aarch64 binary under qemu-user (binfmt_misc, scripts/cross-deps.sh)
 # against the x86_64 one, fixture by fixture. Both run in one folder with
 # the same argument strings, so even the paths in the reports agree.
+section "the aarch64 binary under qemu against the x86_64 one"
 arm=$PWD/$dist/krepair-$version-aarch64-linux-gnu
 x86=$PWD/$dist/krepair-$version-x86_64-linux-gnu
 file "$arm" | grep -q "ARM aarch64" || { echo "$arm is not an aarch64 executable" >&2; exit 1; }
@@ -83,8 +93,6 @@ file "$arm" | grep -q "ARM aarch64" || { echo "$arm is not an aarch64 executable
 "$arm" -q "$example" "$out/repaired-aarch64.keras"
 cmp "$out/repaired.keras" "$out/repaired-aarch64.keras" \
   || { echo "the aarch64 binary repaired the example to other bytes" >&2; exit 1; }
-cross=$out/cross
-mkdir -p "$cross"
 # same NAME ARGS...: run ARGS with each binary in $cross (the output and
 # report, if any, at out.keras and report.json there) and require the
 # same exit code, stdout, output and report.
@@ -111,31 +119,35 @@ same() {
   rm -f "$cross"/*.x86 "$cross"/*.arm
   runs=$((runs + 1))
 }
-runs=0
-for model in testdata/fixtures/*/*/model.keras; do
-  in=$PWD/$model
-  name=${model#testdata/fixtures/}
-  same "repair $name" -q --report report.json "$in" out.keras
-  same "inspect $name" inspect --json "$in"
-  case $model in
-    testdata/fixtures/keras-tf2.*/* | testdata/fixtures/migrate-*/*)
-      same "migrate $name" migrate -q --report report.json "$in" out.keras ;;
-  esac
-done
-echo "aarch64 under qemu: $runs runs on $(ls testdata/fixtures/*/*/model.keras | wc -l) fixtures, each the same as x86_64 (exit code, stdout, output bytes, report)"
-
-# 4. The sdist, built as pip builds from source and installed.
-sdist=$(ls "$dist"/krepair-"$version".tar.gz)
-rm -rf target/sdist-wheel
-env -u CMAKE CARGO_TARGET_DIR="$PWD/target/static" "$tools/pip" wheel --quiet --no-deps \
-  --disable-pip-version-check --wheel-dir target/sdist-wheel "$sdist" >&2
-svenv=target/sdist-venv
-rm -rf "$svenv"
-python3 -m venv "$svenv"
-"$svenv/bin/pip" install --quiet --no-index --disable-pip-version-check target/sdist-wheel/krepair-*.whl
-"$svenv/bin/krepair" --version | grep -q "bundled, statically linked" \
-  || { echo "the sdist's binary is not the static build" >&2; exit 1; }
-"$svenv/bin/krepair" -q "$example" "$out/from-sdist.keras"
-cmp "$out/repaired.keras" "$out/from-sdist.keras" \
-  || { echo "the sdist's binary repaired the example to other bytes" >&2; exit 1; }
-echo "sdist install: built from $sdist with only its build requirements; it repairs the example to the same bytes"
+# differential DIR FIXTURE...: every run of `same` on each fixture, in DIR
+# (the folder both binaries run in); the number of runs goes to DIR/runs.
+differential() {
+  local cross=$1 model in name runs=0
+  shift
+  mkdir -p "$cross"
+  for model in "$@"; do
+    in=$PWD/$model
+    name=${model#testdata/fixtures/}
+    same "repair $name" -q --report report.json "$in" out.keras || return 1
+    same "inspect $name" inspect --json "$in" || return 1
+    case $model in
+      testdata/fixtures/keras-tf2.*/* | testdata/fixtures/migrate-*/*)
+        same "migrate $name" migrate -q --report report.json "$in" out.keras || return 1 ;;
+    esac
+  done
+  echo "$runs" > "$cross/runs"
+}
+# Half the fixtures on each core: qemu is the slow part.
+fixtures=(testdata/fixtures/*/*/model.keras)
+half=$(((${#fixtures[@]} + 1) / 2))
+differential "$out/cross-1" "${fixtures[@]:0:half}" &
+first=$!
+differential "$out/cross-2" "${fixtures[@]:half}" &
+second=$!
+code=0
+wait "$first" || code=1
+wait "$second" || code=1
+[ "$code" = 0 ] || exit 1
+runs=$(($(cat "$out/cross-1/runs") + $(cat "$out/cross-2/runs")))
+echo "aarch64 under qemu: $runs runs on ${#fixtures[@]} fixtures, each the same as x86_64 (exit code, stdout, output bytes, report)"
+section "done"

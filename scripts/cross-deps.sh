@@ -19,25 +19,17 @@
 # everything is there already.
 set -euo pipefail
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null 2>&1 || { echo "krepair: need root (or sudo) to install the cross-build packages" >&2; exit 1; }
-  sudo="sudo"
-fi
+. "$(dirname "$0")/apt.sh"
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   echo "krepair: adding the arm64 architecture to dpkg (for the aarch64 Rust standard library)" >&2
-  $sudo dpkg --add-architecture arm64
+  as_root dpkg --add-architecture arm64
 fi
 need=()
 dpkg -s rustc-web >/dev/null 2>&1 || need+=(rustc-web)
 dpkg -s libstd-rust-web-dev:arm64 >/dev/null 2>&1 || need+=(libstd-rust-web-dev:arm64)
 command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
 dpkg -s qemu-user-binfmt >/dev/null 2>&1 || need+=(qemu-user-binfmt)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "krepair: installing system packages: ${need[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+apt_install "for the aarch64 build and its check" "${need[@]}"
 # rustc-web and its arm64 standard library must be one version.
 host=$(dpkg-query -W -f '${Version}' rustc-web)
 arm=$(dpkg-query -W -f '${Version}' libstd-rust-web-dev:arm64)
@@ -45,11 +37,11 @@ arm=$(dpkg-query -W -f '${Version}' libstd-rust-web-dev:arm64)
 
 binfmt=/proc/sys/fs/binfmt_misc
 if [ ! -e "$binfmt/register" ]; then
-  $sudo mount -t binfmt_misc binfmt_misc "$binfmt"
+  as_root mount -t binfmt_misc binfmt_misc "$binfmt"
 fi
 if [ ! -e "$binfmt/qemu-aarch64" ]; then
   echo "krepair: registering qemu-aarch64 with binfmt_misc" >&2
-  $sudo sh -c "cat /usr/lib/binfmt.d/qemu-aarch64.conf > $binfmt/register"
+  as_root sh -c "cat /usr/lib/binfmt.d/qemu-aarch64.conf > $binfmt/register"
 fi
 grep -qx enabled "$binfmt/qemu-aarch64" \
   || { echo "krepair: the binfmt_misc entry qemu-aarch64 is not enabled" >&2; exit 1; }

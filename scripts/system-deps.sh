@@ -9,14 +9,5 @@ need=()
 dpkg -s libhdf5-dev >/dev/null 2>&1 || need+=(libhdf5-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
-fi
-echo "krepair: installing system packages: ${need[*]}" >&2
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null 2>&1 || { echo "krepair: need root (or sudo) to install ${need[*]}" >&2; exit 1; }
-  sudo="sudo"
-fi
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+. "$(dirname "$0")/apt.sh"
+apt_install "to build krepair" "${need[@]}"

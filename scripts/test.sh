@@ -21,17 +21,45 @@
 #      (scripts/check_inspect.py), and of every migrated tf.keras fixture
 #      in Keras 3.15; `krepair diff` of two fine-tuning checkpoints of
 #      each Keras 3 fixture against numpy;
-#   4. the Python wheel (scripts/build-wheel.sh): the static binary built
-#      with the bundled HDF5, packed by maturin, audited, installed into a
-#      fresh venv and used there to repair the bundled example; then the
-#      test suite's repair tests again with that static binary.
+#   4. the release artifacts (scripts/build-wheel.sh): the sdist and the
+#      manylinux2014 x86_64 and aarch64 wheels built from it by pip (the
+#      static binary with the bundled HDF5), audited, the x86_64 one
+#      installed into a fresh venv and used there to repair the bundled
+#      example, the aarch64 binary under qemu against the x86_64 one on
+#      every fixture; then the real-Keras check (Keras 3.15) with the
+#      wheel's binary.
 # Set KREPAIR_SKIP_KERAS=1 to stop after step 2 (no Python needed), and
 # KREPAIR_SKIP_WHEEL=1 to skip step 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
-step() { printf '\n== %s\n' "$*"; }
+# step NAME: start the next step. Each step's wall time is printed when the
+# next one starts, and all of them, with the total, when the run ends.
+times=()
+step_name=""
+step_start=$SECONDS
+end_step() {
+  [ -n "$step_name" ] || return 0
+  local took=$((SECONDS - step_start))
+  times+=("$(printf '%5d s  %s' "$took" "$step_name")")
+  printf '   (%d s)\n' "$took"
+}
+step() {
+  end_step
+  step_name=$*
+  step_start=$SECONDS
+  printf '\n== [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"
+}
+summary() {
+  local code=$?
+  end_step
+  step_name=""
+  printf '\n== wall time of each step\n'
+  printf '%s\n' "${times[@]}"
+  printf '%5d s  in all (exit %d)\n' "$SECONDS" "$code"
+}
+trap summary EXIT
 
 step "system packages"
 scripts/system-deps.sh
