@@ -90,76 +90,125 @@ for v in "${versions[@]}"; do
   echo "keras $v: ${py[$v]}"
 done
 
-gen=target/keras-generated
-step "generate the reporter's EfficientNetB0 model with Keras 3.5 and 3.15 (about 4 min each)"
-for v in 3.5 3.15; do
-  rm -rf "$gen/keras-$v"
-  "${py[$v]}" testdata/generate.py --efficientnet --out "$gen/keras-$v"
-done
-
-step "generate keras.applications MobileNetV2 and EfficientNetB0 with tf.keras 2.15 (for the migration check)"
-rm -rf "$gen/migrate-tf2.15"
-"${py[tf2.15]}" testdata/generate.py --applications --out "$gen/migrate-tf2.15"
-
-step "real-Keras check"
-# Loading EfficientNetB0 compiles the same XLA programs again and again.
-export JAX_COMPILATION_CACHE_DIR="$PWD/target/jax-cache"
-export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+# The real-Keras jobs (generators and checks) run KREPAIR_JOBS at a time (2
+# by default): each spends most of its time compiling XLA or TensorFlow
+# programs on one core. Each job has its own log, work folder and JAX
+# cache; its result is read from its log once the batch is done.
+jobs_max=${KREPAIR_JOBS:-2}
 status=0
 total_passed=0
 total_failed=0
-# check LOG PYTHON SCRIPT ARGS...: run one real-Keras check into LOG, show
-# what is not ok, and add its closing "N passed, N failed" to the totals.
-check() {
-  local log=$1; shift
-  "$@" > "$log" 2>&1 || status=1
-  grep -v '^ok ' "$log" || true
-  local line
-  line=$(tail -1 "$log")
-  if [[ "$line" =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
-    total_passed=$((total_passed + BASH_REMATCH[1]))
-    total_failed=$((total_failed + BASH_REMATCH[2]))
-    echo "$log: $line"
-  else
-    echo "$log: the check did not finish" >&2
-    status=1
-  fi
+batch=()
+# job LOG CMD...: start CMD in the background, its output into LOG and its
+# exit code into LOG.rc, once fewer than jobs_max jobs are running.
+job() {
+  local log=$1
+  shift
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do
+    wait -n || true
+  done
+  rm -f "$log.rc"
+  (
+    code=0
+    "$@" > "$log" 2>&1 || code=$?
+    echo "$code" > "$log.rc"
+  ) &
+  batch+=("$log")
 }
+# settle [checks]: wait for the batch. Each job's failure fails the run;
+# with `checks`, show what each check's log holds that is not ok and add
+# its closing "N passed, N failed" to the totals.
+settle() {
+  wait
+  local log line
+  for log in "${batch[@]}"; do
+    if [ "$(cat "$log.rc" 2>/dev/null)" != 0 ]; then
+      status=1
+      echo "$log: exit $(cat "$log.rc" 2>/dev/null || echo '?')" >&2
+    fi
+    if [ "${1:-}" != checks ]; then
+      cat "$log"
+      continue
+    fi
+    grep -v '^ok ' "$log" || true
+    line=$(tail -1 "$log")
+    if [[ "$line" =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+      total_passed=$((total_passed + BASH_REMATCH[1]))
+      total_failed=$((total_failed + BASH_REMATCH[2]))
+      echo "$log: $line"
+    else
+      echo "$log: the check did not finish" >&2
+      status=1
+    fi
+  done
+  batch=()
+}
+# keras_env V: the venv python of Keras V (made once, here, not in a job).
+keras_env() {
+  [ -n "${py[$1]:-}" ] || py[$1]=$(scripts/python-env.sh "$1")
+}
+# Loading EfficientNetB0 compiles the same XLA programs again and again:
+# each job keeps them in a cache of its own.
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+# jax NAME CMD...: CMD with JAX's compilation cache in target/jax-cache/NAME.
+jax() {
+  local name=$1
+  shift
+  JAX_COMPILATION_CACHE_DIR="$PWD/target/jax-cache/$name" "$@"
+}
+
+gen=target/keras-generated
+step "generate the reporter's EfficientNetB0 model with Keras 3.5 and 3.15, and keras.applications MobileNetV2 and EfficientNetB0 with tf.keras 2.15 (for the migration check)"
+for v in 3.5 3.15; do
+  rm -rf "$gen/keras-$v"
+  job "target/generate-$v.log" "${py[$v]}" testdata/generate.py --efficientnet --out "$gen/keras-$v"
+done
+rm -rf "$gen/migrate-tf2.15"
+job target/generate-tf2.15.log "${py[tf2.15]}" testdata/generate.py --applications --out "$gen/migrate-tf2.15"
+settle
+[ "$status" = 0 ] || { echo "generating the test models failed" >&2; exit 1; }
+
+step "real-Keras check"
 for v in "${versions[@]}"; do
-  check "target/keras-check-$v.log" "${py[$v]}" scripts/check_keras.py --krepair "$bin" \
-    --work target/keras-check testdata/fixtures/keras-* "$gen"/keras-*
+  job "target/keras-check-$v.log" jax "check-$v" "${py[$v]}" scripts/check_keras.py --krepair "$bin" \
+    --work "target/keras-check/$v" testdata/fixtures/keras-* "$gen"/keras-*
 done
 # Repairs (not migrations) of tf.keras 2.12, 2.13 and 2.14 archives,
 # loaded in the tf.keras that saved them.
 for v in tf2.12 tf2.13 tf2.14; do
-  py[$v]=$(scripts/python-env.sh "$v")
-  check "target/keras-check-$v.log" "${py[$v]}" scripts/check_keras.py --krepair "$bin" \
-    --work target/keras-check "testdata/fixtures/migrate-$v"
+  keras_env "$v"
+  job "target/keras-check-$v.log" "${py[$v]}" scripts/check_keras.py --krepair "$bin" \
+    --work "target/keras-check/$v" "testdata/fixtures/migrate-$v"
 done
+settle checks
 echo
 echo "real-keras: $total_passed passed, $total_failed failed"
 
 step "migration check (tf.keras 2.12 to 2.15 fixtures and applications in Keras 3.0 to 3.15)"
 migrate_versions=(3.0 3.5 3.6 3.10 3.13 3.15)
 for v in "${migrate_versions[@]}"; do
-  [ -n "${py[$v]:-}" ] || py[$v]=$(scripts/python-env.sh "$v")
-  check "target/migrate-check-$v.log" "${py[$v]}" scripts/check_migrate.py --krepair "$bin" \
-    --work target/migrate-check testdata/fixtures/keras-tf2.15 testdata/fixtures/migrate-tf2.12 \
+  keras_env "$v"
+done
+for v in "${migrate_versions[@]}"; do
+  job "target/migrate-check-$v.log" jax "migrate-$v" "${py[$v]}" scripts/check_migrate.py --krepair "$bin" \
+    --work "target/migrate-check/$v" testdata/fixtures/keras-tf2.15 testdata/fixtures/migrate-tf2.12 \
     testdata/fixtures/migrate-tf2.13 testdata/fixtures/migrate-tf2.14 "$gen/migrate-tf2.15"
 done
+settle checks
 
 step "inspect check (krepair inspect against what each Keras builds and loads)"
-check target/inspect-check-3.15.log "${py[3.15]}" scripts/check_inspect.py --krepair "$bin" \
+job target/inspect-check-3.15.log jax inspect-3.15 "${py[3.15]}" scripts/check_inspect.py --krepair "$bin" \
   --diff target/inspect-diff testdata/fixtures/keras-3.5 testdata/fixtures/keras-3.6 testdata/fixtures/keras-3.15
-check target/inspect-check-tf2.15.log "${py[tf2.15]}" scripts/check_inspect.py --krepair "$bin" \
+job target/inspect-check-tf2.15.log "${py[tf2.15]}" scripts/check_inspect.py --krepair "$bin" \
   testdata/fixtures/keras-tf2.15
 for v in tf2.12 tf2.13 tf2.14; do
-  check "target/inspect-check-$v.log" "${py[$v]}" scripts/check_inspect.py --krepair "$bin" \
+  job "target/inspect-check-$v.log" "${py[$v]}" scripts/check_inspect.py --krepair "$bin" \
     "testdata/fixtures/migrate-$v"
 done
-check target/inspect-check-migrated.log "${py[3.15]}" scripts/check_inspect.py --migrate --krepair "$bin" \
+job target/inspect-check-migrated.log jax inspect-migrated "${py[3.15]}" scripts/check_inspect.py --migrate --krepair "$bin" \
   testdata/fixtures/keras-tf2.15 testdata/fixtures/migrate-tf2.12 \
   testdata/fixtures/migrate-tf2.13 testdata/fixtures/migrate-tf2.14
+settle checks
 echo
 echo "real-keras (repair, migrate and inspect): $total_passed passed, $total_failed failed"
 
@@ -168,8 +217,9 @@ if [ "${KREPAIR_SKIP_WHEEL:-0}" != 1 ]; then
   scripts/build-wheel.sh || status=1
   step "the real-Keras check with the wheel's static binary (Keras 3.15)"
   log="target/keras-check-static.log"
-  "${py[3.15]}" scripts/check_keras.py --krepair target/wheel-venv/bin/krepair \
+  jax static-3.15 "${py[3.15]}" scripts/check_keras.py --krepair target/wheel-venv/bin/krepair \
     --work target/keras-check-static testdata/fixtures/keras-* > "$log" 2>&1 || status=1
   grep -v '^ok ' "$log" || true
+  echo "$log: $(tail -1 "$log")"
 fi
 exit $status
