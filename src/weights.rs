@@ -235,6 +235,7 @@ pub const MAX_DATASET_BYTES: u64 = 4 << 30;
 /// See [`MAX_DATASET_BYTES`].
 pub const MAX_DATASET_RATIO: u64 = 1000;
 
+pub(crate) mod headers;
 mod image;
 mod raw;
 
@@ -588,7 +589,19 @@ impl Weights {
     /// datasets, datasets whose declared size is absurd against their
     /// storage, and more objects, links, attributes or deeper nesting than
     /// any model has.
+    ///
+    /// A file made only of the structures h5py writes by default is read
+    /// without HDF5 ([`headers::scan`], which accepts a file only if this
+    /// walk would); anything else, and every file with
+    /// `KREPAIR_HDF5_WALK=1`, is walked by HDF5.
     pub fn check_structure(&self) -> Result<()> {
+        if let Some(bytes) = self.image.read_only_bytes() {
+            if std::env::var_os("KREPAIR_HDF5_WALK").is_none()
+                && headers::scan(bytes, &mut |_, _| {}).is_ok()
+            {
+                return Ok(());
+            }
+        }
         self.walk("", |object, _, child| match object {
             Object::Dataset(ds) => self.check_dataset(ds, child),
             _ => Ok(()),

@@ -256,6 +256,18 @@ impl Image {
         self.mapped
     }
 
+    /// All the bytes of a read-only image, also while HDF5 has it open:
+    /// HDF5 opened it read-only and never writes it. None for a writable
+    /// image.
+    pub fn read_only_bytes(&self) -> Option<&[u8]> {
+        if self.writable {
+            return None;
+        }
+        // SAFETY: `ptr..ptr+len` is mapped; nothing writes a read-only
+        // image, so sharing it with HDF5's reads is sound.
+        Some(unsafe { std::slice::from_raw_parts(self.state.ptr, self.state.len) })
+    }
+
     /// The image's bytes in `range` (within [`Image::len`]). Call it only
     /// after HDF5 has closed the file.
     pub fn bytes(&self, range: std::ops::Range<usize>) -> &[u8] {
