@@ -15,11 +15,12 @@
 //!
 //! Everything is read from one byte slice through bounds-checked readers;
 //! every address must lie below the end-of-file address the superblock
-//! declares, which must lie within the slice. Each object header, B-tree
-//! node, symbol-table node and heap is read once (a second use of an
-//! address gives up), so the work is bounded by the file's size.
+//! declares, which must lie within the slice. Each object header (and
+//! continuation chunk), B-tree node, symbol-table node and heap claims its
+//! bytes: two that overlap give up, so each byte is read as a structure
+//! once and the work is bounded by the file's size.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 
 use super::{Elem, MAX_ATTRIBUTES, MAX_DATASET_BYTES, MAX_DEPTH, MAX_GROUP_LINKS, MAX_OBJECTS};
 
@@ -56,6 +57,9 @@ const MAX_CHUNKS: usize = 64;
 const MAX_LEVEL: u8 = 16;
 /// Largest rank HDF5 knows (`H5S_MAX_RANK`).
 const MAX_RANK: usize = 32;
+/// Longest link name read (Keras's are a few dozen bytes): bounds the work
+/// of reading the names and keys a heap holds.
+const MAX_NAME: usize = 1024;
 
 /// A bounds-checked little-endian reader over a slice.
 struct Cur<'a> {
@@ -145,10 +149,11 @@ struct Reader<'a> {
     eoa: u64,
     leaf_k: usize,
     internal_k: usize,
-    /// Every address a structure was read at (the superblock's 0 too):
-    /// HDF5 caches its metadata by address, and a second structure at one
-    /// address is a corrupt file to it.
-    used: HashSet<u64>,
+    /// The byte range of every structure read (the superblock's too), by
+    /// start: HDF5 gives each its own block, so two that overlap are a
+    /// corrupt file (and would let one run of bytes be read again and
+    /// again). Claimed once, each byte is read once.
+    used: BTreeMap<u64, u64>,
 }
 
 impl<'a> Reader<'a> {
@@ -162,18 +167,26 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn claim(&mut self, at: u64, what: &str) -> R<()> {
-        if self.used.insert(at) {
-            Ok(())
-        } else {
-            give_up(format!("{what} at {at:#x}: that address is used twice"))
+    /// Claim the `len` bytes at `at` (already checked to lie in the file)
+    /// for one structure: none other may overlap them.
+    fn claim(&mut self, at: u64, len: u64, what: &str) -> R<()> {
+        let end = at + len;
+        let before = self
+            .used
+            .range(..=at)
+            .next_back()
+            .is_some_and(|(_, &e)| e > at);
+        let after = self.used.range(at..).next().is_some_and(|(&s, _)| s < end);
+        if len == 0 || before || after {
+            return give_up(format!("{what} at {at:#x} overlaps another structure"));
         }
+        self.used.insert(at, end);
+        Ok(())
     }
 
     /// Every message of the version-1 object header at `addr`, as (type,
     /// body); continuation chunks followed.
     fn messages(&mut self, addr: u64) -> R<Vec<(u16, &'a [u8])>> {
-        self.claim(addr, "an object header")?;
         let prefix = self.bytes(addr, 16)?;
         if prefix[0] != 1 {
             return give_up(format!("object header version {} at {addr:#x}", prefix[0]));
@@ -183,15 +196,20 @@ impl<'a> Reader<'a> {
         if count == 0 {
             return give_up(format!("an object header with no messages at {addr:#x}"));
         }
-        // (start, length) of each chunk; the prefix belongs to the first.
+        // (start, length) of each chunk; the prefix is claimed with the
+        // first.
+        self.bytes(addr, 16 + size)?;
+        self.claim(addr, 16 + size, "an object header")?;
         let mut chunks = vec![(addr + 16, size)];
-        let mut spans = vec![(addr, 16 + size)];
         let mut out = Vec::with_capacity(count);
         let mut k = 0;
         while k < chunks.len() {
             let (at, len) = chunks[k];
-            k += 1;
             let s = self.bytes(at, len)?;
+            if k > 0 {
+                self.claim(at, len, "an object header continuation")?;
+            }
+            k += 1;
             let mut i = 0usize;
             while i < s.len() {
                 if s.len() - i < 8 {
@@ -224,9 +242,7 @@ impl<'a> Reader<'a> {
                             "continuation chunks of the object header at {addr:#x}"
                         ));
                     }
-                    self.claim(at, "an object header continuation")?;
                     chunks.push((at, len));
-                    spans.push((at, len));
                 }
                 out.push((ty, body));
                 if out.len() > count {
@@ -240,12 +256,6 @@ impl<'a> Reader<'a> {
         if out.len() != count {
             return give_up(format!(
                 "fewer messages than the object header at {addr:#x} counts"
-            ));
-        }
-        spans.sort_unstable();
-        if spans.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0) {
-            return give_up(format!(
-                "overlapping chunks in the object header at {addr:#x}"
             ));
         }
         Ok(out)
@@ -341,6 +351,12 @@ impl<'a> Reader<'a> {
                     if declared > MAX_DATASET_BYTES {
                         return give_up(format!("a large dataset with no storage at {addr:#x}"));
                     }
+                } else if size == 0 {
+                    // HDF5 2.x refuses an allocated empty contiguous
+                    // dataset ("invalid dataset size").
+                    return give_up(format!(
+                        "an empty contiguous dataset with storage at {addr:#x}"
+                    ));
                 } else {
                     self.bytes(at, size)?;
                 }
@@ -356,7 +372,6 @@ impl<'a> Reader<'a> {
     /// free list as HDF5 does when it loads the heap (and more: the list
     /// must run forward, so it ends).
     fn heap(&mut self, addr: u64) -> R<&'a [u8]> {
-        self.claim(addr, "a local heap")?;
         let p = self.bytes(addr, 32)?;
         let mut c = Cur::new(p);
         if c.take(4)? != b"HEAP" || c.u8()? != 0 {
@@ -367,10 +382,13 @@ impl<'a> Reader<'a> {
         if size == 0 {
             return give_up(format!("an empty local heap at {addr:#x}"));
         }
-        if data != addr + 32 {
-            self.claim(data, "a local heap's data")?;
-        }
         let seg = self.bytes(data, size)?;
+        if data == addr + 32 {
+            self.claim(addr, 32 + size, "a local heap")?;
+        } else {
+            self.claim(addr, 32, "a local heap")?;
+            self.claim(data, size, "a local heap's data")?;
+        }
         let mut floor = 0u64;
         while free != FREE_NULL {
             let fits = free >= floor && free.checked_add(16).is_some_and(|e| e <= size);
@@ -406,9 +424,10 @@ impl<'a> Reader<'a> {
         limit: usize,
         out: &mut Vec<(&'a str, Entry)>,
     ) -> R<()> {
-        self.claim(addr, "a B-tree node")?;
         let two_k = 2 * self.internal_k;
-        let s = self.bytes(addr, 24 + 16 * two_k as u64 + 8)?;
+        let size = 24 + 16 * two_k as u64 + 8;
+        let s = self.bytes(addr, size)?;
+        self.claim(addr, size, "a B-tree node")?;
         let mut c = Cur::new(s);
         if c.take(4)? != b"TREE" || c.u8()? != 0 {
             return give_up(format!("no group B-tree node at {addr:#x}"));
@@ -465,8 +484,9 @@ impl<'a> Reader<'a> {
         limit: usize,
         out: &mut Vec<(&'a str, Entry)>,
     ) -> R<()> {
-        self.claim(addr, "a symbol-table node")?;
-        let s = self.bytes(addr, 8 + 80 * self.leaf_k as u64)?;
+        let size = 8 + 80 * self.leaf_k as u64;
+        let s = self.bytes(addr, size)?;
+        self.claim(addr, size, "a symbol-table node")?;
         let mut c = Cur::new(s);
         if c.take(4)? != b"SNOD" || c.u8()? != 1 {
             return give_up(format!("no symbol-table node version 1 at {addr:#x}"));
@@ -501,10 +521,10 @@ fn name(heap: &[u8], off: u64) -> R<&str> {
         .ok()
         .and_then(|o| heap.get(o..))
         .ok_or_else(|| Fallback(format!("a name at heap offset {off}, past the heap")))?;
-    let end = rest
+    let end = rest[..rest.len().min(MAX_NAME + 1)]
         .iter()
         .position(|&b| b == 0)
-        .ok_or_else(|| Fallback(format!("an unterminated name at heap offset {off}")))?;
+        .ok_or_else(|| Fallback(format!("an unterminated or long name at heap offset {off}")))?;
     std::str::from_utf8(&rest[..end])
         .map_err(|_| Fallback(format!("a name at heap offset {off} is not UTF-8")))
 }
@@ -655,7 +675,7 @@ pub fn scan(b: &[u8], visit: &mut dyn FnMut(&str, &Kind)) -> R<()> {
         eoa,
         leaf_k,
         internal_k,
-        used: HashSet::from([0]),
+        used: BTreeMap::from([(0, 96)]),
     };
     let Object::Group(group) = r.object(root.addr)? else {
         return give_up("a root that is not a symbol-table group");
@@ -808,6 +828,65 @@ mod tests {
             fell_back.is_empty(),
             "read {read}; fell back on:\n{}",
             fell_back.join("\n")
+        );
+    }
+
+    fn reader(b: &[u8]) -> Reader<'_> {
+        Reader {
+            b,
+            eoa: b.len() as u64,
+            leaf_k: 4,
+            internal_k: 16,
+            used: BTreeMap::from([(0, 96)]),
+        }
+    }
+
+    #[test]
+    fn structures_may_not_overlap() {
+        let b = vec![0u8; 1000];
+        let mut r = reader(&b);
+        assert!(r.claim(96, 10, "x").is_ok(), "right after the superblock");
+        assert!(r.claim(100, 10, "x").is_err(), "inside another");
+        assert!(r.claim(90, 10, "x").is_err(), "over the superblock's end");
+        assert!(r.claim(106, 10, "x").is_ok(), "adjacent");
+        assert!(r.claim(150, 100, "x").is_ok());
+        assert!(r.claim(140, 20, "x").is_err(), "over another's start");
+        assert!(r.claim(96, 10, "x").is_err(), "the same bytes twice");
+        assert!(r.claim(300, 0, "x").is_err(), "nothing");
+    }
+
+    #[test]
+    fn names_are_bounded_and_terminated() {
+        let mut heap = vec![b'a'; MAX_NAME + 10];
+        heap.push(0);
+        assert!(name(&heap, 0).is_err(), "longer than MAX_NAME");
+        assert_eq!(name(&heap, 20).unwrap().len(), MAX_NAME - 10);
+        assert!(name(b"ab", 0).is_err(), "no NUL");
+        assert!(name(b"a\0", 2).is_err(), "past the heap");
+        assert!(name(b"\xff\0", 0).is_err(), "not UTF-8");
+        assert_eq!(name(b"\0vars\0", 1).unwrap(), "vars");
+    }
+
+    #[test]
+    fn an_allocated_empty_contiguous_dataset_falls_back() {
+        let b = vec![0u8; 1000];
+        let r = reader(&b);
+        let layout = |at: u64, size: u64| {
+            let mut m = vec![3u8, 1];
+            m.extend_from_slice(&at.to_le_bytes());
+            m.extend_from_slice(&size.to_le_bytes());
+            m
+        };
+        assert!(
+            r.layout(&layout(500, 0), 0, 0).is_err(),
+            "HDF5 2.x refuses it"
+        );
+        assert!(r.layout(&layout(UNDEF, 0), 0, 0).is_ok(), "never allocated");
+        assert!(r.layout(&layout(500, 16), 16, 0).is_ok());
+        assert!(r.layout(&layout(990, 16), 16, 0).is_err(), "past the end");
+        assert!(
+            r.layout(&layout(500, 16), 12, 0).is_err(),
+            "not the declared size"
         );
     }
 
