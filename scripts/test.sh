@@ -216,10 +216,8 @@ if [ "${KREPAIR_SKIP_WHEEL:-0}" != 1 ]; then
   step "the Python wheel (static HDF5): build, audit, install in a fresh venv, use"
   scripts/build-wheel.sh || status=1
   step "the real-Keras check with the wheel's static binary (Keras 3.15)"
-  log="target/keras-check-static.log"
-  jax static-3.15 "${py[3.15]}" scripts/check_keras.py --krepair target/wheel-venv/bin/krepair \
-    --work target/keras-check-static testdata/fixtures/keras-* > "$log" 2>&1 || status=1
-  grep -v '^ok ' "$log" || true
-  echo "$log: $(tail -1 "$log")"
+  job target/keras-check-static.log jax static-3.15 "${py[3.15]}" scripts/check_keras.py \
+    --krepair target/wheel-venv/bin/krepair --work target/keras-check-static testdata/fixtures/keras-*
+  settle checks
 fi
 exit $status
