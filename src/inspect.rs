@@ -230,8 +230,20 @@ pub fn inspect_walked(
     }
     crate::worker::step("reading config.json");
     let config_bytes = archive.read_member(archive::CONFIG, archive::MAX_CONFIG_BYTES)?;
-    let mut config = parse_json(&config_bytes, "config.json", &archive)?;
-    let mut config_text = String::from_utf8(config_bytes).expect("checked above");
+    let mut config_text = String::from_utf8(config_bytes).map_err(|e| {
+        Error::format(
+            path,
+            crate::error::Malformed::Config,
+            format!("config.json is not UTF-8: {}", e.utf8_error()),
+        )
+    })?;
+    let bad_config = |e: String| {
+        Error::format(
+            path,
+            crate::error::Malformed::Config,
+            format!("config.json: {e}"),
+        )
+    };
     // Migration rewrites the tree first; the Normalization layers are then
     // found, and embedded, in the migrated config.
     let mut migration = Vec::new();
@@ -240,46 +252,47 @@ pub fn inspect_walked(
     // build_config (tf.keras 2.12), before migration removes their
     // batch_input_shape.
     let mut declared = HashMap::new();
-    if check.migrate && crate::migrate::is_tf_keras(keras_version.as_deref()) {
-        for s in model::find_normalizations(&config).map_err(|e| {
-            Error::format(
-                path,
-                crate::error::Malformed::Config,
-                format!("config.json: {e}"),
-            )
-        })? {
-            declared.insert(s.config_path, (s.input_shape, s.shape_from));
-        }
-    }
     // tf.keras named the weights groups of 2.12-2.14 after the classes it
     // saved, which migration may change (TFOpLambda): the layout is
     // matched against the config as saved.
     let saved_config_text = (check.migrate
         && crate::migrate::numbering_of(keras_version.as_deref()).is_some())
     .then(|| config_text.clone());
-    if check.migrate {
+    let (mut sites, discs) = if check.migrate {
+        // The migration rewrites the tree: a `serde_json::Value`.
+        let mut config = parse_json(config_text.as_bytes(), "config.json", &archive)?;
+        if crate::migrate::is_tf_keras(keras_version.as_deref()) {
+            for s in model::find_normalizations(&config).map_err(bad_config)? {
+                declared.insert(s.config_path, (s.input_shape, s.shape_from));
+            }
+        }
         crate::worker::step("planning the migration of config.json");
         let plan = crate::migrate::plan(&mut config, keras_version.as_deref())
             .map_err(|r| refused(path, r, "cannot migrate"))?;
         migration = plan.rewrites;
         optimizer = plan.optimizer;
         if !migration.is_empty() {
-            config_text = serde_json::to_string(&config).map_err(|e| {
-                Error::format(
-                    path,
-                    crate::error::Malformed::Config,
-                    format!("config.json: {e}"),
-                )
-            })?;
+            config_text = serde_json::to_string(&config).map_err(|e| bad_config(e.to_string()))?;
         }
-    }
-    let (mut sites, discs) = model::find_layers(&config).map_err(|e| {
-        Error::format(
-            path,
-            crate::error::Malformed::Config,
-            format!("config.json: {e}"),
-        )
-    })?;
+        let found = read_config(&config, &mut findings).map_err(bad_config)?;
+        // The parsed tree takes about ten times the text's size: let it
+        // go before the weights are opened, on another thread (freeing a
+        // tree of a few million nodes takes tens of milliseconds).
+        drop_aside(config);
+        found
+    } else {
+        // Read only: a tree borrowing from the text, in an arena
+        // (json_tree).
+        let arena = bumpalo::Bump::new();
+        let config = crate::json_tree::parse(&config_text, &arena).map_err(|e| {
+            Error::format(
+                path,
+                crate::error::Malformed::Config,
+                format!("config.json is not valid JSON: {e}"),
+            )
+        })?;
+        read_config(&config, &mut findings).map_err(bad_config)?
+    };
     for site in &mut sites {
         if let Some((shape, from)) = declared.remove(&site.config_path) {
             if site.shape_from == ShapeFrom::Unknown {
@@ -287,14 +300,6 @@ pub fn inspect_walked(
             }
         }
     }
-
-    for (code, message) in model::code_findings(&config) {
-        findings.push(finding(code, message));
-    }
-    // The parsed tree takes about ten times the text's size: let it go
-    // before the weights are opened, on another thread (freeing a tree of
-    // a few million nodes takes tens of milliseconds).
-    drop_aside(config);
 
     // The weights are always checked, even when no layer needs them: an
     // archive is never handed back as healthy with a file Keras would refuse.
@@ -560,6 +565,19 @@ impl Inflated {
             _guard: guard,
         })
     }
+}
+
+/// The Normalization and Discretization layers of a parsed config.json,
+/// and its findings about code (added to `findings`).
+fn read_config<J: crate::json_tree::Json>(
+    config: &J,
+    findings: &mut Vec<Finding>,
+) -> std::result::Result<(Vec<model::NormSite>, Vec<model::DiscSite>), String> {
+    let found = model::find_layers(config)?;
+    for (code, message) in model::code_findings(config) {
+        findings.push(finding(code, message));
+    }
+    Ok(found)
 }
 
 /// Drop `v` on a thread of its own (or here, if none can be started).

@@ -4,7 +4,8 @@
 //!
 //! 1. [`archive`] opens the container (zip or directory) and checks it;
 //! 2. [`model`] is the typed view of `config.json`: every Normalization
-//!    layer and where Keras stored its variables (pure); [`weights`] is the
+//!    layer and where Keras stored its variables (pure, over the arena
+//!    tree of [`json_tree`], or the `Value` a migration rewrites); [`weights`] is the
 //!    view of `model.weights.h5` (the only module that talks to HDF5,
 //!    through one bounded walker);
 //! 3. [`passes`] read the views and plan findings and edits: the
@@ -31,6 +32,7 @@ pub mod diff;
 pub mod error;
 pub mod inspect;
 pub mod json_span;
+pub mod json_tree;
 pub mod manifest;
 mod mapped;
 pub mod model;

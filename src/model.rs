@@ -1,7 +1,9 @@
 //! A typed view of `config.json`: where the Normalization layers are, and
 //! where Keras stored each one's variables.
 //!
-//! Pure: takes a parsed `serde_json::Value`, does no I/O. The mapping from a
+//! Pure: reads a parsed config through [`crate::json_tree::Json`] (the
+//! arena tree a repair reads, or the `serde_json::Value` a migration
+//! rewrites), does no I/O. The mapping from a
 //! config layer to its HDF5 group follows `keras/src/saving/saving_lib.py`
 //! (`_save_state`, `_save_container_state`): the layers of a Functional or
 //! Sequential model are a list, and list items are named by the snake_case
@@ -13,6 +15,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::json_span::{path_string, Seg};
+use crate::json_tree::Json;
 
 /// Where a Normalization layer's variables should be.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,39 +196,38 @@ fn unique(used: &mut HashMap<String, u32>, base: String) -> String {
     }
 }
 
-fn class_name(v: &Value) -> Option<&str> {
-    v.get("class_name").and_then(Value::as_str)
+fn class_name<J: Json>(v: &J) -> Option<&str> {
+    v.get("class_name").and_then(J::as_str)
 }
 
-fn layer_name(v: &Value) -> String {
+fn layer_name<J: Json>(v: &J) -> String {
     v.get("config")
         .and_then(|c| c.get("name"))
         .or_else(|| v.get("name"))
-        .and_then(Value::as_str)
+        .and_then(J::as_str)
         .unwrap_or("")
         .to_string()
 }
 
 /// True for a Keras Normalization layer entry (not a user class of the
 /// same name from another package).
-fn is_keras_normalization(v: &Value) -> bool {
+fn is_keras_normalization<J: Json>(v: &J) -> bool {
     is_keras_class(v, "Normalization")
 }
 
 /// True for a Keras layer entry of class `class` (not a user class of the
 /// same name from another package).
-fn is_keras_class(v: &Value, class: &str) -> bool {
-    if class_name(v) != Some(class) || !v.get("config").is_some_and(Value::is_object) {
+fn is_keras_class<J: Json>(v: &J, class: &str) -> bool {
+    if class_name(v) != Some(class) || !v.get("config").is_some_and(J::is_object) {
         return false;
     }
-    let module_ok = match v.get("module").and_then(Value::as_str) {
+    let module_ok = match v.get("module").and_then(J::as_str) {
         None => true,
         Some(m) => m == "keras" || m.starts_with("keras.") || m.starts_with("tf_keras"),
     };
     let registered_ok = match v.get("registered_name") {
-        None | Some(Value::Null) => true,
-        Some(Value::String(s)) => s == class,
-        _ => false,
+        None => true,
+        Some(r) => r.is_null() || r.as_str() == Some(class),
     };
     module_ok && registered_ok
 }
@@ -233,18 +235,18 @@ fn is_keras_class(v: &Value, class: &str) -> bool {
 /// An entry of a Functional config that is an operation, not a layer (the
 /// `Cast` ops Keras 3.6 inserts under mixed precision): it is not in
 /// `model.layers` and owns no weights group.
-fn is_operation(v: &Value) -> bool {
-    v.get("module").and_then(Value::as_str).is_some_and(|m| {
+fn is_operation<J: Json>(v: &J) -> bool {
+    v.get("module").and_then(J::as_str).is_some_and(|m| {
         m == "keras.ops" || m.starts_with("keras.src.ops") || m.starts_with("keras.ops.")
     })
 }
 
-fn is_container(v: &Value) -> Option<bool> {
+fn is_container<J: Json>(v: &J) -> Option<bool> {
     let class = class_name(v)?;
     let has_layers = v
         .get("config")
         .and_then(|c| c.get("layers"))
-        .is_some_and(Value::is_array);
+        .is_some_and(J::is_array);
     match class {
         "Functional" | "Model" if has_layers => Some(false),
         "Sequential" if has_layers => Some(true),
@@ -253,33 +255,38 @@ fn is_container(v: &Value) -> Option<bool> {
 }
 
 /// A shape as a config writes it: a list of sizes and nulls.
-pub(crate) fn parse_shape(v: &Value) -> Option<Vec<Option<u64>>> {
+pub(crate) fn parse_shape<J: Json>(v: &J) -> Option<Vec<Option<u64>>> {
     v.as_array()?
         .iter()
-        .map(|d| match d {
-            Value::Null => Some(None),
-            Value::Number(n) => n.as_u64().map(Some),
-            _ => None,
+        .map(|d| {
+            if d.is_null() {
+                Some(None)
+            } else {
+                d.as_u64().map(Some)
+            }
         })
         .collect()
 }
 
-fn parse_axis(v: Option<&Value>) -> Result<Vec<i64>, String> {
-    match v {
-        None => Ok(vec![-1]),
-        Some(Value::Null) => Ok(vec![]),
-        Some(Value::Number(n)) => n
-            .as_i64()
+fn parse_axis<J: Json>(v: Option<&J>) -> Result<Vec<i64>, String> {
+    let Some(v) = v else {
+        return Ok(vec![-1]);
+    };
+    if v.is_null() {
+        Ok(vec![])
+    } else if v.is_number() {
+        v.as_i64()
             .map(|a| vec![a])
-            .ok_or("axis is not an integer".into()),
-        Some(Value::Array(a)) => a
-            .iter()
+            .ok_or("axis is not an integer".into())
+    } else if let Some(a) = v.as_array() {
+        a.iter()
             .map(|x| {
                 x.as_i64()
                     .ok_or_else(|| "axis holds a non-integer".to_string())
             })
-            .collect(),
-        Some(_) => Err("axis has the wrong type".into()),
+            .collect()
+    } else {
+        Err("axis has the wrong type".into())
     }
 }
 
@@ -287,14 +294,13 @@ fn parse_axis(v: Option<&Value>) -> Result<Vec<i64>, String> {
 /// Keras 3 writes `keras_history: [name, node, tensor]`; tf.keras writes
 /// `[[name, node, tensor, kwargs]]`. Both contain an array whose first
 /// element is the name and whose second is a number.
-fn references(inbound: &Value, name: &str) -> bool {
-    match inbound {
-        Value::Array(a) => {
+fn references<J: Json>(inbound: &J, name: &str) -> bool {
+    match inbound.as_array() {
+        Some(a) => {
             (a.len() >= 2 && a[0].as_str() == Some(name) && a[1].is_number())
                 || a.iter().any(|x| references(x, name))
         }
-        Value::Object(o) => o.values().any(|x| references(x, name)),
-        _ => false,
+        None => inbound.members().any(|(_, x)| references(x, name)),
     }
 }
 
@@ -304,15 +310,21 @@ struct Walker {
 }
 
 impl Walker {
-    fn disc(&mut self, entry: &Value, pointer: Vec<Seg>, config_path: String, locator: Locator) {
-        let cfg = &entry["config"];
-        let boundaries = cfg.get("bin_boundaries");
+    fn disc<J: Json>(
+        &mut self,
+        entry: &J,
+        pointer: Vec<Seg>,
+        config_path: String,
+        locator: Locator,
+    ) {
+        let cfg = |k: &str| entry.get("config").and_then(|c| c.get(k));
+        let boundaries = cfg("bin_boundaries");
         self.discs.push(DiscSite {
             config_path,
             pointer,
             name: layer_name(entry),
-            num_bins: cfg.get("num_bins").cloned().unwrap_or(Value::Null),
-            mode: if boundaries.is_none_or(Value::is_null) {
+            num_bins: cfg("num_bins").map_or(Value::Null, J::to_value),
+            mode: if boundaries.is_none_or(J::is_null) {
                 Mode::Adapt
             } else {
                 Mode::Explicit
@@ -323,21 +335,21 @@ impl Walker {
         });
     }
 
-    fn site(
+    fn site<J: Json>(
         &mut self,
-        entry: &Value,
+        entry: &J,
         pointer: Vec<Seg>,
         config_path: String,
         locator: Locator,
         container: &str,
         consumers: Vec<Consumer>,
     ) -> Result<(), String> {
-        let cfg = &entry["config"];
+        let cfg = |k: &str| entry.get("config").and_then(|c| c.get(k));
         let at = || path_string(&pointer);
-        let axis = parse_axis(cfg.get("axis")).map_err(|e| format!("{e} at {}", at()))?;
-        let invert = cfg.get("invert").and_then(Value::as_bool).unwrap_or(false);
-        let mean_null = cfg.get("mean").is_none_or(Value::is_null);
-        let var_null = cfg.get("variance").is_none_or(Value::is_null);
+        let axis = parse_axis(cfg("axis")).map_err(|e| format!("{e} at {}", at()))?;
+        let invert = cfg("invert").and_then(J::as_bool).unwrap_or(false);
+        let mean_null = cfg("mean").is_none_or(J::is_null);
+        let var_null = cfg("variance").is_none_or(J::is_null);
         let mode = match (mean_null, var_null) {
             (true, true) => Mode::Adapt,
             (false, false) => Mode::Explicit,
@@ -347,7 +359,7 @@ impl Walker {
             .get("build_config")
             .and_then(|b| b.get("input_shape"))
             .and_then(parse_shape);
-        let own = cfg.get("batch_input_shape").and_then(parse_shape);
+        let own = cfg("batch_input_shape").and_then(parse_shape);
         let (input_shape, shape_from) = match (built, own) {
             (Some(s), _) => (Some(s), ShapeFrom::BuildConfig),
             (None, Some(s)) => (Some(s), ShapeFrom::BatchInputShape),
@@ -369,16 +381,18 @@ impl Walker {
         Ok(())
     }
 
-    fn container(
+    fn container<J: Json>(
         &mut self,
-        entry: &Value,
+        entry: &J,
         pointer: Vec<Seg>,
         group: &str,
         config_path: &str,
         sequential: bool,
     ) -> Result<(), String> {
-        let layers = entry["config"]["layers"]
-            .as_array()
+        let layers = entry
+            .get("config")
+            .and_then(|c| c.get("layers"))
+            .and_then(J::as_array)
             .ok_or_else(|| format!("`layers` is not a list at {}", path_string(&pointer)))?;
         let container_name = layer_name(entry);
         let mut used = HashMap::new();
@@ -403,7 +417,7 @@ impl Walker {
                     // In a Sequential model the next layer is the consumer.
                     layers[i + 1..]
                         .iter()
-                        .find(|l| class_name(l) != Some("InputLayer"))
+                        .find(|l| class_name(*l) != Some("InputLayer"))
                         .map(consumer_of)
                         .into_iter()
                         .collect()
@@ -433,8 +447,10 @@ impl Walker {
                 // The CategoryEncoding a migration put right after it,
                 // still without its number of tokens.
                 let next = layers.get(i + 1).filter(|n| {
-                    is_keras_class(n, "CategoryEncoding")
-                        && n["config"].get("num_tokens").is_some_and(Value::is_null)
+                    is_keras_class(*n, "CategoryEncoding")
+                        && n.get("config")
+                            .and_then(|c| c.get("num_tokens"))
+                            .is_some_and(J::is_null)
                 });
                 if next.is_some() {
                     let mut np = pointer.clone();
@@ -467,9 +483,9 @@ impl Walker {
     /// (or custom model's) config. `pointer` and `keys` are stacks, pushed
     /// and popped on the way down: a site clones them, nothing else does
     /// (a model's config has tens of nodes a layer).
-    fn nested<'v>(
+    fn nested<'v, J: Json>(
         &mut self,
-        v: &'v Value,
+        v: &'v J,
         pointer: &mut Vec<Seg>,
         group: &str,
         config_path: &str,
@@ -490,38 +506,34 @@ impl Walker {
             self.disc(v, pointer.clone(), path, within(keys));
             return Ok(());
         }
-        match v {
-            Value::Object(o) => {
-                for (k, x) in o {
-                    if !matches!(x, Value::Object(_) | Value::Array(_)) {
-                        continue;
-                    }
-                    pointer.push(Seg::Key(k.clone()));
-                    // `config` wrappers are not attribute names.
-                    let named = k != "config";
-                    if named {
-                        keys.push(k);
-                    }
-                    let r = self.nested(x, pointer, group, config_path, keys, container);
-                    if named {
-                        keys.pop();
-                    }
-                    pointer.pop();
-                    r?;
+        if let Some(a) = v.as_array() {
+            for (i, x) in a.iter().enumerate() {
+                if !(x.is_object() || x.is_array()) {
+                    continue;
                 }
+                pointer.push(Seg::Index(i));
+                let r = self.nested(x, pointer, group, config_path, keys, container);
+                pointer.pop();
+                r?;
             }
-            Value::Array(a) => {
-                for (i, x) in a.iter().enumerate() {
-                    if !matches!(x, Value::Object(_) | Value::Array(_)) {
-                        continue;
-                    }
-                    pointer.push(Seg::Index(i));
-                    let r = self.nested(x, pointer, group, config_path, keys, container);
-                    pointer.pop();
-                    r?;
+        } else {
+            for (k, x) in v.members() {
+                if !(x.is_object() || x.is_array()) {
+                    continue;
                 }
+                pointer.push(Seg::Key(k.to_string()));
+                // `config` wrappers are not attribute names.
+                let named = k != "config";
+                if named {
+                    keys.push(k);
+                }
+                let r = self.nested(x, pointer, group, config_path, keys, container);
+                if named {
+                    keys.pop();
+                }
+                pointer.pop();
+                r?;
             }
-            _ => {}
         }
         Ok(())
     }
@@ -531,8 +543,8 @@ impl Walker {
 /// (named `name`) of a model's `layers`: in a Sequential, the InputLayer
 /// before it with no other layer between; in a Functional, the one layer
 /// its one call reads from.
-pub(crate) fn input_layer_shape(
-    layers: &[Value],
+pub(crate) fn input_layer_shape<J: Json>(
+    layers: &[J],
     i: usize,
     name: &str,
     sequential: bool,
@@ -545,17 +557,17 @@ pub(crate) fn input_layer_shape(
         before.last()?
     } else {
         let nodes = layers[i].get("inbound_nodes")?.as_array()?;
-        let [node] = nodes.as_slice() else {
+        let [node] = nodes else {
             return None;
         };
-        let [r] = node.as_array()?.as_slice() else {
+        let [r] = node.as_array()? else {
             return None;
         };
         let source = r.as_array()?.first()?.as_str()?;
         if source == name {
             return None;
         }
-        layers.iter().find(|l| layer_name(l) == source)?
+        layers.iter().find(|l| layer_name(*l) == source)?
     };
     if class_name(input) != Some("InputLayer") {
         return None;
@@ -566,13 +578,13 @@ pub(crate) fn input_layer_shape(
         .and_then(parse_shape)
 }
 
-fn consumer_of(l: &Value) -> Consumer {
+fn consumer_of<J: Json>(l: &J) -> Consumer {
     let class = class_name(l).unwrap_or("");
     Consumer {
         class_name: class.to_string(),
         name: layer_name(l),
         config: match class {
-            "Rescaling" => l.get("config").cloned().unwrap_or(Value::Null),
+            "Rescaling" => l.get("config").map_or(Value::Null, J::to_value),
             _ => Value::Null,
         },
     }
@@ -584,19 +596,21 @@ const CODE_CLASSES: &[&str] = &["Lambda", "TorchModuleWrapper", "TFSMLayer"];
 /// Findings about layers whose configs hold code or come from outside
 /// Keras. krepair only reads configs as JSON: nothing is ever evaluated,
 /// and none of this stops a Normalization repair.
-pub fn code_findings(config: &Value) -> Vec<(&'static str, String)> {
+pub fn code_findings<J: Json>(config: &J) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     let mut stack = vec![config];
     while let Some(v) = stack.pop() {
-        match v {
-            Value::Object(o) => {
-                if let Some(class) = o.get("class_name").and_then(Value::as_str) {
-                    let name = o
+        if let Some(a) = v.as_array() {
+            stack.extend(a.iter().rev());
+        } else if v.is_object() {
+            {
+                if let Some(class) = v.get("class_name").and_then(J::as_str) {
+                    let name = v
                         .get("config")
                         .and_then(|c| c.get("name"))
-                        .and_then(Value::as_str)
+                        .and_then(J::as_str)
                         .unwrap_or("?");
-                    let module = o.get("module").and_then(Value::as_str);
+                    let module = v.get("module").and_then(J::as_str);
                     if CODE_CLASSES.contains(&class) {
                         out.push((
                             "code-in-config",
@@ -614,10 +628,8 @@ pub fn code_findings(config: &Value) -> Vec<(&'static str, String)> {
                         ));
                     }
                 }
-                stack.extend(o.values().rev());
+                stack.extend(v.members().rev().map(|(_, x)| x));
             }
-            Value::Array(a) => stack.extend(a.iter().rev()),
-            _ => {}
         }
     }
     out
@@ -650,10 +662,10 @@ pub struct TreeLayer {
 }
 
 /// The value at `pointer` inside `v`, if there is one.
-pub fn at<'v>(v: &'v Value, pointer: &[Seg]) -> Option<&'v Value> {
+pub fn at<'v, J: Json>(v: &'v J, pointer: &[Seg]) -> Option<&'v J> {
     pointer.iter().try_fold(v, |v, seg| match seg {
         Seg::Key(k) => v.get(k.as_str()),
-        Seg::Index(i) => v.get(*i),
+        Seg::Index(i) => v.as_array().and_then(|a| a.get(*i)),
     })
 }
 
@@ -661,7 +673,7 @@ pub fn at<'v>(v: &'v Value, pointer: &[Seg]) -> Option<&'v Value> {
 /// the weights group Keras 3 gives it (the same naming as
 /// [`find_layers`]: the snake_case of the class, numbered in
 /// `model.layers` order).
-pub fn layer_tree(config: &Value) -> Result<Vec<TreeLayer>, String> {
+pub fn layer_tree<J: Json>(config: &J) -> Result<Vec<TreeLayer>, String> {
     if !config.is_object() || class_name(config).is_none() {
         return Err("config.json is not a serialized Keras model (no `class_name`)".into());
     }
@@ -677,8 +689,8 @@ pub fn layer_tree(config: &Value) -> Result<Vec<TreeLayer>, String> {
     Ok(out)
 }
 
-fn tree_entry(
-    entry: &Value,
+fn tree_entry<J: Json>(
+    entry: &J,
     pointer: &mut Vec<Seg>,
     path: String,
     depth: usize,
@@ -697,10 +709,7 @@ fn tree_entry(
         depth,
         class_name: class_name(entry).unwrap_or("").to_string(),
         name: layer_name(entry),
-        module: entry
-            .get("module")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        module: entry.get("module").and_then(J::as_str).map(str::to_string),
         group: group.clone(),
         container: container.is_some(),
         pointer: pointer.clone(),
@@ -708,8 +717,10 @@ fn tree_entry(
     let Some(sequential) = container else {
         return Ok(());
     };
-    let layers = entry["config"]["layers"]
-        .as_array()
+    let layers = entry
+        .get("config")
+        .and_then(|c| c.get("layers"))
+        .and_then(J::as_array)
         .ok_or_else(|| format!("`layers` is not a list at {}", path_string(pointer)))?;
     let mut used = HashMap::new();
     for (i, layer) in layers.iter().enumerate() {
@@ -740,13 +751,13 @@ fn tree_entry(
 const MAX_TREE_DEPTH: usize = 64;
 
 /// Every Normalization layer in a model config, in config order.
-pub fn find_normalizations(config: &Value) -> Result<Vec<NormSite>, String> {
+pub fn find_normalizations<J: Json>(config: &J) -> Result<Vec<NormSite>, String> {
     find_layers(config).map(|(n, _)| n)
 }
 
 /// Every Normalization and every Discretization layer in a model config,
 /// each in config order.
-pub fn find_layers(config: &Value) -> Result<(Vec<NormSite>, Vec<DiscSite>), String> {
+pub fn find_layers<J: Json>(config: &J) -> Result<(Vec<NormSite>, Vec<DiscSite>), String> {
     if !config.is_object() || class_name(config).is_none() {
         return Err("config.json is not a serialized Keras model (no `class_name`)".into());
     }
@@ -759,15 +770,16 @@ pub fn find_layers(config: &Value) -> Result<(Vec<NormSite>, Vec<DiscSite>), Str
     } else if is_keras_normalization(config) {
         return Err("config.json is a bare Normalization layer, not a model".into());
     } else {
-        let cfg = config.get("config").unwrap_or(&Value::Null);
-        w.nested(
-            cfg,
-            &mut vec![Seg::Key("config".into())],
-            "",
-            "",
-            &mut Vec::new(),
-            &layer_name(config),
-        )?;
+        if let Some(cfg) = config.get("config") {
+            w.nested(
+                cfg,
+                &mut vec![Seg::Key("config".into())],
+                "",
+                "",
+                &mut Vec::new(),
+                &layer_name(config),
+            )?;
+        }
     }
     Ok((w.sites, w.discs))
 }
