@@ -10,7 +10,8 @@ output before renaming it into place), `krepair IN OUT`, `krepair --dry-run IN`,
 venv is given, the Python route (scripts/python_route.py). Caches are warm
 (every command reads the same file from the page cache). Prints a Markdown
 table (one row per input and build) and the ratios; medians of --runs
-(7) runs, process start included.
+(7) runs, process start included, the floor and every build's commands
+interleaved run by run.
 """
 
 import argparse
@@ -26,11 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def measure(cmd, out=None, runs=5):
     times, mems = [], []
     for _ in range(runs):
-        if out:
-            if os.path.isdir(out):
-                shutil.rmtree(out)
-            elif os.path.exists(out):
-                os.remove(out)
+        remove(out)
         p = subprocess.run(["/usr/bin/time", "-f", "%e %M"] + cmd,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         last = p.stderr.strip().splitlines()[-1]
@@ -42,17 +39,28 @@ def measure(cmd, out=None, runs=5):
     return statistics.median(times), max(mems)
 
 
-def timed(cmd, out=None, runs=5):
-    # GNU time reports 10 ms resolution; time small commands ourselves too.
+def remove(out):
+    if out and os.path.isdir(out):
+        shutil.rmtree(out)
+    elif out and os.path.exists(out):
+        os.remove(out)
+
+
+def timed_together(cmds, runs):
+    """Median wall time of each (cmd, out) in `cmds`, the commands taken in
+    turn, round after round: the VM's speed drifts by tens of percent from
+    one minute to the next, and a drift then weighs on every command alike
+    instead of on whichever ran during it. GNU time reports only 10 ms, so
+    the time is taken here (process start included)."""
     import time
-    ts = []
+    ts = [[] for _ in cmds]
     for _ in range(runs):
-        if out and os.path.exists(out):
-            os.remove(out)
-        t = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+        for i, (cmd, out) in enumerate(cmds):
+            remove(out)
+            t = time.perf_counter()
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            ts[i].append(time.perf_counter() - t)
+    return [statistics.median(t) for t in ts]
 
 
 def main():
@@ -77,9 +85,15 @@ def main():
         size = os.path.getsize(inp) / 2**20
         out = os.path.join(a.work, "out.keras")
         runs = a.runs
-        cp_t = timed(["cp", inp, out], out, runs)
-        # The durable floor: krepair syncs its output before the rename.
-        sync_t = timed(["sh", "-c", 'cp "$1" "$2" && sync "$2"', "sh", inp, out], out, runs)
+        # The floor and every build's repair and dry run, interleaved. The
+        # durable floor: krepair syncs its output before the rename.
+        cmds = [(["cp", inp, out], out),
+                (["sh", "-c", 'cp "$1" "$2" && sync "$2"', "sh", inp, out], out)]
+        for label, binary in builds:
+            kr = [binary, "migrate"] if a.migrate else [binary]
+            cmds += [(kr + ["-q", inp, out], out), (kr + ["-q", "--dry-run", inp], None)]
+        t = timed_together(cmds, runs)
+        cp_t, sync_t = t[0], t[1]
         _, cp_m = measure(["cp", inp, out], out, 1)
         py = None
         if a.keras_python:
@@ -87,11 +101,10 @@ def main():
                          out, a.python_runs)
         name = os.path.basename(os.path.dirname(inp)) + "/" + os.path.basename(inp)
         name = f"migrate {name}" if a.migrate else name
-        for label, binary in builds:
+        for j, (label, binary) in enumerate(builds):
             kr = [binary, "migrate"] if a.migrate else [binary]
-            kr_t = timed(kr + ["-q", inp, out], out, runs)
+            kr_t, dr_t = t[2 + 2 * j], t[3 + 2 * j]
             _, kr_m = measure(kr + ["-q", inp, out], out, 1)
-            dr_t = timed(kr + ["-q", "--dry-run", inp], None, runs)
             _, dr_m = measure(kr + ["-q", "--dry-run", inp], None, 1)
             py_t = f"{py[0]:.2f}" if py else "-"
             py_ratio = f"{py[0] / kr_t:.0f}x" if py else "-"

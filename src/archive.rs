@@ -859,6 +859,8 @@ fn write_runs(
                     }
                     copied += n;
                 }
+                // The piece goes to the disk while the next is copied.
+                crate::sys::start_writeback(out, at, (end - start) as u64);
                 at += (end - start) as u64;
                 start = end;
                 if let (Some(f), true) = (follow, patch.is_some()) {

@@ -152,3 +152,26 @@ pub fn signal_name(sig: i32) -> String {
         n => format!("signal {n}"),
     }
 }
+
+/// Ask the kernel to start writing `len` bytes of `file` at `offset` to
+/// the disk now, without waiting (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`): the output is synced before it is renamed
+/// into place, and pages whose writeback began while the rest was still
+/// being copied leave the final `fsync` less to wait for. A hint only:
+/// the `fsync` still decides durability, so an error here is ignored.
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range reads only its integer arguments; the
+    // descriptor is open for as long as `file` is borrowed.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset,
+            len,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
