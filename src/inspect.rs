@@ -28,6 +28,10 @@ pub struct Inspection {
     pub keras_version: Option<String>,
     /// The text of config.json (migrated, when [`Check::migrate`]).
     pub config_text: String,
+    /// No object of `config_text` names a key twice (known when it was
+    /// parsed read-only or written from a migrated tree; false when not
+    /// known).
+    pub config_keys_unique: bool,
     /// The migration's rewrites of config.json (with [`Check::migrate`]).
     pub migration: Vec<crate::migrate::Rewrite>,
     /// One entry per Normalization layer.
@@ -258,6 +262,7 @@ pub fn inspect_walked(
     let saved_config_text = (check.migrate
         && crate::migrate::numbering_of(keras_version.as_deref()).is_some())
     .then(|| config_text.clone());
+    let mut config_keys_unique = false;
     let (mut sites, discs) = if check.migrate {
         // The migration rewrites the tree: a `serde_json::Value`.
         let mut config = parse_json(config_text.as_bytes(), "config.json", &archive)?;
@@ -273,6 +278,8 @@ pub fn inspect_walked(
         optimizer = plan.optimizer;
         if !migration.is_empty() {
             config_text = serde_json::to_string(&config).map_err(|e| bad_config(e.to_string()))?;
+            // Written from a map: each key once.
+            config_keys_unique = true;
         }
         let found = read_config(&config, &mut findings).map_err(bad_config)?;
         // The parsed tree takes about ten times the text's size: let it
@@ -284,13 +291,15 @@ pub fn inspect_walked(
         // Read only: a tree borrowing from the text, in an arena
         // (json_tree).
         let arena = bumpalo::Bump::new();
-        let config = crate::json_tree::parse(&config_text, &arena).map_err(|e| {
-            Error::format(
-                path,
-                crate::error::Malformed::Config,
-                format!("config.json is not valid JSON: {e}"),
-            )
-        })?;
+        let (config, unique) =
+            crate::json_tree::parse_checked(&config_text, &arena).map_err(|e| {
+                Error::format(
+                    path,
+                    crate::error::Malformed::Config,
+                    format!("config.json is not valid JSON: {e}"),
+                )
+            })?;
+        config_keys_unique = unique;
         read_config(&config, &mut findings).map_err(bad_config)?
     };
     for site in &mut sites {
@@ -521,6 +530,7 @@ pub fn inspect_walked(
         archive,
         keras_version,
         config_text,
+        config_keys_unique,
         migration,
         layers,
         discretizations,

@@ -188,6 +188,53 @@ impl<'a> Scanner<'a> {
         found.ok_or_else(|| format!("key `{key}` not found"))
     }
 
+    /// Where the value of member `key` of the object starting here
+    /// starts, in a text whose every object names each key once: the
+    /// first match is the only one, and neither it nor the members after
+    /// it are skipped (the walk to a layer of a large model then reads only
+    /// what comes before the layer, not the megabytes after it).
+    fn member_start(&mut self, key: &str) -> SpanResult<usize> {
+        self.expect(b'{')?;
+        self.ws();
+        if self.peek()? == b'}' {
+            return Err(format!("key `{key}` not found"));
+        }
+        loop {
+            let k = self.skip_string()?;
+            self.expect(b':')?;
+            self.ws();
+            if self.string_is(k, key)? {
+                return Ok(self.i);
+            }
+            self.value()?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => return Err(format!("key `{key}` not found")),
+                c => return Err(format!("unexpected `{}` at byte {}", c as char, self.i)),
+            }
+        }
+    }
+
+    /// Where element `index` of the array starting here starts (the
+    /// element itself is not skipped).
+    fn element_start(&mut self, index: usize) -> SpanResult<usize> {
+        self.expect(b'[')?;
+        for _ in 0..index {
+            self.value()?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                _ => return Err(format!("index {index} out of range")),
+            }
+        }
+        self.ws();
+        if self.peek()? == b']' {
+            return Err(format!("index {index} out of range"));
+        }
+        Ok(self.i)
+    }
+
     fn element(&mut self, index: usize) -> SpanResult<Range<usize>> {
         self.expect(b'[')?;
         let mut n = 0;
@@ -211,14 +258,23 @@ impl<'a> Scanner<'a> {
 /// `variance`: the walk to a layer of a large model is most of the cost).
 pub struct Members<'a> {
     text: &'a str,
+    /// No object of the text names a key twice (the parser said so).
+    unique_keys: bool,
     /// The last object's path and where it starts.
     last: Option<(Vec<Seg>, usize)>,
 }
 
 impl<'a> Members<'a> {
-    /// Lookups in `text`.
-    pub fn new(text: &'a str) -> Self {
-        Members { text, last: None }
+    /// Lookups in `text`. With `unique_keys` (no object of the text names
+    /// a key twice, as [`crate::json_tree::parse_checked`] reports), the
+    /// walk to an object stops at each key it looks for instead of making
+    /// sure no later member has the same name.
+    pub fn new(text: &'a str, unique_keys: bool) -> Self {
+        Members {
+            text,
+            unique_keys,
+            last: None,
+        }
     }
 
     /// The span of member `key` of the object at `object`, as
@@ -227,7 +283,11 @@ impl<'a> Members<'a> {
         let at = match &self.last {
             Some((p, start)) if p.as_slice() == object => *start,
             _ => {
-                let start = value_span(self.text, object)?.start;
+                let start = if self.unique_keys {
+                    value_start(self.text, object)?
+                } else {
+                    value_span(self.text, object)?.start
+                };
                 self.last = Some((object.to_vec(), start));
                 start
             }
@@ -261,6 +321,23 @@ pub fn value_span(text: &str, path: &[Seg]) -> Result<Range<usize>, String> {
         };
     }
     Ok(span)
+}
+
+/// Where the value at `path` in `text` starts, for a text in which no
+/// object names a key twice (see [`Members::new`]).
+fn value_start(text: &str, path: &[Seg]) -> Result<usize, String> {
+    let mut s = Scanner {
+        b: text.as_bytes(),
+        i: 0,
+    };
+    s.ws();
+    for seg in path {
+        s.i = match seg {
+            Seg::Key(k) => s.member_start(k)?,
+            Seg::Index(i) => s.element_start(*i)?,
+        };
+    }
+    Ok(s.i)
 }
 
 /// Apply non-overlapping replacements to `text`.
@@ -318,6 +395,37 @@ mod tests {
         let v = value_span(text, &[k("variance")]).unwrap();
         let out = splice(text, vec![(v, "[1.0]".into()), (m, "[0.5]".into())]);
         assert_eq!(out, r#"{"mean": [0.5], "x": 1e-07, "variance": [1.0]}"#);
+    }
+
+    #[test]
+    fn unique_keys_find_the_same_spans() {
+        let text = r#" {"a": [1, {"mean": null, "b": "x\"}", "c": [[2], {"d": 3}]}], "z": {"mean": 2e-07, "v": []}}"#;
+        let paths: [&[Seg]; 4] = [
+            &[k("a"), Seg::Index(1)],
+            &[k("z")],
+            &[k("a"), Seg::Index(1), k("c"), Seg::Index(1)],
+            &[],
+        ];
+        for object in paths {
+            for key in ["mean", "b", "d", "v", "zz"] {
+                let slow = Members::new(text, false).span(object, key);
+                let fast = Members::new(text, true).span(object, key);
+                assert_eq!(fast.ok(), slow.ok(), "{object:?} {key}");
+            }
+        }
+        assert_eq!(
+            &text[Members::new(text, true).span(&[k("z")], "mean").unwrap()],
+            "2e-07"
+        );
+        for bad in [&[k("a"), Seg::Index(2)][..], &[k("q")], &[k("a"), k("x")]] {
+            assert!(
+                Members::new(text, true).span(bad, "mean").is_err(),
+                "{bad:?}"
+            );
+        }
+        // With a duplicate, only the careful walk is right (and refuses).
+        let dup = r#"{"l": {"mean": null}, "l": {"mean": 1}}"#;
+        assert!(Members::new(dup, false).span(&[k("l")], "mean").is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! value). The migration, which rewrites the tree, keeps using `Value`;
 //! both implement [`Json`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use bumpalo::Bump;
@@ -49,17 +49,25 @@ pub enum Node<'a> {
 /// `arena` (the whole text must be one JSON value, as for
 /// `serde_json::from_str`: the same errors, the same nesting limit).
 pub fn parse<'a>(text: &'a str, arena: &'a Bump) -> serde_json::Result<Node<'a>> {
+    parse_checked(text, arena).map(|(node, _)| node)
+}
+
+/// [`parse`], and whether every object of the text names each of its keys
+/// once (then [`crate::json_span::Members`] may stop at the first match).
+pub fn parse_checked<'a>(text: &'a str, arena: &'a Bump) -> serde_json::Result<(Node<'a>, bool)> {
     let elems = RefCell::new(Vec::new());
     let members = RefCell::new(Vec::new());
+    let duplicates = Cell::new(false);
     let mut de = serde_json::Deserializer::from_str(text);
     let node = Seed {
         arena,
         elems: &elems,
         members: &members,
+        duplicates: &duplicates,
     }
     .deserialize(&mut de)?;
     de.end()?;
-    Ok(node)
+    Ok((node, !duplicates.get()))
 }
 
 /// The read-only view of a JSON value that the config readers need,
@@ -210,6 +218,8 @@ struct Seed<'a, 's> {
     arena: &'a Bump,
     elems: &'s RefCell<Vec<Node<'a>>>,
     members: &'s RefCell<Vec<(&'a str, Node<'a>)>>,
+    /// Set once an object names a key twice.
+    duplicates: &'s Cell<bool>,
 }
 
 /// Objects with more members than this find duplicate keys with a sort
@@ -330,6 +340,7 @@ impl<'de: 'a, 'a> Visitor<'de> for Seed<'a, '_> {
         let mut stack = self.members.borrow_mut();
         let m = &stack[start..];
         let m = if has_duplicate_keys(m) {
+            self.duplicates.set(true);
             self.arena.alloc_slice_clone(&dedup_keys(m))
         } else {
             self.arena.alloc_slice_clone(m)
@@ -374,8 +385,14 @@ mod tests {
         same(&format!("{{{}}}", big.join(", ")));
         let text = format!("{{{}}}", big.join(", "));
         let arena = Bump::new();
-        let n = parse(&text, &arena).unwrap();
+        let (n, unique) = parse_checked(&text, &arena).unwrap();
+        assert!(!unique);
         assert_eq!(n.get("k7").and_then(Json::as_str), Some("last"));
+        let (_, unique) =
+            parse_checked(r#"{"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]}"#, &arena).unwrap();
+        assert!(unique);
+        let (_, unique) = parse_checked(r#"[{"a": {"b": 1, "b": 2}}]"#, &arena).unwrap();
+        assert!(!unique);
         assert_eq!(n.members().count(), 40);
     }
 

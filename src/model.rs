@@ -598,10 +598,12 @@ const CODE_CLASSES: &[&str] = &["Lambda", "TorchModuleWrapper", "TFSMLayer"];
 /// and none of this stops a Normalization repair.
 pub fn code_findings<J: Json>(config: &J) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
+    // Only containers go on the stack: most nodes are strings and numbers.
+    let container = |x: &&J| x.is_object() || x.is_array();
     let mut stack = vec![config];
     while let Some(v) = stack.pop() {
         if let Some(a) = v.as_array() {
-            stack.extend(a.iter().rev());
+            stack.extend(a.iter().rev().filter(container));
         } else if v.is_object() {
             {
                 if let Some(class) = v.get("class_name").and_then(J::as_str) {
@@ -628,7 +630,7 @@ pub fn code_findings<J: Json>(config: &J) -> Vec<(&'static str, String)> {
                         ));
                     }
                 }
-                stack.extend(v.members().rev().map(|(_, x)| x));
+                stack.extend(v.members().rev().map(|(_, x)| x).filter(container));
             }
         }
     }

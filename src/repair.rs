@@ -463,7 +463,7 @@ fn stage(insp: &mut Inspection, parent: &Path, output: &Path) -> Result<(Staged,
     // Normalization, and the null bin_boundaries (and num_bins, and the
     // num_tokens of a split-off CategoryEncoding) of each Discretization.
     let mut edits = Vec::new();
-    let mut members = json_span::Members::new(&insp.config_text);
+    let mut members = json_span::Members::new(&insp.config_text, insp.config_keys_unique);
     for a in &insp.actions {
         let values: Vec<(&Vec<Seg>, &str, String)> = match a {
             Action::EmbedConfig {
@@ -722,7 +722,7 @@ fn verify(
     // The embedded values must read back bit for bit from the new config
     // (each value parsed on its own: the tree of a large config is ten
     // times its size).
-    let mut members = json_span::Members::new(&after.config_text);
+    let mut members = json_span::Members::new(&after.config_text, after.config_keys_unique);
     for a in &before.actions {
         let embedded = match a {
             Action::EmbedConfig {

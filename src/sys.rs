@@ -167,11 +167,6 @@ pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     // SAFETY: sync_file_range reads only its integer arguments; the
     // descriptor is open for as long as `file` is borrowed.
     unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset,
-            len,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
