@@ -46,20 +46,28 @@ def remove(out):
         os.remove(out)
 
 
-def timed_together(cmds, runs):
+def timed_together(cmds, runs, pause):
     """Median wall time of each (cmd, out) in `cmds`, the commands taken in
     turn, round after round: the VM's speed drifts by tens of percent from
     one minute to the next, and a drift then weighs on every command alike
-    instead of on whichever ran during it. GNU time reports only 10 ms, so
-    the time is taken here (process start included)."""
+    instead of on whichever ran during it. After each command its output
+    is removed (a `cp`'s copy before it is ever written), the rest synced,
+    and the disk left `pause` seconds to settle: this VM's disk is mounted
+    with `discard` and is slow for a while after a gigabyte is written or
+    freed (a `cp` of 1 GiB right after the removal of a synced krepair
+    output took 0.40 s against 0.27 s; a second 1 GiB repair right after
+    a first, twice as long). GNU time reports only 10 ms, so the time is
+    taken here (process start included)."""
     import time
     ts = [[] for _ in cmds]
     for _ in range(runs):
         for i, (cmd, out) in enumerate(cmds):
-            remove(out)
             t = time.perf_counter()
             subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
             ts[i].append(time.perf_counter() - t)
+            remove(out)
+            subprocess.run(["sync"], check=True)
+            time.sleep(pause)
     return [statistics.median(t) for t in ts]
 
 
@@ -87,12 +95,17 @@ def main():
         runs = a.runs
         # The floor and every build's repair and dry run, interleaved. The
         # durable floor: krepair syncs its output before the rename.
-        cmds = [(["cp", inp, out], out),
-                (["sh", "-c", 'cp "$1" "$2" && sync "$2"', "sh", inp, out], out)]
-        for label, binary in builds:
+        outs = [os.path.join(a.work, f"out-{i}.keras") for i in range(2 + len(builds))]
+        for o in outs:
+            remove(o)
+        cmds = [(["cp", inp, outs[0]], outs[0]),
+                (["sh", "-c", 'cp "$1" "$2" && sync "$2"', "sh", inp, outs[1]], outs[1])]
+        for j, (label, binary) in enumerate(builds):
             kr = [binary, "migrate"] if a.migrate else [binary]
-            cmds += [(kr + ["-q", inp, out], out), (kr + ["-q", "--dry-run", inp], None)]
-        t = timed_together(cmds, runs)
+            o = outs[2 + j]
+            cmds += [(kr + ["-q", inp, o], o), (kr + ["-q", "--dry-run", inp], None)]
+        # A second to settle after a GiB written, at least a tenth.
+        t = timed_together(cmds, runs, max(0.1, size / 1024))
         cp_t, sync_t = t[0], t[1]
         _, cp_m = measure(["cp", inp, out], out, 1)
         py = None
