@@ -162,6 +162,22 @@ impl<'a> Scanner<'a> {
     /// Find the span of member `key` of the object starting here. Fails
     /// if the key is missing or appears twice.
     fn member(&mut self, key: &str) -> SpanResult<Range<usize>> {
+        self.find_member(key, false)
+    }
+
+    /// Where the value of member `key` of the object starting here
+    /// starts, in a text whose every object names each key once: the
+    /// first match is the only one, and neither it nor the members after
+    /// it are skipped (the walk to a layer of a large model then reads only
+    /// what comes before the layer, not the megabytes after it).
+    fn member_start(&mut self, key: &str) -> SpanResult<usize> {
+        self.find_member(key, true).map(|span| span.start)
+    }
+
+    /// Member `key` of the object starting here: with `first`, the empty
+    /// span where the first match's value starts; otherwise the whole
+    /// span of the value, after making sure no other member has that key.
+    fn find_member(&mut self, key: &str, first: bool) -> SpanResult<Range<usize>> {
         self.expect(b'{')?;
         let mut found = None;
         self.ws();
@@ -171,8 +187,13 @@ impl<'a> Scanner<'a> {
         loop {
             let k = self.skip_string()?;
             self.expect(b':')?;
+            let is_key = self.string_is(k, key)?;
+            self.ws();
+            if first && is_key {
+                return Ok(self.i..self.i);
+            }
             let span = self.value()?;
-            if self.string_is(k, key)? {
+            if is_key {
                 if found.is_some() {
                     return Err(format!("key `{key}` appears twice"));
                 }
@@ -186,34 +207,6 @@ impl<'a> Scanner<'a> {
             }
         }
         found.ok_or_else(|| format!("key `{key}` not found"))
-    }
-
-    /// Where the value of member `key` of the object starting here
-    /// starts, in a text whose every object names each key once: the
-    /// first match is the only one, and neither it nor the members after
-    /// it are skipped (the walk to a layer of a large model then reads only
-    /// what comes before the layer, not the megabytes after it).
-    fn member_start(&mut self, key: &str) -> SpanResult<usize> {
-        self.expect(b'{')?;
-        self.ws();
-        if self.peek()? == b'}' {
-            return Err(format!("key `{key}` not found"));
-        }
-        loop {
-            let k = self.skip_string()?;
-            self.expect(b':')?;
-            self.ws();
-            if self.string_is(k, key)? {
-                return Ok(self.i);
-            }
-            self.value()?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => return Err(format!("key `{key}` not found")),
-                c => return Err(format!("unexpected `{}` at byte {}", c as char, self.i)),
-            }
-        }
     }
 
     /// Where element `index` of the array starting here starts (the
