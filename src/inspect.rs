@@ -120,14 +120,18 @@ impl Inspection {
 
 /// Parse a JSON member (`metadata.json` or `config.json`) of `archive`.
 pub(crate) fn parse_json(bytes: &[u8], label: &str, archive: &Archive) -> Result<Value> {
-    let kind = if label == "metadata.json" {
+    let text = std::str::from_utf8(bytes).map_err(|e| not_json(archive, label, "UTF-8", e))?;
+    serde_json::from_str(text).map_err(|e| not_json(archive, label, "valid JSON", e))
+}
+
+/// The error for a JSON member (`label`) of `archive` that is not `what`.
+fn not_json(archive: &Archive, label: &str, what: &str, e: impl std::fmt::Display) -> Error {
+    let kind = if label == archive::METADATA {
         crate::error::Malformed::Metadata
     } else {
         crate::error::Malformed::Config
     };
-    let bad = |what: String| Error::format(&archive.path, kind, format!("{label} is not {what}"));
-    let text = std::str::from_utf8(bytes).map_err(|e| bad(format!("UTF-8: {e}")))?;
-    serde_json::from_str(text).map_err(|e| bad(format!("valid JSON: {e}")))
+    Error::format(&archive.path, kind, format!("{label} is not {what}: {e}"))
 }
 
 /// The structure walk of the input's weights, running on its own
@@ -234,13 +238,8 @@ pub fn inspect_walked(
     }
     crate::worker::step("reading config.json");
     let config_bytes = archive.read_member(archive::CONFIG, archive::MAX_CONFIG_BYTES)?;
-    let mut config_text = String::from_utf8(config_bytes).map_err(|e| {
-        Error::format(
-            path,
-            crate::error::Malformed::Config,
-            format!("config.json is not UTF-8: {}", e.utf8_error()),
-        )
-    })?;
+    let mut config_text = String::from_utf8(config_bytes)
+        .map_err(|e| not_json(&archive, archive::CONFIG, "UTF-8", e.utf8_error()))?;
     let bad_config = |e: String| {
         Error::format(
             path,
@@ -291,14 +290,8 @@ pub fn inspect_walked(
         // Read only: a tree borrowing from the text, in an arena
         // (json_tree).
         let arena = bumpalo::Bump::new();
-        let (config, unique) =
-            crate::json_tree::parse_checked(&config_text, &arena).map_err(|e| {
-                Error::format(
-                    path,
-                    crate::error::Malformed::Config,
-                    format!("config.json is not valid JSON: {e}"),
-                )
-            })?;
+        let (config, unique) = crate::json_tree::parse_checked(&config_text, &arena)
+            .map_err(|e| not_json(&archive, archive::CONFIG, "valid JSON", e))?;
         config_keys_unique = unique;
         read_config(&config, &mut findings).map_err(bad_config)?
     };

@@ -229,20 +229,8 @@ impl<'a> Scanner<'a> {
     }
 
     fn element(&mut self, index: usize) -> SpanResult<Range<usize>> {
-        self.expect(b'[')?;
-        let mut n = 0;
-        loop {
-            let span = self.value()?;
-            if n == index {
-                return Ok(span);
-            }
-            n += 1;
-            self.ws();
-            match self.peek()? {
-                b',' => self.i += 1,
-                _ => return Err(format!("index {index} out of range")),
-            }
-        }
+        self.i = self.element_start(index)?;
+        self.value()
     }
 }
 

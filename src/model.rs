@@ -200,9 +200,18 @@ fn class_name<J: Json>(v: &J) -> Option<&str> {
     v.get("class_name").and_then(J::as_str)
 }
 
+/// Member `key` of an entry's `config`.
+fn in_config<'v, J: Json>(entry: &'v J, key: &str) -> Option<&'v J> {
+    entry.get("config")?.get(key)
+}
+
+/// The `layers` list of a model entry's `config`.
+fn layers_of<J: Json>(entry: &J) -> Option<&[J]> {
+    in_config(entry, "layers").and_then(J::as_array)
+}
+
 fn layer_name<J: Json>(v: &J) -> String {
-    v.get("config")
-        .and_then(|c| c.get("name"))
+    in_config(v, "name")
         .or_else(|| v.get("name"))
         .and_then(J::as_str)
         .unwrap_or("")
@@ -243,10 +252,7 @@ fn is_operation<J: Json>(v: &J) -> bool {
 
 fn is_container<J: Json>(v: &J) -> Option<bool> {
     let class = class_name(v)?;
-    let has_layers = v
-        .get("config")
-        .and_then(|c| c.get("layers"))
-        .is_some_and(J::is_array);
+    let has_layers = layers_of(v).is_some();
     match class {
         "Functional" | "Model" if has_layers => Some(false),
         "Sequential" if has_layers => Some(true),
@@ -317,7 +323,7 @@ impl Walker {
         config_path: String,
         locator: Locator,
     ) {
-        let cfg = |k: &str| entry.get("config").and_then(|c| c.get(k));
+        let cfg = |k: &str| in_config(entry, k);
         let boundaries = cfg("bin_boundaries");
         self.discs.push(DiscSite {
             config_path,
@@ -344,7 +350,7 @@ impl Walker {
         container: &str,
         consumers: Vec<Consumer>,
     ) -> Result<(), String> {
-        let cfg = |k: &str| entry.get("config").and_then(|c| c.get(k));
+        let cfg = |k: &str| in_config(entry, k);
         let at = || path_string(&pointer);
         let axis = parse_axis(cfg("axis")).map_err(|e| format!("{e} at {}", at()))?;
         let invert = cfg("invert").and_then(J::as_bool).unwrap_or(false);
@@ -389,10 +395,7 @@ impl Walker {
         config_path: &str,
         sequential: bool,
     ) -> Result<(), String> {
-        let layers = entry
-            .get("config")
-            .and_then(|c| c.get("layers"))
-            .and_then(J::as_array)
+        let layers = layers_of(entry)
             .ok_or_else(|| format!("`layers` is not a list at {}", path_string(&pointer)))?;
         let container_name = layer_name(entry);
         let mut used = HashMap::new();
@@ -448,9 +451,7 @@ impl Walker {
                 // still without its number of tokens.
                 let next = layers.get(i + 1).filter(|n| {
                     is_keras_class(*n, "CategoryEncoding")
-                        && n.get("config")
-                            .and_then(|c| c.get("num_tokens"))
-                            .is_some_and(J::is_null)
+                        && in_config(*n, "num_tokens").is_some_and(J::is_null)
                 });
                 if next.is_some() {
                     let mut np = pointer.clone();
@@ -605,33 +606,27 @@ pub fn code_findings<J: Json>(config: &J) -> Vec<(&'static str, String)> {
         if let Some(a) = v.as_array() {
             stack.extend(a.iter().rev().filter(container));
         } else if v.is_object() {
-            {
-                if let Some(class) = v.get("class_name").and_then(J::as_str) {
-                    let name = v
-                        .get("config")
-                        .and_then(|c| c.get("name"))
-                        .and_then(J::as_str)
-                        .unwrap_or("?");
-                    let module = v.get("module").and_then(J::as_str);
-                    if CODE_CLASSES.contains(&class) {
-                        out.push((
-                            "code-in-config",
-                            format!("layer `{name}` ({class}) carries code that Keras would run on load; krepair never evaluates it"),
-                        ));
-                    } else if let Some(m) = module.filter(|m| {
-                        *m != "builtins"
-                            && *m != "keras"
-                            && !m.starts_with("keras.")
-                            && !m.starts_with("tf_keras")
-                    }) {
-                        out.push((
-                            "custom-class",
-                            format!("`{name}` is a {class} from module `{m}`; loading it needs that code, krepair does not"),
-                        ));
-                    }
+            if let Some(class) = v.get("class_name").and_then(J::as_str) {
+                let name = in_config(v, "name").and_then(J::as_str).unwrap_or("?");
+                let module = v.get("module").and_then(J::as_str);
+                if CODE_CLASSES.contains(&class) {
+                    out.push((
+                        "code-in-config",
+                        format!("layer `{name}` ({class}) carries code that Keras would run on load; krepair never evaluates it"),
+                    ));
+                } else if let Some(m) = module.filter(|m| {
+                    *m != "builtins"
+                        && *m != "keras"
+                        && !m.starts_with("keras.")
+                        && !m.starts_with("tf_keras")
+                }) {
+                    out.push((
+                        "custom-class",
+                        format!("`{name}` is a {class} from module `{m}`; loading it needs that code, krepair does not"),
+                    ));
                 }
-                stack.extend(v.members().rev().map(|(_, x)| x).filter(container));
             }
+            stack.extend(v.members().rev().map(|(_, x)| x).filter(container));
         }
     }
     out
@@ -719,10 +714,7 @@ fn tree_entry<J: Json>(
     let Some(sequential) = container else {
         return Ok(());
     };
-    let layers = entry
-        .get("config")
-        .and_then(|c| c.get("layers"))
-        .and_then(J::as_array)
+    let layers = layers_of(entry)
         .ok_or_else(|| format!("`layers` is not a list at {}", path_string(pointer)))?;
     let mut used = HashMap::new();
     for (i, layer) in layers.iter().enumerate() {
