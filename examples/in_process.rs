@@ -18,14 +18,14 @@ fn main() {
         eprintln!("usage: in_process IN [OUT] [--migrate]");
         std::process::exit(2);
     };
-    let opts = krepair::repair::Options {
+    let opts = krepair::run::single::Options {
         input: PathBuf::from(input),
         output: paths.get(1).map(PathBuf::from),
         policy: krepair::plan::Policy::Auto,
         force: true,
         migrate,
     };
-    let run = krepair::repair::run(&opts);
+    let run = krepair::run::single::run(&opts);
     println!("{:?}", run.report.outcome);
     if let Some(e) = run.error {
         eprintln!("{e}");

@@ -36,9 +36,11 @@ pub enum Error {
     Refused {
         /// The input file or directory.
         path: PathBuf,
+        /// What krepair refused to do.
+        verb: Verb,
         /// The layer's config path.
         layer: String,
-        /// Why it cannot be repaired.
+        /// Why it cannot be done.
         reason: String,
     },
     /// The output path cannot be used.
@@ -76,17 +78,37 @@ pub enum Error {
     /// and its one-line message.
     Reported {
         /// [`Error::code`] of the worker's error.
-        code: &'static str,
+        code: ErrorCode,
         /// [`Error::kind`] of the worker's error.
-        kind: Option<&'static str>,
+        kind: Option<Malformed>,
         /// The worker's message (it names the file).
         message: String,
     },
 }
 
+/// What krepair refused to do ([`Error::Refused`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// Repair a layer's state (`krepair IN OUT`).
+    Repair,
+    /// Migrate the model to Keras 3 (`krepair migrate`).
+    Migrate,
+}
+
+impl Verb {
+    /// The verb as the message says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Repair => "repair",
+            Verb::Migrate => "migrate",
+        }
+    }
+}
+
 /// Which part of an input is malformed ([`Error::Format`]): what a caller
 /// or a test matches on, and `error.kind` in the report.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Malformed {
     /// Not a `.keras` archive at all: an empty file, a legacy HDF5 model
     /// file, no zip signature, a directory without `config.json`.
@@ -136,6 +158,56 @@ impl Malformed {
     ];
 }
 
+/// The stable kind of an [`Error`]: `error.code` in the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// [`Error::Io`].
+    Io,
+    /// [`Error::Format`].
+    MalformedInput,
+    /// [`Error::Refused`].
+    Refused,
+    /// [`Error::Output`].
+    Output,
+    /// [`Error::Verify`].
+    Verify,
+    /// [`WorkerFault::Crashed`].
+    WorkerCrashed,
+    /// [`WorkerFault::TimedOut`].
+    Timeout,
+    /// [`WorkerFault::OutOfMemory`].
+    MemoryLimit,
+    /// [`WorkerFault::Protocol`].
+    WorkerProtocol,
+    /// [`Error::Internal`].
+    Internal,
+}
+
+impl ErrorCode {
+    /// Its stable kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Io => "io",
+            ErrorCode::MalformedInput => "malformed-input",
+            ErrorCode::Refused => "refused",
+            ErrorCode::Output => "output",
+            ErrorCode::Verify => "verify",
+            ErrorCode::WorkerCrashed => "worker-crashed",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::MemoryLimit => "memory-limit",
+            ErrorCode::WorkerProtocol => "worker-protocol",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a worker process failed ([`Error::Worker`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkerFault {
@@ -169,30 +241,30 @@ impl Error {
     }
 
     /// For malformed input, which part (`error.kind` in the report).
-    pub fn kind(&self) -> Option<&'static str> {
+    pub fn kind(&self) -> Option<Malformed> {
         match self {
-            Error::Format { kind, .. } => Some(kind.code()),
+            Error::Format { kind, .. } => Some(*kind),
             Error::Reported { kind, .. } => *kind,
             _ => None,
         }
     }
 
-    /// A stable, kebab-case name for the kind of error (used in reports).
-    pub fn code(&self) -> &'static str {
+    /// The stable kind of error (used in reports).
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::Io { .. } => "io",
-            Error::Format { .. } => "malformed-input",
-            Error::Refused { .. } => "refused",
-            Error::Output { .. } => "output",
-            Error::Verify { .. } => "verify",
+            Error::Io { .. } => ErrorCode::Io,
+            Error::Format { .. } => ErrorCode::MalformedInput,
+            Error::Refused { .. } => ErrorCode::Refused,
+            Error::Output { .. } => ErrorCode::Output,
+            Error::Verify { .. } => ErrorCode::Verify,
             Error::Worker { fault, .. } => match fault {
-                WorkerFault::Crashed => "worker-crashed",
-                WorkerFault::TimedOut => "timeout",
-                WorkerFault::OutOfMemory => "memory-limit",
-                WorkerFault::Protocol => "worker-protocol",
+                WorkerFault::Crashed => ErrorCode::WorkerCrashed,
+                WorkerFault::TimedOut => ErrorCode::Timeout,
+                WorkerFault::OutOfMemory => ErrorCode::MemoryLimit,
+                WorkerFault::Protocol => ErrorCode::WorkerProtocol,
             },
-            Error::Internal { .. } => "internal",
-            Error::Reported { code, .. } => code,
+            Error::Internal { .. } => ErrorCode::Internal,
+            Error::Reported { code, .. } => *code,
         }
     }
 }
@@ -213,17 +285,15 @@ impl fmt::Display for Error {
             }
             Error::Refused {
                 path,
+                verb,
                 layer,
                 reason,
             } => {
-                let (what, reason) = match reason.strip_prefix("cannot migrate: ") {
-                    Some(r) => ("migrate", r),
-                    None => ("repair", reason.as_str()),
-                };
                 write!(
                     f,
-                    "{}: refusing to {what}: layer `{layer}`: {}",
+                    "{}: refusing to {}: layer `{layer}`: {}",
                     path.display(),
+                    verb.as_str(),
                     one_line(reason)
                 )
             }

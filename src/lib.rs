@@ -1,53 +1,53 @@
-//! krepair: repair and migrate Keras `.keras` archives.
+//! krepair: repair Keras archives and migrate them to Keras 3.
 //!
-//! The pipeline, and the module that owns each stage:
+//! The pipeline, one room per stage (docs/architecture.md draws it):
 //!
-//! 1. [`archive`] opens the container (zip or directory) and checks it;
-//! 2. [`model`] is the typed view of `config.json`: every Normalization
-//!    layer and where Keras stored its variables (pure, over the arena
-//!    tree of [`json_tree`], or the `Value` a migration rewrites); [`weights`] is the
-//!    view of `model.weights.h5` (the only module that talks to HDF5,
-//!    through one bounded walker);
-//! 3. [`passes`] read the views and plan findings and edits: the
-//!    tf.keras 2.x to Keras 3 migration ([`passes::migrate`], pure) and the
-//!    Normalization repair ([`passes::normalization`], with [`plan`] and
-//!    [`stats`] deciding what each layer must compute); [`inspect`] runs
-//!    the passes a command asks for over one archive;
-//! 4. [`repair`] applies the edits ([`plan::Action`], the migration's
-//!    rewrites) to private copies, writes the output beside its final
-//!    path, verifies it and renames it into place;
-//! 5. [`report`] is the audit report (JSON) and the human summary;
-//!    [`batch`] and [`worker`] run many archives, each in its own bounded
-//!    process.
+//! ```text
+//!  input ──► source ──► view ──► passes ──► plan ──► sink ──► output
+//!            (format)   (config,  (findings, (typed    (stage, write,
+//!                        weights)  edits)     codes)    verify, rename)
+//!                                    │
+//!                                    └──► report (audit, run, human)
+//! ```
 //!
-//! [`manifest`] is `krepair inspect`: the same views, listed; [`diff`]
-//! compares two of them.
+//! - [`source`]: one module per input format, each opening its input once
+//!   ([`source::keras`]: the `.keras` zip and its unzipped directory).
+//! - [`view`]: the typed view of one model, opened once per run: its
+//!   metadata, its config tree ([`view::config`] over [`view::json_tree`]
+//!   or the `Value` a migration rewrites) and its weights ([`weights`],
+//!   the only room that talks to HDF5, through one bounded walker).
+//! - [`passes`]: view in, findings and edits out, no files: the
+//!   tf.keras 2.x to Keras 3 migration, the Normalization and
+//!   Discretization repairs.
+//! - [`plan`]: the edits ([`plan::Action`]) and the typed finding codes.
+//! - [`sink`]: applies the edits to private copies, writes the output
+//!   beside its final path, verifies it, renames it into place.
+//! - [`report`]: the audit report (JSON) and every human rendering.
+//! - [`run`]: the single-archive pipeline, batches, and the worker
+//!   processes that isolate each archive.
+//! - [`tools`]: `krepair inspect` and `krepair diff`, read-only views.
+//!
+//! Below them: [`error`] (what stopped krepair for one file), [`progress`]
+//! (what the pipeline is doing now), [`hash`] (whole-file checksums) and
+//! [`os`] (system calls, mappings, temporary-file cleanup).
 //!
 //! The library never prints; `main.rs` does.
 
-pub mod archive;
-pub mod batch;
-pub mod cleanup;
-pub mod diff;
 pub mod error;
-pub mod inspect;
-pub mod json_span;
-pub mod json_tree;
-pub mod manifest;
-mod mapped;
-pub mod model;
+pub mod hash;
+pub mod os;
 pub mod passes;
 pub mod plan;
-pub mod repair;
+pub mod progress;
 pub mod report;
-pub mod stats;
-mod sys;
+pub mod run;
+pub mod sink;
+pub mod source;
+pub mod tools;
+pub mod view;
 pub mod weights;
-pub mod worker;
 
 pub use error::{Error, Result};
-/// The migration pass, at its old path.
-pub use passes::migrate;
 pub use plan::Policy;
-pub use repair::{run, Options, Run};
 pub use report::{Outcome, Report};
+pub use run::single::{run, Options, Run};

@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use krepair::archive::{self, Archive};
-use krepair::json_tree::{self, Json};
-use krepair::model;
+use krepair::source::keras::{self as archive, Archive};
+use krepair::view::config as model;
+use krepair::view::json_tree::{self, Json};
 use serde_json::Value;
 
 fn root() -> PathBuf {

@@ -131,7 +131,7 @@ fn edited(src: &Path, dst: &Path, path: &str, f: impl Fn(f32) -> f32) -> Vec<f32
         w.1 = edit_weights(&w.1, |weights| {
             let t = weights.read_f32(path, 1 << 20).unwrap();
             old = t.data.clone();
-            let new = krepair::stats::Tensor {
+            let new = krepair::passes::stats::Tensor {
                 shape: t.shape.clone(),
                 data: t.data.iter().map(|&x| f(x)).collect(),
             };

@@ -24,12 +24,12 @@ fn report_doc_lists_every_finding_code() {
             .then(|| (cells[1].trim_matches('`').to_string(), cells[2].to_string()))
         })
         .collect();
-    let code: Vec<(String, String)> = krepair::plan::CODES
+    let code: Vec<(String, String)> = krepair::plan::Code::ALL
         .iter()
-        .map(|(c, s, _)| {
+        .map(|c| {
             (
                 c.to_string(),
-                serde_json::to_value(s)
+                serde_json::to_value(c.severity())
                     .unwrap()
                     .as_str()
                     .unwrap()
@@ -37,7 +37,7 @@ fn report_doc_lists_every_finding_code() {
             )
         })
         .collect();
-    assert_eq!(table, code, "docs/report.md and plan::CODES disagree");
+    assert_eq!(table, code, "docs/report.md and plan::Code disagree");
 }
 
 #[test]
@@ -69,15 +69,12 @@ fn migration_doc_lists_every_rule_and_known_layer() {
         })
         .filter(|c| c.contains('-'))
         .collect();
-    let rules: Vec<String> = krepair::migrate::RULES
+    let rules: Vec<String> = krepair::plan::Rule::ALL
         .iter()
-        .map(|r| r.0.to_string())
+        .map(|r| r.to_string())
         .collect();
-    assert_eq!(
-        table, rules,
-        "docs/migration.md and migrate::RULES disagree"
-    );
-    for l in krepair::migrate::KNOWN_LAYERS {
+    assert_eq!(table, rules, "docs/migration.md and plan::Rule disagree");
+    for l in krepair::passes::migrate::KNOWN_LAYERS {
         assert!(
             text.contains(&format!("`{l}`")),
             "docs/migration.md lacks {l}"

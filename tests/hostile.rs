@@ -81,7 +81,7 @@ fn broken_zip_containers() {
 
     // Too many members.
     let mut m = base();
-    for i in 0..krepair::archive::MAX_MEMBERS {
+    for i in 0..krepair::source::keras::MAX_MEMBERS {
         m.push((format!("assets/{i}"), vec![]));
     }
     refuses_as(

@@ -142,9 +142,9 @@ fn every_tf_keras_2_15_fixture_migrates_with_the_rules_it_needs() {
     }
     assert_eq!(
         seen,
-        krepair::migrate::RULES
+        krepair::plan::Rule::ALL
             .iter()
-            .map(|r| r.0.to_string())
+            .map(|r| r.to_string())
             // The 2.12-2.14 fixtures exercise these (below).
             .filter(|r| {
                 ![

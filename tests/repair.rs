@@ -8,8 +8,8 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
-use krepair::json_span;
-use krepair::model::{find_layers, find_normalizations};
+use krepair::view::config::{find_layers, find_normalizations};
+use krepair::view::json_span;
 use serde_json::Value;
 
 const POLICIES: [&str; 3] = ["adapted", "identity", "auto"];

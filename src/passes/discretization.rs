@@ -16,10 +16,10 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use crate::error::Result;
-use crate::model::{DiscSite, Mode};
-use crate::plan::{finding, Action};
+use crate::passes::stats::Tensor;
+use crate::plan::{finding, Action, Code};
 use crate::report::{DiscretizationReport, Status};
-use crate::stats::Tensor;
+use crate::view::config::{DiscSite, Mode};
 use crate::weights::{Elem, Weights};
 
 /// The largest `num_bins` krepair computes boundaries for (tf.keras
@@ -102,10 +102,7 @@ pub fn bin_boundaries(values: &[f32], weights: &[f32], num_bins: u64) -> Vec<f32
 }
 
 /// A summary krepair cannot compute from, as (finding code, reason).
-pub fn check_summary(
-    values: &[f32],
-    weights: &[f32],
-) -> std::result::Result<(), (&'static str, String)> {
+pub fn check_summary(values: &[f32], weights: &[f32]) -> std::result::Result<(), (Code, String)> {
     if let Some(i) = values.iter().chain(weights).position(|v| !v.is_finite()) {
         let (row, col) = if i < values.len() {
             ("values", i)
@@ -113,13 +110,13 @@ pub fn check_summary(
             ("weights", i - values.len())
         };
         return Err((
-            "non-finite-statistics",
+            Code::NonFiniteStatistics,
             format!("the summary's {row} hold a non-finite number at column {col}"),
         ));
     }
     if let Some(i) = weights.iter().position(|&w| w < 0.0) {
         return Err((
-            "bad-summary",
+            Code::BadSummary,
             format!(
                 "the summary's weight at column {i} is negative ({})",
                 weights[i]
@@ -128,7 +125,7 @@ pub fn check_summary(
     }
     if let Some(i) = values.windows(2).position(|p| p[1] < p[0]) {
         return Err((
-            "bad-summary",
+            Code::BadSummary,
             format!(
                 "the summary's values are not sorted: column {} ({}) is less than column {i} ({})",
                 i + 1,
@@ -141,13 +138,13 @@ pub fn check_summary(
     // overflows is no distribution.
     if !weights.iter().sum::<f32>().is_finite() {
         return Err((
-            "bad-summary",
+            Code::BadSummary,
             "the summary's weights overflow float32 when summed".into(),
         ));
     }
     if !values.is_empty() && weights.iter().map(|&w| w as f64).sum::<f64>() == 0.0 {
         return Err((
-            "bad-summary",
+            Code::BadSummary,
             "the summary's weights are all zero: no samples to take quantiles of".into(),
         ));
     }
@@ -160,8 +157,8 @@ fn base_report(site: &DiscSite) -> DiscretizationReport {
         name: site.name.clone(),
         weights_group: None,
         mode: match site.mode {
-            Mode::Explicit => "explicit",
-            _ => "adapt",
+            Mode::Explicit => Mode::Explicit,
+            _ => Mode::Adapt,
         },
         num_bins: site.num_bins.as_u64(),
         summary_shape: None,
@@ -175,7 +172,7 @@ fn base_report(site: &DiscSite) -> DiscretizationReport {
 
 fn refuse(
     mut r: DiscretizationReport,
-    code: &'static str,
+    code: Code,
     reason: String,
 ) -> (DiscretizationReport, Option<Action>) {
     r.findings.push(finding(code, reason.clone()));
@@ -191,13 +188,13 @@ pub fn analyze(
     w: &Weights,
     claimed: &mut HashSet<String>,
     within_counts: &HashMap<String, usize>,
-    legacy: &[crate::migrate::Rename],
+    legacy: &[crate::passes::migrate::Rename],
 ) -> Result<(DiscretizationReport, Option<Action>)> {
     let mut r = base_report(site);
     if site.mode == Mode::Explicit {
         r.status = Status::AlreadyExplicit;
         r.findings.push(finding(
-            "already-explicit",
+            Code::AlreadyExplicit,
             "the bin boundaries are in the config",
         ));
         return Ok((r, None));
@@ -208,7 +205,7 @@ pub fn analyze(
             _ => {
                 return Ok(refuse(
                     r,
-                    "bad-num-bins",
+                    Code::BadNumBins,
                     format!("num_bins is {n}: tf.keras adapts only a whole number of bins from 1 (krepair computes at most {MAX_BINS})"),
                 ))
             }
@@ -216,7 +213,7 @@ pub fn analyze(
         other => {
             return Ok(refuse(
                 r,
-                "bad-num-bins",
+                Code::BadNumBins,
                 format!("bin_boundaries and num_bins are both {other}: the layer has no bins to compute"),
             ))
         }
@@ -224,15 +221,15 @@ pub fn analyze(
     if !site.has_boundaries_key {
         return Ok(refuse(
             r,
-            "inconsistent-config",
+            Code::InconsistentConfig,
             "the config has no bin_boundaries key (tf.keras always writes one)".into(),
         ));
     }
     r.findings.push(finding(
-        "adapt-mode",
+        Code::AdaptMode,
         "bin_boundaries is null in the config: the layer's bins live in its summary variable, which only finalize_state() turns into boundaries",
     ));
-    crate::worker::step(&format!(
+    crate::progress::step(&format!(
         "finding the weights of `{}` in model.weights.h5",
         site.config_path
     ));
@@ -255,7 +252,7 @@ pub fn analyze(
     if names != ["0"] {
         return Ok(refuse(
             r,
-            "weights-mismatch",
+            Code::WeightsMismatch,
             format!("`{group}` holds datasets {names:?}, expected [\"0\"] (the summary)"),
         ));
     }
@@ -265,7 +262,7 @@ pub fn analyze(
         _ => {
             return Ok(refuse(
                 r,
-                "weights-mismatch",
+                Code::WeightsMismatch,
                 format!(
                     "`{group}/0` (the summary) is {} {}, expected float32 of shape [2, n]",
                     d.elem,
@@ -279,18 +276,18 @@ pub fn analyze(
         }
     };
     r.summary_shape = Some(d.shape.clone());
-    if columns.saturating_mul(2) > crate::stats::MAX_VALUES {
+    if columns.saturating_mul(2) > crate::passes::stats::MAX_VALUES {
         return Ok(refuse(
             r,
-            "stats-too-large",
+            Code::StatsTooLarge,
             format!(
                 "the summary has {columns} columns, more than the {} values krepair reads",
-                crate::stats::MAX_VALUES
+                crate::passes::stats::MAX_VALUES
             ),
         ));
     }
-    crate::worker::step(&format!("reading the summary of `{}`", site.config_path));
-    let summary = w.read_f32(&format!("{group}/0"), crate::stats::MAX_VALUES)?;
+    crate::progress::step(&format!("reading the summary of `{}`", site.config_path));
+    let summary = w.read_f32(&format!("{group}/0"), crate::passes::stats::MAX_VALUES)?;
     let (values, weights) = summary.data.split_at(columns);
     if let Err((code, reason)) = check_summary(values, weights) {
         return Ok(refuse(r, code, reason));
@@ -299,13 +296,13 @@ pub fn analyze(
     let boundaries = bin_boundaries(values, weights, num_bins);
     if columns == 0 {
         r.findings.push(finding(
-            "never-adapted",
+            Code::NeverAdapted,
             "the summary is empty: the layer was built but never adapted, so it puts every input in bin 0, as the embedded empty bin_boundaries do",
         ));
     }
     let compressed = (columns as f64) * (1.0 / num_bins as f64) >= 1.0;
     r.findings.push(finding(
-        "boundaries-computed",
+        Code::BoundariesComputed,
         format!(
             "{} boundaries for num_bins={num_bins} from a summary of {columns} columns ({}), as tf.keras's finalize_state() computes them{}",
             boundaries.len(),
@@ -413,15 +410,18 @@ mod tests {
     #[test]
     fn bad_summaries_are_refused() {
         let code = |v: &[f32], w: &[f32]| check_summary(v, w).unwrap_err().0;
-        assert_eq!(code(&[1.0, f32::NAN], &[1.0, 1.0]), "non-finite-statistics");
+        assert_eq!(
+            code(&[1.0, f32::NAN], &[1.0, 1.0]),
+            Code::NonFiniteStatistics
+        );
         assert_eq!(
             code(&[1.0, 2.0], &[1.0, f32::INFINITY]),
-            "non-finite-statistics"
+            Code::NonFiniteStatistics
         );
-        assert_eq!(code(&[2.0, 1.0], &[1.0, 1.0]), "bad-summary");
-        assert_eq!(code(&[1.0, 2.0], &[1.0, -1.0]), "bad-summary");
-        assert_eq!(code(&[1.0, 2.0], &[0.0, 0.0]), "bad-summary");
-        assert_eq!(code(&[1.0, 2.0], &[3e38, 3e38]), "bad-summary");
+        assert_eq!(code(&[2.0, 1.0], &[1.0, 1.0]), Code::BadSummary);
+        assert_eq!(code(&[1.0, 2.0], &[1.0, -1.0]), Code::BadSummary);
+        assert_eq!(code(&[1.0, 2.0], &[0.0, 0.0]), Code::BadSummary);
+        assert_eq!(code(&[1.0, 2.0], &[3e38, 3e38]), Code::BadSummary);
         assert!(check_summary(&[1.0, 1.0], &[0.0, 3.0]).is_ok());
         assert!(check_summary(&[], &[]).is_ok());
     }

@@ -1,9 +1,9 @@
 //! The passes over one archive's typed view (its config tree and its
 //! weights tree). Each pass reads the view and returns findings and edits
 //! ([`crate::plan::Action`], [`migrate::Rewrite`]); it writes nothing.
-//! [`crate::inspect`] runs the passes a command asks for, in order: the
+//! [`crate::view::open`] runs the passes a command asks for, in order: the
 //! migration first (it rewrites the config the repair then reads), then
-//! the Normalization repair; [`crate::repair`] applies their edits, writes
+//! the Normalization repair; [`crate::run::single`] applies their edits, writes
 //! and verifies.
 //!
 //! - [`migrate`]: tf.keras 2.12-2.15 to Keras 3 (issue #10); pure, a JSON
@@ -16,3 +16,4 @@
 pub mod discretization;
 pub mod migrate;
 pub mod normalization;
+pub mod stats;

@@ -1,5 +1,5 @@
 //! The Normalization repair pass (keras-team/keras #20147): for each
-//! Normalization layer of the config ([`crate::model`]), find its
+//! Normalization layer of the config ([`crate::view::config`]), find its
 //! variables in the weights, check them against the layer's axis and input
 //! shape, decide what the saved model computed ([`crate::plan`]), and plan
 //! the edit that makes every Keras compute it without `finalize_state()`.
@@ -8,10 +8,10 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::Result;
-use crate::model::{Locator, Mode, NormSite, ShapeFrom};
-use crate::plan::{self, finding, Action, Chosen, Policy};
+use crate::passes::stats;
+use crate::plan::{self, finding, Action, Chosen, Code, Policy};
 use crate::report::{Embedded, LayerReport, Status, Stored};
-use crate::stats;
+use crate::view::config::{Locator, Mode, NormSite, ShapeFrom};
 use crate::weights::{Elem, Weights};
 use serde_json::Value;
 
@@ -48,11 +48,7 @@ fn base_report(site: &NormSite) -> LayerReport {
         weights_group: None,
         axis: site.axis.clone(),
         invert: site.invert,
-        mode: match site.mode {
-            Mode::Adapt => "adapt",
-            Mode::Explicit => "explicit",
-            Mode::Inconsistent => "inconsistent",
-        },
+        mode: site.mode,
         input_shape: site.input_shape.clone(),
         stats_shape: None,
         stored: None,
@@ -64,7 +60,7 @@ fn base_report(site: &NormSite) -> LayerReport {
     }
 }
 
-fn refuse(mut r: LayerReport, code: &'static str, reason: String) -> (LayerReport, Option<Action>) {
+fn refuse(mut r: LayerReport, code: Code, reason: String) -> (LayerReport, Option<Action>) {
     r.findings.push(finding(code, reason.clone()));
     r.status = Status::Refused;
     r.reason = Some(reason);
@@ -88,10 +84,10 @@ pub(crate) fn resolve(
     w: &Weights,
     claimed: &mut HashSet<String>,
     within_counts: &HashMap<String, usize>,
-    legacy: &[crate::migrate::Rename],
+    legacy: &[crate::passes::migrate::Rename],
     expect: &[&str],
     class: &str,
-) -> std::result::Result<String, (&'static str, String)> {
+) -> std::result::Result<String, (Code, String)> {
     let found = match locator {
         Locator::Group(g) => {
             let primary = format!("{g}/vars");
@@ -108,19 +104,19 @@ pub(crate) fn resolve(
                         g.replace("layers", "_layer_checkpoint_dependencies")
                     )
                 } else {
-                    crate::migrate::legacy_path(legacy, &primary)
+                    crate::passes::migrate::legacy_path(legacy, &primary)
                 };
                 if w.is_group(&alt) {
                     alt
                 } else {
                     return Err((
-                        "weights-not-found",
+                        Code::WeightsNotFound,
                         format!("no weights group at `{primary}` or `{alt}`"),
                     ));
                 }
             } else {
                 return Err((
-                    "weights-not-found",
+                    Code::WeightsNotFound,
                     format!("no weights group at `{primary}`"),
                 ));
             }
@@ -128,13 +124,13 @@ pub(crate) fn resolve(
         Locator::Within { group, key_path } => {
             if !group.is_empty() && !w.is_group(group) {
                 return Err((
-                    "weights-not-found",
+                    Code::WeightsNotFound,
                     format!("no weights group at `{group}`"),
                 ));
             }
             let candidates: Vec<String> = w
                 .vars_groups_under(group)
-                .map_err(|e| ("weights-not-found", e.to_string()))?
+                .map_err(|e| (Code::WeightsNotFound, e.to_string()))?
                 .into_iter()
                 .filter(|g| !claimed.contains(g) && has_exactly(w, g, expect))
                 .collect();
@@ -166,12 +162,12 @@ pub(crate) fn resolve(
                 candidates[0].clone()
             } else if candidates.is_empty() {
                 return Err((
-                    "weights-not-found",
+                    Code::WeightsNotFound,
                     format!("no {class} weights under `{group}`"),
                 ));
             } else if expect.len() == 1 {
                 return Err((
-                    "weights-not-found",
+                    Code::WeightsNotFound,
                     format!(
                         "none of the {} groups of one dataset under `{group}` ({}) is identified as the {class}'s by its name or config key",
                         candidates.len(),
@@ -180,7 +176,7 @@ pub(crate) fn resolve(
                 ));
             } else {
                 return Err((
-                    "weights-ambiguous",
+                    Code::WeightsAmbiguous,
                     format!(
                         "{} candidate weights groups under `{group}` ({}), none identified by name or config key",
                         candidates.len(),
@@ -193,14 +189,14 @@ pub(crate) fn resolve(
     if let Some(n) = w.name_attr(&found) {
         if n != name {
             return Err((
-                "weights-ambiguous",
+                Code::WeightsAmbiguous,
                 format!("weights group `{found}` is labelled `{n}`, not `{name}`"),
             ));
         }
     }
     if !claimed.insert(found.clone()) {
         return Err((
-            "weights-ambiguous",
+            Code::WeightsAmbiguous,
             format!("weights group `{found}` maps to two layers"),
         ));
     }
@@ -216,14 +212,14 @@ pub fn analyze(
     policy: Policy,
     claimed: &mut HashSet<String>,
     within_counts: &HashMap<String, usize>,
-    legacy: &[crate::migrate::Rename],
+    legacy: &[crate::passes::migrate::Rename],
 ) -> Result<(LayerReport, Option<Action>)> {
     let mut r = base_report(site);
     match site.mode {
         Mode::Explicit => {
             r.status = Status::AlreadyExplicit;
             r.findings.push(finding(
-                "already-explicit",
+                Code::AlreadyExplicit,
                 "mean and variance are in the config",
             ));
             return Ok((r, None));
@@ -231,17 +227,17 @@ pub fn analyze(
         Mode::Inconsistent => {
             return Ok(refuse(
                 r,
-                "inconsistent-config",
+                Code::InconsistentConfig,
                 "only one of mean and variance is set in the config".into(),
             ));
         }
         Mode::Adapt => {}
     }
     r.findings.push(finding(
-        "adapt-mode",
+        Code::AdaptMode,
         "mean and variance are null in the config: the layer depends on finalize_state()",
     ));
-    crate::worker::step(&format!(
+    crate::progress::step(&format!(
         "finding the weights of `{}` in model.weights.h5",
         site.config_path
     ));
@@ -266,7 +262,7 @@ pub fn analyze(
             if ds.is_empty() {
                 // Never built: no variables to lose, nothing to embed.
                 r.findings.push(finding(
-                    "no-variables",
+                    Code::NoVariables,
                     format!("`{group}` holds no variables and the config has no build_config: the layer was never built"),
                 ));
                 r.reason = Some("never built; left alone".into());
@@ -284,7 +280,7 @@ pub fn analyze(
             };
             let s = match completed {
                 Ok(s) => s,
-                Err(e) => return Ok(refuse(r, "shape-unknown", e)),
+                Err(e) => return Ok(refuse(r, Code::ShapeUnknown, e)),
             };
             let source = match from {
                 ShapeFrom::BatchInputShape => "the layer's batch_input_shape".to_string(),
@@ -292,7 +288,7 @@ pub fn analyze(
                 _ => "the kept axes, which are the last ones".to_string(),
             };
             r.findings.push(finding(
-                "input-shape-derived",
+                Code::InputShapeDerived,
                 format!(
                     "no build_config in the config: input shape {} from {source} and the stored statistics' shape {:?}",
                     Value::from(
@@ -309,7 +305,7 @@ pub fn analyze(
     };
     let geo = match plan::geometry(&site.axis, &shape) {
         Ok(g) => g,
-        Err(e) => return Ok(refuse(r, "shape-unknown", e)),
+        Err(e) => return Ok(refuse(r, Code::ShapeUnknown, e)),
     };
     r.stats_shape = Some(geo.stats_shape.clone());
     let values = geo
@@ -319,7 +315,7 @@ pub fn analyze(
     if values.is_none_or(|n| n > stats::MAX_VALUES) {
         return Ok(refuse(
             r,
-            "stats-too-large",
+            Code::StatsTooLarge,
             format!(
                 "statistics of shape {:?} hold more than {} values, the most krepair embeds",
                 geo.stats_shape,
@@ -329,7 +325,7 @@ pub fn analyze(
     }
     let names: Vec<&str> = ds.iter().map(|d| d.name.as_str()).collect();
     if names != ["0", "1", "2"] {
-        return Ok(refuse(r, "weights-mismatch", format!("`{group}` holds datasets {names:?}, expected [\"0\", \"1\", \"2\"] (mean, variance, count)")));
+        return Ok(refuse(r, Code::WeightsMismatch, format!("`{group}` holds datasets {names:?}, expected [\"0\", \"1\", \"2\"] (mean, variance, count)")));
     }
     for (d, what) in ds[..2].iter().zip(["mean", "variance"]) {
         if d.null
@@ -338,7 +334,7 @@ pub fn analyze(
         {
             return Ok(refuse(
                 r,
-                "weights-mismatch",
+                Code::WeightsMismatch,
                 format!(
                     "`{group}/{}` ({what}) is {} {}, expected float32 (or float16) {:?} from axis {:?} and input shape",
                     d.name, d.elem, shape_text(d), geo.stats_shape, site.axis
@@ -349,7 +345,7 @@ pub fn analyze(
     if ds[2].null || !matches!(ds[2].elem, Elem::Int(_)) || !ds[2].shape.is_empty() {
         return Ok(refuse(
             r,
-            "weights-mismatch",
+            Code::WeightsMismatch,
             format!(
                 "`{group}/2` (count) is {} {}, expected an integer scalar",
                 ds[2].elem,
@@ -357,7 +353,7 @@ pub fn analyze(
             ),
         ));
     }
-    crate::worker::step(&format!("reading the statistics of `{}`", site.config_path));
+    crate::progress::step(&format!("reading the statistics of `{}`", site.config_path));
     let mean = w.read_f32(&format!("{group}/0"), stats::MAX_VALUES)?;
     let variance = w.read_f32(&format!("{group}/1"), stats::MAX_VALUES)?;
     let count = w.read_int_scalar(&format!("{group}/2"))?;
@@ -372,11 +368,15 @@ pub fn analyze(
     }
     let choice = match plan::choose(policy, version, site) {
         Ok(c) => c,
-        Err(reason) => return Ok(refuse(r, "unknown-keras-version", reason)),
+        Err(reason) => return Ok(refuse(r, Code::UnknownKerasVersion, reason)),
     };
     r.findings.extend(choice.findings.iter().cloned());
     let (tm, tv) = plan::target(choice.chosen, &mean, &variance);
-    let location = if geo.trailing { "config" } else { "variables" };
+    let location = if geo.trailing {
+        crate::report::Location::Config
+    } else {
+        crate::report::Location::Variables
+    };
     r.embedded = Some(Embedded {
         location,
         mean: tm.clone(),
@@ -393,7 +393,7 @@ pub fn analyze(
         })
     } else {
         r.findings.push(finding(
-            "kept-in-variables",
+            Code::KeptInVariables,
             format!(
                 "kept axes {:?} of a rank-{} input are not the trailing ones: no explicit config loads in every Keras 3 version, so the layer keeps adapt mode and the {} statistics stay in its variables, which every .keras loader finalizes",
                 geo.keep,

@@ -92,7 +92,7 @@ const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAPPED: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
 
-use crate::mapped::page_size;
+use crate::os::mapped::page_size;
 
 impl Image {
     /// Map `len` bytes of `file` starting at `offset`.
@@ -111,8 +111,8 @@ impl Image {
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         // A private writable mapping counts against the worker's memory
         // budget (RLIMIT_DATA): allow for it, and take it back on drop.
-        crate::sys::grow(map_len as u64);
-        let undo = || crate::sys::shrink(map_len as u64);
+        crate::os::sys::grow(map_len as u64);
+        let undo = || crate::os::sys::shrink(map_len as u64);
         // SAFETY: a fresh anonymous private mapping; checked below.
         let base = unsafe {
             libc::mmap(
@@ -465,7 +465,7 @@ impl Drop for Image {
         // SAFETY: the whole mapping made in `map`; no HDF5 handle reaches it
         // any more (module invariants).
         unsafe { libc::munmap(self.base, self.map_len) };
-        crate::sys::shrink(self.map_len as u64);
+        crate::os::sys::shrink(self.map_len as u64);
     }
 }
 

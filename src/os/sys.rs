@@ -43,7 +43,7 @@ pub fn data_bytes() -> Option<u64> {
 }
 
 /// The peak resident set of this process so far (`VmHWM`), in MiB; 0 if
-/// unknown. For `KREPAIR_TIMINGS` ([`crate::worker::TIMINGS_ENV`]).
+/// unknown. For `KREPAIR_TIMINGS` ([`crate::run::worker::TIMINGS_ENV`]).
 pub fn peak_rss_mib() -> u64 {
     status_kib("VmHWM:").unwrap_or(0) / 1024
 }

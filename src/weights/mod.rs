@@ -14,7 +14,7 @@ use hdf5::types::{FloatSize, TypeDescriptor};
 use hdf5::LinkType;
 
 use crate::error::{one_line, Error, Result};
-use crate::stats::Tensor;
+use crate::passes::stats::Tensor;
 
 /// The element type of a dataset, as far as krepair cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -297,7 +297,7 @@ impl Weights {
         label: &str,
         writable: bool,
     ) -> Result<Self> {
-        if len < crate::archive::HDF5_MAGIC.len() as u64 {
+        if len < crate::source::keras::HDF5_MAGIC.len() as u64 {
             return Err(Error::format(
                 label,
                 crate::error::Malformed::Weights,
@@ -309,7 +309,7 @@ impl Weights {
             kind: crate::error::Malformed::Weights,
             problem: format!("cannot map the weights: {e}"),
         })?;
-        if !image.starts_with(crate::archive::HDF5_MAGIC) {
+        if !image.starts_with(crate::source::keras::HDF5_MAGIC) {
             return Err(Error::format(
                 label,
                 crate::error::Malformed::Weights,
@@ -875,7 +875,7 @@ impl Weights {
     }
 }
 
-impl crate::migrate::WeightsTree for Weights {
+impl crate::passes::migrate::WeightsTree for Weights {
     fn is_group(&self, path: &str) -> bool {
         Weights::is_group(self, path)
     }

@@ -1,11 +1,11 @@
 //! The audit report: its JSON schema (docs/report.md) and the short human
 //! summary printed when no JSON report is asked for.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
-use crate::archive::Form;
+use crate::passes::stats::Tensor;
 use crate::plan::{Choice, Finding, Policy, Severity};
-use crate::stats::Tensor;
+use crate::source::keras::Form;
 
 /// Version of the report schema; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -44,18 +44,26 @@ pub struct Report {
     /// `krepair migrate`: every rewrite of config.json, in config order
     /// (absent from repair reports).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub migration: Vec<crate::migrate::Rewrite>,
+    pub migration: Vec<crate::passes::migrate::Rewrite>,
 }
 
 /// Tool name and version.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Tool {
     /// "krepair".
-    #[serde(deserialize_with = "intern")]
-    pub name: crate::report::StaticStr,
+    pub name: String,
     /// The crate version.
-    #[serde(deserialize_with = "intern")]
-    pub version: crate::report::StaticStr,
+    pub version: String,
+}
+
+impl Tool {
+    /// This krepair.
+    pub fn current() -> Tool {
+        Tool {
+            name: "krepair".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
 }
 
 /// A file or directory the report is about.
@@ -92,15 +100,10 @@ pub enum Outcome {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorInfo {
     /// Stable kind.
-    #[serde(deserialize_with = "intern")]
-    pub code: crate::report::StaticStr,
-    /// For `malformed-input`: which part ([`crate::error::Malformed`]).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "intern_opt"
-    )]
-    pub kind: Option<crate::report::StaticStr>,
+    pub code: crate::error::ErrorCode,
+    /// For `malformed-input`: which part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::error::Malformed>,
     /// The one-line message.
     pub message: String,
 }
@@ -145,16 +148,35 @@ pub enum Status {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Stored {
     /// `vars/0`.
-    #[serde(with = "crate::stats::nested_json")]
+    #[serde(with = "crate::passes::stats::nested_json")]
     pub mean: Tensor,
     /// `vars/1`.
-    #[serde(with = "crate::stats::nested_json")]
+    #[serde(with = "crate::passes::stats::nested_json")]
     pub variance: Tensor,
     /// sqrt(variance), float32.
-    #[serde(with = "crate::stats::nested_json")]
+    #[serde(with = "crate::passes::stats::nested_json")]
     pub std: Tensor,
     /// `vars/2`.
     pub count: i64,
+}
+
+/// Where a repaired layer's statistics went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Location {
+    /// In the layer config (its variables deleted).
+    Config,
+    /// Written into the layer's variables (`vars/0` and `vars/1`).
+    Variables,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Location::Config => "config",
+            Location::Variables => "variables",
+        })
+    }
 }
 
 /// Where and what was embedded.
@@ -162,13 +184,12 @@ pub struct Stored {
 pub struct Embedded {
     /// "config" (mean/variance in the layer config, variables deleted) or
     /// "variables" (written into vars/0 and vars/1).
-    #[serde(deserialize_with = "crate::report::intern")]
-    pub location: crate::report::StaticStr,
+    pub location: Location,
     /// The mean the layer now computes with.
-    #[serde(with = "crate::stats::nested_json")]
+    #[serde(with = "crate::passes::stats::nested_json")]
     pub mean: Tensor,
     /// The variance the layer now computes with.
-    #[serde(with = "crate::stats::nested_json")]
+    #[serde(with = "crate::passes::stats::nested_json")]
     pub variance: Tensor,
 }
 
@@ -186,8 +207,7 @@ pub struct LayerReport {
     /// `invert`.
     pub invert: bool,
     /// "adapt", "explicit" or "inconsistent".
-    #[serde(deserialize_with = "intern")]
-    pub mode: crate::report::StaticStr,
+    pub mode: crate::view::config::Mode,
     /// `build_config.input_shape`.
     pub input_shape: Option<Vec<Option<u64>>>,
     /// Shape of mean and variance.
@@ -216,8 +236,7 @@ pub struct DiscretizationReport {
     /// Its `vars` group in model.weights.h5.
     pub weights_group: Option<String>,
     /// "adapt" (`bin_boundaries` null) or "explicit".
-    #[serde(deserialize_with = "intern")]
-    pub mode: crate::report::StaticStr,
+    pub mode: crate::view::config::Mode,
     /// `num_bins` from the config (null when it is not a whole number).
     pub num_bins: Option<u64>,
     /// The shape of the stored summary (`[2, n]`).
@@ -233,40 +252,6 @@ pub struct DiscretizationReport {
     pub reason: Option<String>,
     /// Findings about this layer.
     pub findings: Vec<Finding>,
-}
-
-/// A `&'static str` field of the report. (Spelled through an alias so that
-/// serde does not infer a borrow from the input, which must then outlive
-/// the program.)
-pub type StaticStr = &'static str;
-
-/// Read a string into a `&'static str` field: the codes and names a report
-/// carries come from small fixed sets, so each distinct text is kept once
-/// for the life of the process (a report read back from a worker process).
-pub fn intern<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
-    static SEEN: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
-    let s = String::deserialize(d)?;
-    let mut g = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    let set = g.get_or_insert_with(HashSet::new);
-    if let Some(k) = set.get(s.as_str()) {
-        return Ok(k);
-    }
-    if set.len() >= 10_000 {
-        return Err(serde::de::Error::custom("too many distinct codes"));
-    }
-    let k: &'static str = Box::leak(s.into_boxed_str());
-    set.insert(k);
-    Ok(k)
-}
-
-/// [`intern`] for an optional code.
-pub fn intern_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'static str>, D::Error> {
-    match Option::<String>::deserialize(d)? {
-        None => Ok(None),
-        Some(s) => intern(serde::de::value::StringDeserializer::<D::Error>::new(s)).map(Some),
-    }
 }
 
 impl Report {
@@ -299,7 +284,7 @@ impl Report {
             ));
         }
         if !self.migration.is_empty() {
-            let mut by_code: Vec<(&str, usize)> = Vec::new();
+            let mut by_code: Vec<(crate::plan::Rule, usize)> = Vec::new();
             for r in &self.migration {
                 match by_code.iter_mut().find(|(c, _)| *c == r.code) {
                     Some((_, n)) => *n += 1,

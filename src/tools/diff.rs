@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::Result;
-use crate::manifest::{FileSummary, LayerInfo, MemberInfo, Opened};
+use crate::tools::inspect::{FileSummary, LayerInfo, MemberInfo, Opened};
 use crate::weights::{ValueDiff, Variable};
 
 /// Version of the diff schema.
@@ -169,10 +169,10 @@ pub struct Unchanged {
 
 /// Compare the file at `a` with the file at `b`.
 pub fn diff(a: &Path, b: &Path, tolerance: f64) -> Result<Diff> {
-    crate::worker::step("reading the first file");
-    let oa = crate::manifest::open(a)?;
-    crate::worker::step("reading the second file");
-    let ob = crate::manifest::open(b)?;
+    crate::progress::step("reading the first file");
+    let oa = crate::tools::inspect::open(a)?;
+    crate::progress::step("reading the second file");
+    let ob = crate::tools::inspect::open(b)?;
     let (ma, mb) = (&oa.manifest, &ob.manifest);
     let mut d = Diff {
         schema: SCHEMA.into(),
@@ -200,18 +200,18 @@ pub fn diff(a: &Path, b: &Path, tolerance: f64) -> Result<Diff> {
             ));
         }
     }
-    crate::worker::step("comparing the members");
+    crate::progress::step("comparing the members");
     d.members = members(a, ma, b, mb, &mut d.unchanged)?;
-    crate::worker::step("comparing config.json");
+    crate::progress::step("comparing config.json");
     d.layers = layers(&oa, &ob, &mut d.unchanged);
-    crate::worker::step("comparing the weights");
+    crate::progress::step("comparing the weights");
     d.variables = variables(&oa, &ob, tolerance, &mut d.unchanged)?;
     // config.json and model.weights.h5 are compared by what they hold
     // (their layers and variables): their bytes may differ while the
     // model is the same (JSON spacing, HDF5's free space, a tolerance).
     let semantic = |m: &MemberChange| {
         m.change == Change::Changed
-            && (m.name == crate::archive::CONFIG || m.name == crate::archive::WEIGHTS)
+            && (m.name == crate::source::keras::CONFIG || m.name == crate::source::keras::WEIGHTS)
     };
     d.same = d.metadata.is_empty()
         && d.members.iter().all(semantic)
@@ -239,7 +239,7 @@ fn key_change(key: String, old: Option<Value>, new: Option<Value>) -> KeyChange 
 fn with_crc(root: &Path, m: &MemberInfo, form: &str) -> Result<MemberInfo> {
     let mut m = m.clone();
     if m.crc32.is_none() && form == "directory" {
-        let crc = crate::archive::crc_file(&root.join(&m.name))?;
+        let crc = crate::hash::crc_file(&root.join(&m.name))?;
         m.crc32 = Some(format!("{crc:08x}"));
     }
     Ok(m)
@@ -247,9 +247,9 @@ fn with_crc(root: &Path, m: &MemberInfo, form: &str) -> Result<MemberInfo> {
 
 fn members(
     a: &Path,
-    ma: &crate::manifest::Manifest,
+    ma: &crate::tools::inspect::Manifest,
     b: &Path,
-    mb: &crate::manifest::Manifest,
+    mb: &crate::tools::inspect::Manifest,
     same: &mut Unchanged,
 ) -> Result<Vec<MemberChange>> {
     let (fa, fb) = (ma.file.form.as_str(), mb.file.form.as_str());
@@ -335,7 +335,7 @@ fn layers(a: &Opened, b: &Opened, same: &mut Unchanged) -> Vec<LayerChange> {
     let (la, lb) = (&a.manifest.layers, &b.manifest.layers);
     let entry = |o: &Opened, l: &LayerInfo| -> Option<Value> {
         let config = o.config.as_ref()?;
-        crate::model::at(config, &l.pointer).cloned()
+        crate::view::config::at(config, &l.pointer).cloned()
     };
     let byname: HashMap<&str, &LayerInfo> = lb.iter().map(|l| (l.path.as_str(), l)).collect();
     let mut out = Vec::new();
@@ -385,7 +385,7 @@ fn keyed(o: &Opened) -> Vec<((Option<String>, String), &Variable)> {
     let mut out = Vec::new();
     for l in &o.manifest.layers {
         for v in &l.variables {
-            let name = crate::manifest::short(v, l.weights_group.as_deref());
+            let name = crate::tools::inspect::short(v, l.weights_group.as_deref());
             out.push(((Some(l.path.clone()), name.to_string()), v));
         }
     }
@@ -477,7 +477,7 @@ fn brief(v: &Option<Value>, n: usize) -> String {
 }
 
 fn shape(v: &VariableSide) -> String {
-    crate::manifest::typed_shape(&v.dtype, &v.shape)
+    crate::tools::inspect::typed_shape(&v.dtype, &v.shape)
 }
 
 fn sign(c: Change) -> char {

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use krepair::batch::{self, Job};
+use krepair::run::batch::{self, Job};
 
 /// Print to stdout. A closed pipe (`krepair ... | head`) is not an error:
 /// the rest is dropped quietly, as ripgrep does, and the exit code stays
@@ -42,7 +42,7 @@ pub enum ReportSink {
     File(
         PathBuf,
         tempfile::NamedTempFile,
-        krepair::cleanup::Registered,
+        krepair::os::cleanup::Registered,
     ),
 }
 
@@ -59,11 +59,11 @@ impl ReportSink {
             _ => PathBuf::from("."),
         };
         let t = tempfile::Builder::new()
-            .prefix(&krepair::cleanup::prefix())
+            .prefix(&krepair::os::cleanup::prefix())
             .suffix(".report")
             .tempfile_in(&dir)
             .map_err(|e| format!("krepair: {}: cannot write the report: {e}", path.display()))?;
-        let g = krepair::cleanup::register(t.path());
+        let g = krepair::os::cleanup::register(t.path());
         Ok(ReportSink::File(path.to_path_buf(), t, g))
     }
 

@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::plan::Version;
+use crate::plan::{Rule, Version};
 
 /// Layer classes (module `keras.layers`) whose tf.keras 2.15 config Keras
 /// 3.0 to 3.15 read as it is, once the rules below have run. Checked by
@@ -58,9 +58,8 @@ const MODELS: &[&str] = &["Functional", "Sequential", "Model"];
 /// One rewrite of the config, with its evidence.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rewrite {
-    /// Stable code (see [`RULES`]).
-    #[serde(deserialize_with = "crate::report::intern")]
-    pub code: crate::report::StaticStr,
+    /// Stable code: the rule that rewrote it.
+    pub code: Rule,
     /// The layer's config path (names from the root down, joined by `/`;
     /// empty for the root model).
     pub layer: String,
@@ -72,37 +71,6 @@ pub struct Rewrite {
     /// The value after; null when the key is removed.
     pub new: Option<Value>,
 }
-
-/// Every rewrite code, with why it is needed (docs/migration.md has the
-/// same list with the Keras source lines; a test keeps them in step).
-pub const RULES: &[(&str, &str)] = &[
-    ("legacy-module", "tf.keras 2.12 writes the layers inside a model, and the initializers, regularizers, constraints and dtype policies inside a layer, in the legacy form without a module (serialize_keras_object of keras/saving/legacy); Keras 3 reads that form through its legacy loader only for whole layers and loses the rules below, so each gets the module tf.keras 2.13 writes"),
-    ("numpy-scalar", "tf.keras 2.12 writes some NumPy scalars in a layer config as {\"class_name\": \"__numpy__\", ...} (a ReLU's max_value, negative_slope and threshold); Keras 3 hands that dict to the layer's constructor as it is (\"could not be deserialized properly\"), and tf.keras 2.12 itself cannot load it; tf.keras 2.13 writes the plain number"),
-    ("model-module", "tf.keras writes the module of a model class as keras.src.engine.* (keras.engine.* in 2.12), which no Keras 3 can import; Keras 3 keeps Functional in keras.src.models.functional and Sequential in keras.src.models.sequential"),
-    ("batch-input-shape", "tf.keras writes batch_input_shape into the config of a layer that was given an input shape; Keras 3's Layer.__init__ accepts only input_shape and input_dim and raises on any other keyword (InputLayer keeps it: it reads batch_input_shape itself)"),
-    ("dtype-policy", "tf.keras serializes a mixed-precision policy as keras.mixed_precision Policy; Keras 3 reads that as a plain string dtype and fails (3.15) or loses the policy; it is a keras DTypePolicy"),
-    ("one-element-axis", "tf.keras BatchNormalization normalizes its axis to a list at build time and writes it so ([3]); Keras 3's BatchNormalization takes one int (self.axis = int(axis)) and fails on the list"),
-    ("depthwise-groups", "tf.keras DepthwiseConv2D inherits groups from its convolution base and writes groups: 1; Keras 3's DepthwiseConv2D has no groups argument, so Layer.__init__ rejects it"),
-    ("nested-node-index", "tf.keras gives a nested Functional, or a Sequential built on its own InputLayer, a node 0 of its own, so its first call inside a Functional is node 1; in Keras 3 it is node 0, and the old index makes Keras 3.15 reject the graph (3.0.5 and 3.13 loop forever)"),
-    ("weights-layout", "tf.keras 2.13 and 2.14 keep a model's layers under _layer_checkpoint_dependencies in model.weights.h5, and 2.13 numbers layers of one class by twos when they have weights (keras #18830); tf.keras 2.15 and Keras 3 use layers and number by ones. Keras >= 3.0.2 falls back to the old container name, but not to the old numbers: \"expected 2 variables, but received 0\""),
-    ("discretization-trainable", "tf.keras writes trainable into every layer config; Keras 3's Discretization.__init__ takes no trainable and no **kwargs (\"unexpected keyword argument 'trainable'\", 3.0 to 3.15), and the layer has no trainable weights in either, so the key is removed"),
-    ("discretization-encoding", "Keras 3.0 to 3.13 give a Discretization the symbolic output shape of its input whatever its output_mode (compute_output_spec; fixed in 3.14, keras #22048), so a one-hot, multi-hot or count Discretization feeding a Dense builds the Dense for the wrong width and the archive does not load. The layer becomes an int-mode Discretization (same name, dtype int64 as tf.keras's int mode) followed by a CategoryEncoding(num_tokens = bins, the same output_mode and dtype) that takes over every reference to it: the same values in every Keras 3, and layers without weights; refused where the deeper graph could make Keras 3 renumber a layer with weights above it"),
-    ("category-encoding-sparse", "tf.keras writes a CategoryEncoding's sparse; Keras 3.0's CategoryEncoding has no sparse argument and Layer.__init__ rejects it (3.15 takes it, default false), so a sparse of false is removed (true is refused: no Keras 3.0 layer computes it)"),
-    ("rnn-time-major", "tf.keras RNN layers write time_major; Keras 3's RNN layers are batch-major only and have no such argument, so Layer.__init__ rejects it (a time_major of true is refused)"),
-    ("gru-implementation", "tf.keras writes a GRU's implementation; Keras 3.0.5's GRU passes no implementation to its cell and Layer.__init__ rejects it (3.15 pops it); both implementations compute the same function"),
-    ("embedding-input-length", "tf.keras writes an Embedding's input_length; Keras 3.0.5's Embedding has no such argument and Layer.__init__ rejects it (3.15 pops it with a deprecation warning); the InputLayer carries the shape"),
-    ("orthogonal-initializer", "tf.keras names the orthogonal initializer Orthogonal; Keras 3.0 to 3.6 call the class OrthogonalInitializer and cannot resolve Orthogonal (\"Could not interpret initializer identifier\"), while 3.10+ call it Orthogonal and keep OrthogonalInitializer as an alias"),
-    ("tf-op-arithmetic", "tf.keras saves arithmetic on Keras tensors (x * 2, x + y, -x) as a TFOpLambda layer that calls a TensorFlow function by name; Keras 3 has no TFOpLambda. Where a Keras 3 layer computes the same float32 values to the bit (Rescaling for a constant, Add, Subtract, Multiply for two tensors, Concatenate for tf.concat) the entry becomes that layer, under the same name and with the same inputs"),
-    ("optimizer-module", "tf.keras 2.15 serializes SGD from keras.optimizers.experimental, a module Keras 3 does not have; Keras 3 keeps every optimizer in keras.optimizers"),
-    ("legacy-optimizer", "a tf.keras legacy optimizer (keras.optimizers.legacy: what `import keras` gives in tf.keras 2.12) is not in Keras 3, and tf.keras saves none of its variables in a .keras archive; it becomes the Keras 3 optimizer of the same class and hyperparameters, its decay of 0 (the only value with an exact Keras 3 equivalent) removed, starting afresh"),
-    ("unmapped-optimizer", "the saved variables of a tf.keras optimizer whose layout krepair does not map (Adadelta, Adafactor, Adagrad, Adamax, AdamW, Ftrl, Lion, Nadam) are removed from model.weights.h5, with the finding optimizer-state-dropped: Keras 3 then starts the optimizer afresh with its class and hyperparameters (every key tf.keras writes is an argument of the Keras 3 class), instead of loading slots whose order and meaning are not verified (under a schedule the counts agree and Keras 3 would load them as they are)"),
-    ("optimizer-arguments", "tf.keras optimizers write jit_compile and is_legacy_optimizer into their config; Keras 3's BaseOptimizer.__init__ raises on any keyword it does not know (\"Argument(s) not recognized\")"),
-    ("optimizer-variables", "tf.keras saves an optimizer as iterations then its slots; Keras 3 tracks a learning-rate variable second (BaseOptimizer.__init__), and its SGD keeps no momentum slots without momentum. Without the new layout Keras 3 skips the whole optimizer state with a warning"),
-    ("schedule-name", "tf.keras learning-rate schedules default their name to null and fall back to the class name when called; Keras 3 opens a name scope with the name as given and fails on null (\"Argument `name` must be a string\") at the first training step"),
-    ("loss-arguments", "tf.keras loss classes write the wrapped function as fn; Keras 3 loss classes take no fn argument"),
-    ("loss-reduction", "tf.keras writes reduction \"auto\", which Keras 3 refuses (standardize_reduction); tf.keras's auto is sum_over_batch_size outside distribution strategies, Keras 3's default"),
-    ("compile-defaults", "tf.keras records compile arguments left unset as null; Keras 3 fails to fit with steps_per_execution null (self.steps_per_execution > 1) and treats null run_eagerly and jit_compile unlike its defaults (False, \"auto\")"),
-];
 
 /// Optimizers (module `keras.optimizers`) whose tf.keras 2.15 config and
 /// variables krepair migrates, with the config keys each Keras 3 class
@@ -443,7 +411,7 @@ fn container_layout(
     let mut nested = Vec::new();
     for l in children {
         let class = l.get("class_name").and_then(Value::as_str).unwrap_or("");
-        let base = crate::model::to_snake_case(class);
+        let base = crate::view::config::to_snake_case(class);
         let (tf_n, k3_n) = counters.entry(base.clone()).or_insert((0, 0));
         let name = |n: u32| {
             if n == 0 {
@@ -540,7 +508,7 @@ pub fn plan(config: &mut Value, keras_version: Option<&str>) -> Result<Plan, Ref
 }
 
 /// A rewrite of the compile config (layer path empty: the root model).
-fn compile_rewrite(code: &'static str, key: String, old: Value, new: Option<Value>) -> Rewrite {
+fn compile_rewrite(code: Rule, key: String, old: Value, new: Option<Value>) -> Rewrite {
     Rewrite {
         code,
         layer: String::new(),
@@ -614,7 +582,7 @@ fn compile_config(
     ] {
         if cc.get(key).is_some_and(Value::is_null) {
             out.push(compile_rewrite(
-                "compile-defaults",
+                Rule::CompileDefaults,
                 key.into(),
                 Value::Null,
                 Some(default.clone()),
@@ -660,7 +628,7 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
         "keras.optimizers" => {}
         "keras.optimizers.legacy" => {
             out.push(compile_rewrite(
-                "legacy-optimizer",
+                Rule::LegacyOptimizer,
                 "optimizer.module".into(),
                 Value::from(module.clone()),
                 Some(Value::from("keras.optimizers")),
@@ -669,7 +637,7 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
         }
         "keras.optimizers.experimental" => {
             out.push(compile_rewrite(
-                "optimizer-module",
+                Rule::OptimizerModule,
                 "optimizer.module".into(),
                 Value::from(module.clone()),
                 Some(Value::from("keras.optimizers")),
@@ -693,7 +661,7 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
             Some(d) if d.as_f64() == Some(0.0) => {
                 let old = cfg.shift_remove("decay").unwrap_or(Value::Null);
                 out.push(compile_rewrite(
-                    "legacy-optimizer",
+                    Rule::LegacyOptimizer,
                     "optimizer.config.decay".into(),
                     old,
                     None,
@@ -716,7 +684,7 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
     for key in ["jit_compile", "is_legacy_optimizer"] {
         if let Some(old) = cfg.shift_remove(key) {
             out.push(compile_rewrite(
-                "optimizer-arguments",
+                Rule::OptimizerArguments,
                 format!("optimizer.config.{key}"),
                 old,
                 None,
@@ -888,7 +856,7 @@ fn schedule(v: &mut Value, out: &mut Vec<Rewrite>) -> Result<(), String> {
             .find(|(c, _)| *c == class)
             .map_or(class.as_str(), |n| n.1);
         out.push(compile_rewrite(
-            "schedule-name",
+            Rule::ScheduleName,
             "optimizer.config.learning_rate.config.name".into(),
             Value::Null,
             Some(Value::from(default)),
@@ -921,7 +889,7 @@ fn losses(l: &mut Value, key: &str, out: &mut Vec<Rewrite>) -> Result<(), String
             let cfg = config_of(l);
             if let Some(old) = cfg.shift_remove("fn") {
                 out.push(compile_rewrite(
-                    "loss-arguments",
+                    Rule::LossArguments,
                     format!("{key}.config.fn"),
                     old,
                     None,
@@ -930,7 +898,7 @@ fn losses(l: &mut Value, key: &str, out: &mut Vec<Rewrite>) -> Result<(), String
             if cfg.get("reduction").and_then(Value::as_str) == Some("auto") {
                 let new = Value::from("sum_over_batch_size");
                 out.push(compile_rewrite(
-                    "loss-reduction",
+                    Rule::LossReduction,
                     format!("{key}.config.reduction"),
                     Value::from("auto"),
                     Some(new.clone()),
@@ -1055,7 +1023,7 @@ fn legacy_modules(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Resu
             _ => "keras.layers",
         };
         out.push(Rewrite {
-            code: "legacy-module",
+            code: Rule::LegacyModule,
             layer: path.to_string(),
             key: "module".into(),
             old: Value::Null,
@@ -1110,7 +1078,7 @@ fn legacy_modules(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Resu
                 )));
             };
             out.push(Rewrite {
-                code: "numpy-scalar",
+                code: Rule::NumpyScalar,
                 layer: path.to_string(),
                 key: format!("config.{key}"),
                 old: v.clone(),
@@ -1125,7 +1093,7 @@ fn legacy_modules(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Resu
             )));
         };
         out.push(Rewrite {
-            code: "legacy-module",
+            code: Rule::LegacyModule,
             layer: path.to_string(),
             key: format!("config.{key}.module"),
             old: Value::Null,
@@ -1414,7 +1382,7 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
                 "keras.src.models.functional"
             };
             out.push(Rewrite {
-                code: "model-module",
+                code: Rule::ModelModule,
                 layer: path.to_string(),
                 key: "module".into(),
                 old: Value::from(module.clone()),
@@ -1441,7 +1409,7 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
             reason,
         })?;
         out.push(Rewrite {
-            code: "tf-op-arithmetic",
+            code: Rule::TfOpArithmetic,
             layer: path.to_string(),
             key: "(the layer entry)".into(),
             old: entry.clone(),
@@ -1483,7 +1451,7 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
     if class != "InputLayer" {
         if let Some(old) = cfg.shift_remove("batch_input_shape") {
             out.push(Rewrite {
-                code: "batch-input-shape",
+                code: Rule::BatchInputShape,
                 layer: path.to_string(),
                 key: "config.batch_input_shape".into(),
                 old,
@@ -1497,7 +1465,7 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
             Some(Value::Bool(false)) => {
                 let old = cfg.shift_remove("sparse").unwrap_or(Value::Null);
                 out.push(Rewrite {
-                    code: "category-encoding-sparse",
+                    code: Rule::CategoryEncodingSparse,
                     layer: path.to_string(),
                     key: "config.sparse".into(),
                     old,
@@ -1517,7 +1485,7 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
     if class == "Discretization" {
         if let Some(old) = cfg.shift_remove("trainable") {
             out.push(Rewrite {
-                code: "discretization-trainable",
+                code: Rule::DiscretizationTrainable,
                 layer: path.to_string(),
                 key: "config.trainable".into(),
                 old,
@@ -1541,7 +1509,7 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
                 .insert("axis".into(), one.clone())
                 .unwrap_or(Value::Null);
             out.push(Rewrite {
-                code: "one-element-axis",
+                code: Rule::OneElementAxis,
                 layer: path.to_string(),
                 key: "config.axis".into(),
                 old,
@@ -1555,7 +1523,7 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
             Some(g) if g.as_i64() == Some(1) => {
                 let old = cfg.shift_remove("groups").unwrap_or(Value::Null);
                 out.push(Rewrite {
-                    code: "depthwise-groups",
+                    code: Rule::DepthwiseGroups,
                     layer: path.to_string(),
                     key: "config.groups".into(),
                     old,
@@ -1578,7 +1546,7 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
             Some(Value::Bool(false)) => {
                 let old = cfg.shift_remove("time_major").unwrap_or(Value::Null);
                 out.push(Rewrite {
-                    code: "rnn-time-major",
+                    code: Rule::RnnTimeMajor,
                     layer: path.to_string(),
                     key: "config.time_major".into(),
                     old,
@@ -1596,8 +1564,8 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
         }
     }
     for (class_of, key, code) in [
-        ("GRU", "implementation", "gru-implementation"),
-        ("Embedding", "input_length", "embedding-input-length"),
+        ("GRU", "implementation", Rule::GruImplementation),
+        ("Embedding", "input_length", Rule::EmbeddingInputLength),
     ] {
         if class == class_of {
             if let Some(old) = cfg.shift_remove(key) {
@@ -1616,7 +1584,7 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
             && v.get("class_name").and_then(Value::as_str) == Some("Orthogonal");
         if orthogonal {
             out.push(Rewrite {
-                code: "orthogonal-initializer",
+                code: Rule::OrthogonalInitializer,
                 layer: path.to_string(),
                 key: format!("config.{key}.class_name"),
                 old: Value::from("Orthogonal"),
@@ -1649,7 +1617,7 @@ fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Re
                 "registered_name": null
             });
             out.push(Rewrite {
-                code: "dtype-policy",
+                code: Rule::DtypePolicy,
                 layer: path.to_string(),
                 key: "config.dtype".into(),
                 old: d.clone(),
@@ -1797,7 +1765,7 @@ fn split_encoded_discretizations(
         d.shift_remove("sparse");
         d.insert("sparse".into(), Value::Bool(false));
         out.push(Rewrite {
-            code: "discretization-encoding",
+            code: Rule::DiscretizationEncoding,
             layer: layer.clone(),
             key: "(the layer entry)".into(),
             old: Value::from(mode.clone()),
@@ -1994,14 +1962,14 @@ fn discretization_input_shape(
         .get("build_config")
         .and_then(|b| b.get("input_shape"))
     {
-        return crate::model::parse_shape(s);
+        return crate::view::config::parse_shape(s);
     }
     let name = layers[i]
         .get("config")
         .and_then(|c| c.get("name"))
         .and_then(Value::as_str)
         .unwrap_or("");
-    crate::model::input_layer_shape(layers, i, name, sequential)
+    crate::view::config::input_layer_shape(layers, i, name, sequential)
 }
 
 /// Does `v` hold the string `name` anywhere?
@@ -2113,7 +2081,7 @@ fn renumber_nested_calls(
             });
         }
         out.push(Rewrite {
-            code: "nested-node-index",
+            code: Rule::NestedNodeIndex,
             layer: owner.to_string(),
             key,
             old: Value::from(idx),
@@ -2295,7 +2263,7 @@ mod tests {
         let legacy: Vec<&str> = p
             .rewrites
             .iter()
-            .filter(|r| r.code == "legacy-optimizer")
+            .filter(|r| r.code == Rule::LegacyOptimizer)
             .map(|r| r.key.as_str())
             .collect();
         assert_eq!(
@@ -2321,7 +2289,7 @@ mod tests {
         let p = plan(&mut c, Some("2.12.0")).unwrap();
         let legacy: Vec<(&str, &str)> = p
             .iter()
-            .filter(|r| r.code == "legacy-module")
+            .filter(|r| r.code == Rule::LegacyModule)
             .map(|r| (r.layer.as_str(), r.key.as_str()))
             .collect();
         assert_eq!(
@@ -2349,7 +2317,7 @@ mod tests {
         assert_eq!(d["bias_constraint"]["module"], "keras.constraints");
         // A NumPy scalar becomes the number.
         assert_eq!(layers[2]["config"]["max_value"], json!(6.0));
-        assert!(p.iter().any(|r| r.code == "numpy-scalar"
+        assert!(p.iter().any(|r| r.code == Rule::NumpyScalar
             && r.layer == "r"
             && r.key == "config.max_value"
             && r.new == Some(json!(6.0))));
@@ -2422,17 +2390,21 @@ mod tests {
     fn a_tf_keras_2_15_model_is_rewritten_by_each_rule_once() {
         let mut c = tf215_nested();
         let rw = plan(&mut c, Some("2.15.0")).unwrap();
-        let codes: Vec<(&str, &str, &str)> = rw
+        let codes: Vec<(Rule, &str, &str)> = rw
             .iter()
             .map(|r| (r.code, r.layer.as_str(), r.key.as_str()))
             .collect();
         assert_eq!(
             codes,
             [
-                ("model-module", "", "module"),
-                ("nested-node-index", "out", "inbound_nodes[0][0][1]"),
-                ("batch-input-shape", "block/d1", "config.batch_input_shape"),
-                ("batch-input-shape", "out", "config.batch_input_shape"),
+                (Rule::ModelModule, "", "module"),
+                (Rule::NestedNodeIndex, "out", "inbound_nodes[0][0][1]"),
+                (
+                    Rule::BatchInputShape,
+                    "block/d1",
+                    "config.batch_input_shape"
+                ),
+                (Rule::BatchInputShape, "out", "config.batch_input_shape"),
             ]
         );
         assert_eq!(c["module"], "keras.src.models.functional");
@@ -2458,7 +2430,7 @@ mod tests {
         let rw = plan(&mut c, Some("2.15.0")).unwrap();
         assert!(rw
             .iter()
-            .any(|r| r.code == "dtype-policy" && r.layer == "out"));
+            .any(|r| r.code == Rule::DtypePolicy && r.layer == "out"));
         assert_eq!(
             c["config"]["layers"][2]["config"]["dtype"],
             json!({"module": "keras", "class_name": "DTypePolicy", "config": {"name": "mixed_float16"}, "registered_name": null})
@@ -2497,10 +2469,10 @@ mod tests {
         let rw = plan(&mut c, Some("2.15.0")).unwrap();
         assert!(rw
             .iter()
-            .any(|r| r.code == "nested-node-index" && r.layer == "out"));
+            .any(|r| r.code == Rule::NestedNodeIndex && r.layer == "out"));
         assert!(rw
             .iter()
-            .any(|r| r.code == "model-module" && r.layer == "block"));
+            .any(|r| r.code == Rule::ModelModule && r.layer == "block"));
 
         let mut c = tf215_nested();
         c["config"]["layers"][1]["config"]["layers"]
@@ -2539,12 +2511,12 @@ mod tests {
         c["config"]["layers"][2] = json!({"module": "keras.layers", "class_name": "BatchNormalization", "config": {"name": "bn", "axis": [3]}, "registered_name": null, "inbound_nodes": [[["block", 1, 0, {}]]]});
         c["config"]["layers"].as_array_mut().unwrap().push(json!({"module": "keras.layers", "class_name": "DepthwiseConv2D", "config": {"name": "dw", "groups": 1, "kernel_size": [3, 3]}, "registered_name": null, "inbound_nodes": [[["bn", 0, 0, {}]]]}));
         let rw = plan(&mut c, Some("2.15.0")).unwrap();
-        assert!(rw.iter().any(|r| r.code == "one-element-axis"
+        assert!(rw.iter().any(|r| r.code == Rule::OneElementAxis
             && r.old == json!([3])
             && r.new == Some(json!(3))));
         assert!(rw
             .iter()
-            .any(|r| r.code == "depthwise-groups" && r.layer == "dw"));
+            .any(|r| r.code == Rule::DepthwiseGroups && r.layer == "dw"));
         assert_eq!(c["config"]["layers"][2]["config"]["axis"], 3);
         assert!(c["config"]["layers"][3]["config"].get("groups").is_none());
         assert_eq!(plan(&mut c, Some("2.15.0")).unwrap(), vec![], "idempotent");
@@ -2566,27 +2538,27 @@ mod tests {
         c["config"]["layers"].as_array_mut().unwrap().push(json!({"module": "keras.layers", "class_name": "GRU", "config": {"name": "gru", "units": 3, "time_major": false, "implementation": 2, "reset_after": true}, "registered_name": null, "inbound_nodes": [[["bi", 0, 0, {}]]]}));
         c["config"]["layers"].as_array_mut().unwrap().push(json!({"module": "keras.layers", "class_name": "Embedding", "config": {"name": "emb", "input_dim": 5, "output_dim": 2, "input_length": null, "mask_zero": true}, "registered_name": null, "inbound_nodes": [[["in", 0, 0, {}]]]}));
         let rw = plan(&mut c, Some("2.15.0")).unwrap();
-        let got: Vec<(&str, &str, &str)> = rw
+        let got: Vec<(Rule, &str, &str)> = rw
             .iter()
             .filter(|r| {
-                r.code != "model-module"
-                    && r.code != "nested-node-index"
-                    && r.code != "batch-input-shape"
+                r.code != Rule::ModelModule
+                    && r.code != Rule::NestedNodeIndex
+                    && r.code != Rule::BatchInputShape
             })
             .map(|r| (r.code, r.layer.as_str(), r.key.as_str()))
             .collect();
         assert_eq!(
             got,
             [
-                ("rnn-time-major", "bi/layer", "config.time_major"),
+                (Rule::RnnTimeMajor, "bi/layer", "config.time_major"),
                 (
-                    "orthogonal-initializer",
+                    Rule::OrthogonalInitializer,
                     "bi/layer",
                     "config.recurrent_initializer.class_name"
                 ),
-                ("rnn-time-major", "gru", "config.time_major"),
-                ("gru-implementation", "gru", "config.implementation"),
-                ("embedding-input-length", "emb", "config.input_length"),
+                (Rule::RnnTimeMajor, "gru", "config.time_major"),
+                (Rule::GruImplementation, "gru", "config.implementation"),
+                (Rule::EmbeddingInputLength, "emb", "config.input_length"),
             ]
         );
         let inner = &c["config"]["layers"][2]["config"]["layer"]["config"];
@@ -2628,7 +2600,7 @@ mod tests {
         let rw = plan(&mut c, Some("2.15.0")).unwrap();
         assert!(rw
             .iter()
-            .any(|r| r.code == "batch-input-shape" && r.layer == "scaler/norm"));
+            .any(|r| r.code == Rule::BatchInputShape && r.layer == "scaler/norm"));
     }
 
     /// A tf.keras 2.15 compile config as model.save writes it.
@@ -2653,7 +2625,7 @@ mod tests {
             json!({"beta_1": 0.9, "beta_2": 0.99, "epsilon": 1e-7, "amsgrad": false}),
         );
         let p = super::plan(&mut c, Some("2.15.0")).unwrap();
-        let compile: Vec<(&str, &str)> = p
+        let compile: Vec<(Rule, &str)> = p
             .rewrites
             .iter()
             .filter(|r| r.key.starts_with("compile_config."))
@@ -2663,18 +2635,18 @@ mod tests {
             compile,
             [
                 (
-                    "optimizer-arguments",
+                    Rule::OptimizerArguments,
                     "compile_config.optimizer.config.jit_compile"
                 ),
                 (
-                    "optimizer-arguments",
+                    Rule::OptimizerArguments,
                     "compile_config.optimizer.config.is_legacy_optimizer"
                 ),
-                ("loss-arguments", "compile_config.loss.config.fn"),
-                ("loss-reduction", "compile_config.loss.config.reduction"),
-                ("compile-defaults", "compile_config.run_eagerly"),
-                ("compile-defaults", "compile_config.steps_per_execution"),
-                ("compile-defaults", "compile_config.jit_compile"),
+                (Rule::LossArguments, "compile_config.loss.config.fn"),
+                (Rule::LossReduction, "compile_config.loss.config.reduction"),
+                (Rule::CompileDefaults, "compile_config.run_eagerly"),
+                (Rule::CompileDefaults, "compile_config.steps_per_execution"),
+                (Rule::CompileDefaults, "compile_config.jit_compile"),
             ]
         );
         assert_eq!(
@@ -2745,7 +2717,7 @@ mod tests {
         assert!(p
             .rewrites
             .iter()
-            .any(|r| r.code == "schedule-name" && r.new == Some(json!("ExponentialDecay"))));
+            .any(|r| r.code == Rule::ScheduleName && r.new == Some(json!("ExponentialDecay"))));
         // Unmapped optimizers keep their config; their state is dropped.
         for (class, extra) in [
             (
@@ -2783,7 +2755,7 @@ mod tests {
         let mut c = tf215_nested();
         c["compile_config"] = tf215_compile("SGD", json!({"momentum": 0.9}));
         let p = super::plan(&mut c, Some("2.15.0")).unwrap();
-        assert!(p.rewrites.iter().any(|r| r.code == "optimizer-module"));
+        assert!(p.rewrites.iter().any(|r| r.code == Rule::OptimizerModule));
         assert_eq!(
             c["compile_config"]["optimizer"]["module"],
             "keras.optimizers"
@@ -3029,7 +3001,7 @@ mod tests {
         assert_eq!(layers[5]["config"]["output_mode"], "int");
         assert_eq!(
             out.iter()
-                .filter(|r| r.code == "discretization-encoding")
+                .filter(|r| r.code == Rule::DiscretizationEncoding)
                 .count(),
             1
         );
@@ -3038,7 +3010,7 @@ mod tests {
         let mut again = Vec::new();
         visit(&mut c, "", &mut again).unwrap();
         assert_eq!(c, before);
-        assert!(again.iter().all(|r| r.code != "discretization-encoding"));
+        assert!(again.iter().all(|r| r.code != Rule::DiscretizationEncoding));
         // Known boundaries give the tokens at once; a Sequential needs no
         // rewiring; count stays count.
         let mut b = disc("e", "count", json!({}));
@@ -3129,10 +3101,14 @@ mod tests {
     }
 
     #[test]
-    fn every_rule_code_is_listed_once() {
-        let mut codes: Vec<&str> = RULES.iter().map(|r| r.0).collect();
+    fn every_rule_code_is_listed_once_and_reads_back() {
+        let mut codes: Vec<&str> = Rule::ALL.iter().map(|r| r.as_str()).collect();
         codes.sort_unstable();
         codes.dedup();
-        assert_eq!(codes.len(), RULES.len());
+        assert_eq!(codes.len(), Rule::ALL.len());
+        for r in Rule::ALL {
+            let json = serde_json::to_string(r).unwrap();
+            assert_eq!(serde_json::from_str::<Rule>(&json).unwrap(), *r);
+        }
     }
 }

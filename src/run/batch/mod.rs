@@ -1,10 +1,10 @@
 //! Batch migration: find every `.keras` archive under some paths, run the
-//! single-archive pipeline ([`crate::repair`]) on each, and gather one run
+//! single-archive pipeline ([`crate::run::single`]) on each, and gather one run
 //! report.
 //!
 //! The walk is sorted and deterministic. Each archive is an independent
 //! job; `jobs` threads take them in order and hand each to an executor:
-//! the binary's is a pool of worker processes ([`crate::worker::Pool`]),
+//! the binary's is a pool of worker processes ([`crate::run::worker::Pool`]),
 //! so a crash, hang or memory bomb ends one archive, and HDF5 work runs
 //! side by side (inside one process the binding serializes it). One failed
 //! archive never stops the run: it becomes a failed entry.
@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{CONFIG, METADATA, WEIGHTS};
 use crate::error::Error;
 use crate::plan::{Chosen, Policy};
-use crate::repair::{self, Options};
-use crate::report::{Outcome, Report, StaticStr, Status, Tool, SCHEMA_VERSION};
+use crate::report::{Outcome, Report, Status, Tool, SCHEMA_VERSION};
+use crate::run::single::{self as repair, Options};
+use crate::source::keras::{CONFIG, METADATA, WEIGHTS};
 
 pub mod journal;
 pub mod shard;
@@ -87,6 +87,25 @@ pub struct Walk {
     /// Archives that would be written to the same path under OUTDIR: the
     /// relative path and the two inputs.
     pub collisions: Vec<(PathBuf, PathBuf, PathBuf)>,
+}
+
+impl Walk {
+    /// Keep only the archives of `shard` (by their path relative to their
+    /// root).
+    pub fn retain_shard(&mut self, shard: Shard) {
+        self.jobs.retain(|j| shard.owns(&j.relative));
+    }
+
+    /// Set aside, as skipped, the archives whose names end with `suffix`:
+    /// backups an earlier `--in-place --backup SUFFIX` run kept, not
+    /// archives to repair.
+    pub fn set_aside_backups(&mut self, suffix: &str) {
+        let (backups, jobs): (Vec<_>, Vec<_>) = std::mem::take(&mut self.jobs)
+            .into_iter()
+            .partition(|j| j.input.to_string_lossy().ends_with(suffix));
+        self.jobs = jobs;
+        self.skipped.extend(backups.into_iter().map(|j| j.input));
+    }
 }
 
 /// The name a root keeps under OUTDIR when several roots are given: its
@@ -288,6 +307,28 @@ pub struct Summary {
     pub bytes_written: u64,
 }
 
+/// How a batch wrote its outputs, in the run report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunMode {
+    /// Into `--out OUTDIR`.
+    Out,
+    /// Over the inputs (`--in-place`).
+    InPlace,
+    /// Nothing written (`--dry-run`).
+    DryRun,
+}
+
+impl std::fmt::Display for RunMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunMode::Out => "out",
+            RunMode::InPlace => "in-place",
+            RunMode::DryRun => "dry-run",
+        })
+    }
+}
+
 /// The run report.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunReport {
@@ -298,8 +339,7 @@ pub struct RunReport {
     /// `--stats`.
     pub policy: Policy,
     /// "out", "in-place" or "dry-run".
-    #[serde(deserialize_with = "crate::report::intern")]
-    pub mode: StaticStr,
+    pub mode: RunMode,
     /// `--shard K/N`, or null for the whole tree.
     #[serde(default)]
     pub shard: Option<String>,
@@ -399,7 +439,7 @@ impl RunReport {
                     )
                     .chain(e.report.findings.iter())
                     .filter(|f| f.severity > crate::plan::Severity::Info)
-                    .map(|f| f.code)
+                    .map(|f| f.code.as_str())
                     .collect();
                 codes.sort_unstable();
                 codes.dedup();
@@ -551,7 +591,7 @@ fn in_place(
         .to_string_lossy()
         .into_owned();
     let staged = input.with_file_name(format!(".krepair-{name}.new"));
-    let _guard = crate::cleanup::register(&staged);
+    let _guard = crate::os::cleanup::register(&staged);
     let _ = fs::remove_file(&staged);
     let _ = fs::remove_dir_all(&staged);
     let opts = Options {
@@ -699,15 +739,12 @@ pub fn run(
     let summary = summarize(&entries, skipped.len(), not_processed);
     RunReport {
         schema_version: SCHEMA_VERSION,
-        tool: Tool {
-            name: "krepair",
-            version: env!("CARGO_PKG_VERSION"),
-        },
+        tool: Tool::current(),
         policy: opts.policy,
         mode: match opts.mode {
-            Mode::Out(_) => "out",
-            Mode::InPlace { .. } => "in-place",
-            Mode::DryRun => "dry-run",
+            Mode::Out(_) => RunMode::Out,
+            Mode::InPlace { .. } => RunMode::InPlace,
+            Mode::DryRun => RunMode::DryRun,
         },
         shard: extras.shard.map(|s| s.to_string()),
         interrupted: stop.load(Ordering::SeqCst) && not_processed > 0,
@@ -748,7 +785,7 @@ pub(crate) fn summarize(entries: &[Entry], skipped: usize, not_processed: usize)
                     .findings_by_code
                     .entry(f.code.to_string())
                     .or_default() += 1;
-                legacy |= f.code == "legacy-weights-signature";
+                legacy |= f.code == crate::plan::Code::LegacyWeightsSignature;
             }
             if matches!(l.status, Status::Repaired | Status::WouldRepair) {
                 if let Some(p) = &l.policy {

@@ -1,7 +1,7 @@
 //! A typed view of `config.json`: where the Normalization layers are, and
 //! where Keras stored each one's variables.
 //!
-//! Pure: reads a parsed config through [`crate::json_tree::Json`] (the
+//! Pure: reads a parsed config through [`crate::view::json_tree::Json`] (the
 //! arena tree a repair reads, or the `serde_json::Value` a migration
 //! rewrites), does no I/O. The mapping from a
 //! config layer to its HDF5 group follows `keras/src/saving/saving_lib.py`
@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::json_span::{path_string, Seg};
-use crate::json_tree::Json;
+use crate::view::json_span::{path_string, Seg};
+use crate::view::json_tree::Json;
 
 /// Where a Normalization layer's variables should be.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,8 +48,10 @@ pub struct Consumer {
     pub config: Value,
 }
 
-/// The two statistics in a Normalization config.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The two statistics in a Normalization config (for a Discretization:
+/// its bin boundaries, adapt or explicit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// `mean` and `variance` are null: the layer depends on finalize_state().
     Adapt,
@@ -597,7 +599,7 @@ const CODE_CLASSES: &[&str] = &["Lambda", "TorchModuleWrapper", "TFSMLayer"];
 /// Findings about layers whose configs hold code or come from outside
 /// Keras. krepair only reads configs as JSON: nothing is ever evaluated,
 /// and none of this stops a Normalization repair.
-pub fn code_findings<J: Json>(config: &J) -> Vec<(&'static str, String)> {
+pub fn code_findings<J: Json>(config: &J) -> Vec<(crate::plan::Code, String)> {
     let mut out = Vec::new();
     // Only containers go on the stack: most nodes are strings and numbers.
     let container = |x: &&J| x.is_object() || x.is_array();
@@ -611,7 +613,7 @@ pub fn code_findings<J: Json>(config: &J) -> Vec<(&'static str, String)> {
                 let module = v.get("module").and_then(J::as_str);
                 if CODE_CLASSES.contains(&class) {
                     out.push((
-                        "code-in-config",
+                        crate::plan::Code::CodeInConfig,
                         format!("layer `{name}` ({class}) carries code that Keras would run on load; krepair never evaluates it"),
                     ));
                 } else if let Some(m) = module.filter(|m| {
@@ -621,7 +623,7 @@ pub fn code_findings<J: Json>(config: &J) -> Vec<(&'static str, String)> {
                         && !m.starts_with("tf_keras")
                 }) {
                     out.push((
-                        "custom-class",
+                        crate::plan::Code::CustomClass,
                         format!("`{name}` is a {class} from module `{m}`; loading it needs that code, krepair does not"),
                     ));
                 }
@@ -1045,7 +1047,7 @@ mod tests {
             .map(|d| {
                 (
                     d.config_path.as_str(),
-                    d.mode.clone(),
+                    d.mode,
                     Some(d.locator.clone()),
                     d.encoding.is_some(),
                 )
@@ -1107,9 +1109,9 @@ mod tests {
         let cfg = json!({"class_name": "Functional", "config": {"name": "m", "layers": [lambda, custom, norm("n")]}});
         let f = code_findings(&cfg);
         assert_eq!(f.len(), 2, "{f:?}");
-        assert_eq!(f[0].0, "code-in-config");
+        assert_eq!(f[0].0, crate::plan::Code::CodeInConfig);
         assert!(f[0].1.contains("`lam`"));
-        assert_eq!(f[1].0, "custom-class");
+        assert_eq!(f[1].0, crate::plan::Code::CustomClass);
         assert!(f[1].1.contains("evil_pkg"));
         // The Normalization next to them is still found.
         assert_eq!(find_normalizations(&cfg).unwrap().len(), 1);

@@ -1,7 +1,7 @@
 //! Inspection: open an archive, find its Normalization layers, map each to
 //! its weights, read and check the statistics, and plan what to change.
 //!
-//! A dry run stops here; a repair applies the plan ([`crate::repair`]).
+//! A dry run stops here; a repair applies the plan ([`crate::run::single`]).
 //! Running it again on a repaired output must plan nothing, which is how
 //! the output is verified.
 
@@ -10,11 +10,11 @@ use std::io::BufWriter;
 
 use serde_json::Value;
 
-use crate::archive::{self, Archive, Form};
-use crate::error::{Error, Result};
-use crate::model::{self, ShapeFrom};
-use crate::plan::{finding, Finding, Policy};
+use crate::error::{Error, Result, Verb};
+use crate::plan::{finding, Code, Finding, Policy, Rule};
 use crate::report::{DiscretizationReport, LayerReport, Status};
+use crate::source::keras::{self as archive, Archive, Form};
+use crate::view::config::{self as model, ShapeFrom};
 use crate::weights::{Elem, Weights};
 
 use crate::passes::normalization::{analyze, count_within};
@@ -33,7 +33,7 @@ pub struct Inspection {
     /// known).
     pub config_keys_unique: bool,
     /// The migration's rewrites of config.json (with [`Check::migrate`]).
-    pub migration: Vec<crate::migrate::Rewrite>,
+    pub migration: Vec<crate::passes::migrate::Rewrite>,
     /// One entry per Normalization layer.
     pub layers: Vec<LayerReport>,
     /// One entry per Discretization layer.
@@ -59,7 +59,7 @@ pub struct Check {
     pub structure: bool,
     /// Open the weights for editing (the edits stay in memory).
     pub editable: bool,
-    /// Migrate a tf.keras 2.x config to Keras 3 ([`crate::migrate`]).
+    /// Migrate a tf.keras 2.x config to Keras 3 ([`crate::passes::migrate`]).
     pub migrate: bool,
 }
 
@@ -171,7 +171,8 @@ impl Drop for Walk {
 
 /// Inspect the archive at `path` under `policy`.
 pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<Inspection> {
-    inspect_walked(path, policy, check, None)
+    crate::progress::step("reading the zip container");
+    inspect_walked(Archive::open(path)?, policy, check, None)
 }
 
 /// [`inspect`], with the structure walk of the weights begun by the
@@ -182,13 +183,13 @@ pub fn inspect(path: &std::path::Path, policy: Policy, check: Check) -> Result<I
 /// pointer when the editable file was closed; found by the fuzzer,
 /// testdata/fuzz-regressions/hdf5-bad-object-header-edit.keras).
 pub fn inspect_walked(
-    path: &std::path::Path,
+    mut archive: Archive,
     policy: Policy,
     check: Check,
     mut walk: Option<Walk>,
 ) -> Result<Inspection> {
-    crate::worker::step("reading the zip container");
-    let mut archive = Archive::open(path)?;
+    let path = archive.path.clone();
+    let path = path.as_path();
     let mut findings = Vec::new();
 
     if archive.member(archive::CONFIG).is_none() {
@@ -232,11 +233,11 @@ pub fn inspect_walked(
     };
     if keras_version.is_none() {
         findings.push(finding(
-            "unknown-keras-version",
+            Code::UnknownKerasVersion,
             "metadata.json is missing or names no keras_version: the saving Keras version is unknown",
         ));
     }
-    crate::worker::step("reading config.json");
+    crate::progress::step("reading config.json");
     let config_bytes = archive.read_member(archive::CONFIG, archive::MAX_CONFIG_BYTES)?;
     let mut config_text = String::from_utf8(config_bytes)
         .map_err(|e| not_json(&archive, archive::CONFIG, "UTF-8", e.utf8_error()))?;
@@ -259,20 +260,20 @@ pub fn inspect_walked(
     // saved, which migration may change (TFOpLambda): the layout is
     // matched against the config as saved.
     let saved_config_text = (check.migrate
-        && crate::migrate::numbering_of(keras_version.as_deref()).is_some())
+        && crate::passes::migrate::numbering_of(keras_version.as_deref()).is_some())
     .then(|| config_text.clone());
     let mut config_keys_unique = false;
     let (mut sites, discs) = if check.migrate {
         // The migration rewrites the tree: a `serde_json::Value`.
         let mut config = parse_json(config_text.as_bytes(), "config.json", &archive)?;
-        if crate::migrate::is_tf_keras(keras_version.as_deref()) {
+        if crate::passes::migrate::is_tf_keras(keras_version.as_deref()) {
             for s in model::find_normalizations(&config).map_err(bad_config)? {
                 declared.insert(s.config_path, (s.input_shape, s.shape_from));
             }
         }
-        crate::worker::step("planning the migration of config.json");
-        let plan = crate::migrate::plan(&mut config, keras_version.as_deref())
-            .map_err(|r| refused(path, r, "cannot migrate"))?;
+        crate::progress::step("planning the migration of config.json");
+        let plan = crate::passes::migrate::plan(&mut config, keras_version.as_deref())
+            .map_err(|r| refused(path, r, Verb::Migrate, None))?;
         migration = plan.rewrites;
         optimizer = plan.optimizer;
         if !migration.is_empty() {
@@ -290,7 +291,7 @@ pub fn inspect_walked(
         // Read only: a tree borrowing from the text, in an arena
         // (json_tree).
         let arena = bumpalo::Bump::new();
-        let (config, unique) = crate::json_tree::parse_checked(&config_text, &arena)
+        let (config, unique) = crate::view::json_tree::parse_checked(&config_text, &arena)
             .map_err(|e| not_json(&archive, archive::CONFIG, "valid JSON", e))?;
         config_keys_unique = unique;
         read_config(&config, &mut findings).map_err(bad_config)?
@@ -317,10 +318,10 @@ pub fn inspect_walked(
             what,
         ));
     }
-    crate::worker::step("opening model.weights.h5");
+    crate::progress::step("opening model.weights.h5");
     // tf.keras 2.13 and 2.14 keep their layers' weights in another layout
-    // (see [`crate::migrate::legacy_layout`]).
-    let numbering = crate::migrate::numbering_of(keras_version.as_deref());
+    // (see [`crate::passes::migrate::legacy_layout`]).
+    let numbering = crate::passes::migrate::numbering_of(keras_version.as_deref());
     let editable = check.editable || (check.migrate && numbering.is_some());
     let label = format!("{}!{}", path.display(), archive::WEIGHTS);
     let mut walked = false;
@@ -329,7 +330,7 @@ pub fn inspect_walked(
         // (never the file), in a dry run too.
         Some((file, range)) => {
             if editable {
-                crate::worker::step("walking the HDF5 structure of model.weights.h5");
+                crate::progress::step("walking the HDF5 structure of model.weights.h5");
                 match walk.as_mut() {
                     Some(w) => w.verdict(path)?,
                     None => {
@@ -343,7 +344,7 @@ pub fn inspect_walked(
         None => {
             let tmp = Inflated::weights(&mut archive)?;
             if editable {
-                crate::worker::step("walking the HDF5 structure of model.weights.h5");
+                crate::progress::step("walking the HDF5 structure of model.weights.h5");
                 Weights::open_at(tmp.file.as_file(), 0, tmp.len, &label, false)?
                     .check_structure()?;
                 walked = true;
@@ -368,7 +369,7 @@ pub fn inspect_walked(
     }
     // A walk begun beside this inspection gives its verdict below.
     if check.structure && !walked && walk.is_none() {
-        crate::worker::step("walking the HDF5 structure of model.weights.h5");
+        crate::progress::step("walking the HDF5 structure of model.weights.h5");
         weights.check_structure()?;
     }
     if let Some(w) = walk.as_mut() {
@@ -382,7 +383,7 @@ pub fn inspect_walked(
     if let Some(numbering) =
         numbering.filter(|_| check.migrate || !sites.is_empty() || !discs.is_empty())
     {
-        crate::worker::step("matching the tf.keras weights groups to the config");
+        crate::progress::step("matching the tf.keras weights groups to the config");
         let config: Value = serde_json::from_str(
             saved_config_text.as_deref().unwrap_or(&config_text),
         )
@@ -393,19 +394,22 @@ pub fn inspect_walked(
                 format!("config.json: {e}"),
             )
         })?;
-        let what = if check.migrate {
-            "cannot migrate"
+        let (verb, what) = if check.migrate {
+            (Verb::Migrate, None)
         } else {
-            "the tf.keras weights layout does not match the config"
+            (
+                Verb::Repair,
+                Some("the tf.keras weights layout does not match the config"),
+            )
         };
-        let renames = crate::migrate::legacy_layout(&config, numbering, &weights)
-            .map_err(|r| refused(path, r, what))?;
+        let renames = crate::passes::migrate::legacy_layout(&config, numbering, &weights)
+            .map_err(|r| refused(path, r, verb, what))?;
         if check.migrate {
             for r in &renames {
                 weights.rename(&r.parent, &r.from, &r.to)?;
-                let at = |name: &str| crate::migrate::join_path(&r.parent, name);
-                migration.push(crate::migrate::Rewrite {
-                    code: "weights-layout",
+                let at = |name: &str| crate::passes::migrate::join_path(&r.parent, name);
+                migration.push(crate::passes::migrate::Rewrite {
+                    code: Rule::WeightsLayout,
                     layer: String::new(),
                     key: format!("{}:{}", archive::WEIGHTS, at(&r.from)),
                     old: Value::from(at(&r.from)),
@@ -429,19 +433,20 @@ pub fn inspect_walked(
                 r.from.starts_with("normalization_")
                     || (adapted_discs
                         && r.from.starts_with("discretization_")
-                        && weights.has_datasets_under(&crate::migrate::legacy_path(
+                        && weights.has_datasets_under(&crate::passes::migrate::legacy_path(
                             &renames,
-                            &crate::migrate::join_path(&r.parent, &r.from),
+                            &crate::passes::migrate::join_path(&r.parent, &r.from),
                         )))
             }) {
-                let old = crate::migrate::join_path(&r.parent, &r.from);
+                let old = crate::passes::migrate::join_path(&r.parent, &r.from);
                 return Err(Error::Refused {
                     path: path.to_path_buf(),
+                    verb: Verb::Repair,
                     layer: "(the model)".into(),
                     reason: format!(
                         "tf.keras {} numbers layers with weights by twos (keras #18830): embedding statistics (or bin boundaries) would renumber `{}`, and tf.keras {0} could not load the result; `krepair migrate` converts the archive to Keras 3's layout instead",
                         keras_version.as_deref().unwrap_or("2.x"),
-                        crate::migrate::legacy_path(&renames, &old)
+                        crate::passes::migrate::legacy_path(&renames, &old)
                     ),
                 });
             }
@@ -489,7 +494,7 @@ pub fn inspect_walked(
         // names only the inner optimizer.
         if weights.is_group("optimizer/inner_optimizer") {
             findings.push(finding(
-                "loss-scaling-dropped",
+                Code::LossScalingDropped,
                 format!("tf.keras trained this model with its {} optimizer wrapped in a LossScaleOptimizer (mixed precision), which the archive records only in its weights; Keras 3 compiles it with {0} alone, its state carried over, but without loss scaling: wrap it in keras.optimizers.LossScaleOptimizer before training in float16", o.class),
             ));
         }
@@ -501,20 +506,20 @@ pub fn inspect_walked(
             }
             OptimizerPlan::Same => {}
             OptimizerPlan::NotBuilt => findings.push(finding(
-                "optimizer-not-built",
+                Code::OptimizerNotBuilt,
                 format!("the {} optimizer was compiled but never took a step, so tf.keras saved no slots: Keras 3 warns that it skips the optimizer's variables and starts it afresh, as tf.keras would", o.class),
             )),
             OptimizerPlan::Dropped(edit) => {
                 let (action, rewrite) = *edit;
                 findings.push(finding(
-                    "optimizer-state-dropped",
+                    Code::OptimizerStateDropped,
                     format!("krepair does not map the {} optimizer's variables into Keras 3's layout: its {} saved variables are removed, and the migrated optimizer starts afresh from step 0 with the same hyperparameters", o.class, rewrite.old["variables"]),
                 ));
                 actions.push(action);
                 migration.push(rewrite);
             }
             OptimizerPlan::NotSaved => findings.push(finding(
-                "optimizer-state-not-saved",
+                Code::OptimizerStateNotSaved,
                 format!("the {} optimizer was a tf.keras legacy optimizer, whose variables (iterations, slots) tf.keras does not save in a .keras archive: the migrated model's optimizer starts afresh from step 0 (Keras 3 warns that it skips the optimizer's variables)", o.class),
             )),
         }
@@ -541,18 +546,18 @@ pub(crate) struct Inflated {
     pub file: tempfile::NamedTempFile,
     /// Its length.
     pub len: u64,
-    _guard: crate::cleanup::Registered,
+    _guard: crate::os::cleanup::Registered,
 }
 
 impl Inflated {
     /// Inflate the weights member of `archive`.
     pub fn weights(archive: &mut Archive) -> Result<Inflated> {
         let file = tempfile::Builder::new()
-            .prefix(&crate::cleanup::prefix())
+            .prefix(&crate::os::cleanup::prefix())
             .suffix(".h5")
             .tempfile()
             .map_err(|e| Error::io(std::env::temp_dir(), "create a temporary file", e))?;
-        let guard = crate::cleanup::register(file.path());
+        let guard = crate::os::cleanup::register(file.path());
         let mut w = BufWriter::with_capacity(1 << 20, file.as_file());
         archive.copy_member(archive::WEIGHTS, &mut w, u64::MAX)?;
         std::io::Write::flush(&mut w).map_err(|e| Error::io(file.path(), "write", e))?;
@@ -572,7 +577,7 @@ impl Inflated {
 
 /// The Normalization and Discretization layers of a parsed config.json,
 /// and its findings about code (added to `findings`).
-fn read_config<J: crate::json_tree::Json>(
+fn read_config<J: crate::view::json_tree::Json>(
     config: &J,
     findings: &mut Vec<Finding>,
 ) -> std::result::Result<(Vec<model::NormSite>, Vec<model::DiscSite>), String> {
@@ -591,16 +596,26 @@ fn drop_aside<T: Send + 'static>(v: T) {
         .spawn(move || drop(v));
 }
 
-/// A migration refusal as the error of `path`, its reason after `what`.
-fn refused(path: &std::path::Path, r: crate::migrate::Refusal, what: &str) -> Error {
+/// A migration refusal as the error of `path` (refusing to `verb`), its
+/// reason after `what` if given.
+fn refused(
+    path: &std::path::Path,
+    r: crate::passes::migrate::Refusal,
+    verb: Verb,
+    what: Option<&str>,
+) -> Error {
     Error::Refused {
         path: path.to_path_buf(),
+        verb,
         layer: if r.layer.is_empty() {
             "(the model)".into()
         } else {
             r.layer
         },
-        reason: format!("{what}: {}", r.reason),
+        reason: match what {
+            Some(what) => format!("{what}: {}", r.reason),
+            None => r.reason,
+        },
     }
 }
 
@@ -610,7 +625,7 @@ const OPTIMIZER_VARS: &str = "optimizer/vars";
 /// What an optimizer's saved variables need.
 enum OptimizerPlan {
     /// This edit (boxed: it is much larger than the other variants).
-    Edit(Box<(Action, crate::migrate::Rewrite)>),
+    Edit(Box<(Action, crate::passes::migrate::Rewrite)>),
     /// Nothing: Keras 3 lays them out as tf.keras did (a schedule).
     Same,
     /// Nothing can: tf.keras saved no slots (it never took a step).
@@ -618,22 +633,23 @@ enum OptimizerPlan {
     /// Nothing can: tf.keras saves no variables of a legacy optimizer.
     NotSaved,
     /// This edit removes variables krepair does not map.
-    Dropped(Box<(Action, crate::migrate::Rewrite)>),
+    Dropped(Box<(Action, crate::passes::migrate::Rewrite)>),
 }
 
 /// Check the saved tf.keras optimizer variables against what the config
 /// says they are, and plan their Keras 3 layout.
 fn optimizer_action(
     weights: &Weights,
-    o: &crate::migrate::OptimizerVariables,
+    o: &crate::passes::migrate::OptimizerVariables,
     path: &std::path::Path,
 ) -> Result<OptimizerPlan> {
     let refuse = |reason: String| {
         let layer = "(the optimizer)".into();
         refused(
             path,
-            crate::migrate::Refusal { layer, reason },
-            "cannot migrate",
+            crate::passes::migrate::Refusal { layer, reason },
+            Verb::Migrate,
+            None,
         )
     };
     if o.legacy {
@@ -653,8 +669,8 @@ fn optimizer_action(
         if count == 0 {
             return Ok(OptimizerPlan::NotBuilt);
         }
-        let rewrite = crate::migrate::Rewrite {
-            code: "unmapped-optimizer",
+        let rewrite = crate::passes::migrate::Rewrite {
+            code: Rule::UnmappedOptimizer,
             layer: String::new(),
             key: format!("{}:{OPTIMIZER_VARS}", archive::WEIGHTS),
             old: serde_json::json!({"variables": count}),
@@ -703,8 +719,8 @@ fn optimizer_action(
         return Ok(OptimizerPlan::Same);
     }
     let after = if o.drop_slots { 1 + lr } else { count + lr };
-    let rewrite = crate::migrate::Rewrite {
-        code: "optimizer-variables",
+    let rewrite = crate::passes::migrate::Rewrite {
+        code: Rule::OptimizerVariables,
         layer: String::new(),
         key: format!("{}:{OPTIMIZER_VARS}", archive::WEIGHTS),
         old: serde_json::json!({"variables": count}),

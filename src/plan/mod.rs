@@ -6,8 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Consumer, NormSite};
-use crate::stats::Tensor;
+pub mod codes;
+pub use codes::{Code, Rule};
+
+use crate::passes::stats::Tensor;
+use crate::view::config::{Consumer, NormSite};
 
 /// `--stats`: what repaired layers compute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -46,9 +49,8 @@ pub enum Severity {
 /// A fact about the archive or a layer, with a stable code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
-    /// Stable kebab-case code (see [`CODES`]).
-    #[serde(deserialize_with = "crate::report::intern")]
-    pub code: crate::report::StaticStr,
+    /// Stable kebab-case code.
+    pub code: Code,
     /// How serious it is.
     pub severity: Severity,
     /// One line for people.
@@ -62,7 +64,7 @@ pub enum Action {
     /// the three datasets of `group`.
     EmbedConfig {
         /// The layer entry in config.json.
-        pointer: Vec<crate::json_span::Seg>,
+        pointer: Vec<crate::view::json_span::Seg>,
         /// Its `vars` group.
         group: String,
         /// Mean to embed.
@@ -92,7 +94,7 @@ pub enum Action {
         count: usize,
     },
     /// The weights groups were renamed into Keras 3's layout while
-    /// inspecting (see [`crate::migrate::legacy_layout`]): nothing left to
+    /// inspecting (see [`crate::passes::migrate::legacy_layout`]): nothing left to
     /// do but write the edited weights.
     Renamed {
         /// How many links were renamed.
@@ -103,14 +105,14 @@ pub enum Action {
     /// summary, `group/0`.
     EmbedBoundaries {
         /// The layer entry in config.json.
-        pointer: Vec<crate::json_span::Seg>,
+        pointer: Vec<crate::view::json_span::Seg>,
         /// Its `vars` group.
         group: String,
         /// The boundaries, float32, shape `[k]`.
         boundaries: Tensor,
         /// The entry of the CategoryEncoding a migration split off the
         /// layer, whose `num_tokens` becomes `k + 1`.
-        encoding: Option<Vec<crate::json_span::Seg>>,
+        encoding: Option<Vec<crate::view::json_span::Seg>>,
     },
     /// Overwrite `group/0` and `group/1` (non-trailing kept axes).
     WriteVariables {
@@ -123,48 +125,11 @@ pub enum Action {
     },
 }
 
-/// Every finding code krepair emits, with its severity and meaning.
-/// docs/report.md lists the same table; a test keeps them in step.
-pub const CODES: &[(&str, Severity, &str)] = &[
-    ("adapt-mode", Severity::Info, "the layer's statistics (a Normalization's mean and variance, a Discretization's summary) live in variables that only finalize_state() applies"),
-    ("already-explicit", Severity::Info, "the layer's config holds its statistics (mean and variance, or bin boundaries); nothing to repair"),
-    ("boundaries-computed", Severity::Info, "a Discretization's bin boundaries computed from its stored summary exactly as tf.keras's finalize_state() does (float64 interpolation, float32 result)"),
-    ("never-adapted", Severity::Warning, "a Discretization whose summary is empty (built, never adapted): it puts every input in bin 0, and so do the empty bin_boundaries embedded for it"),
-    ("bad-num-bins", Severity::Error, "a Discretization in adapt mode whose num_bins is not a whole number from 1 to passes::discretization::MAX_BINS"),
-    ("bad-summary", Severity::Error, "a Discretization's summary has unsorted values, a negative weight, or weights that are all zero"),
-    ("kept-in-variables", Severity::Info, "kept axes are not the trailing ones: no explicit config loads in every Keras 3 version, so the chosen statistics are written into the layer's variables"),
-    ("legacy-weights-signature", Severity::Warning, "saved by Keras 3.0-3.5 inside a keras.applications EfficientNet built with weights=\"imagenet\": the model computed identity normalization"),
-    ("ambiguous-legacy-load", Severity::Warning, "saved by Keras 3.0-3.5 in adapt mode: if its weights came from a legacy .h5 file the model computed identity, and the archive cannot tell"),
-    ("policy-override", Severity::Info, "the statistics were chosen by --stats, not inferred"),
-    ("unknown-keras-version", Severity::Warning, "metadata.json is missing or names no keras_version"),
-    ("code-in-config", Severity::Warning, "a layer config carries code (Lambda, TorchModuleWrapper, TFSMLayer) that Keras would run on load; krepair never evaluates it"),
-    ("custom-class", Severity::Info, "a layer or object comes from a module outside Keras; loading the model needs that code"),
-    ("no-variables", Severity::Warning, "adapt-mode layer that was never built (no build_config, no variables); left alone"),
-    ("input-shape-derived", Severity::Info, "the config declares no build_config (tf.keras 2.12): the layer's input shape is taken from its batch_input_shape or feeding InputLayer and completed from the stored statistics' shape"),
-    ("inconsistent-config", Severity::Error, "only one of mean and variance is set in the config"),
-    ("shape-unknown", Severity::Error, "the config does not say the layer's input shape, or it contradicts the axis"),
-    ("weights-not-found", Severity::Error, "no weights group for the layer where Keras would store it"),
-    ("weights-ambiguous", Severity::Error, "more than one weights group could be the layer's"),
-    ("weights-mismatch", Severity::Error, "the weights group does not hold the expected datasets (a Normalization's mean, variance and count; a Discretization's float32 summary of shape [2, n]) of the expected dtypes and shapes"),
-    ("optimizer-not-built", Severity::Info, "a compiled tf.keras model whose optimizer never took a step: no slots were saved, and Keras 3 starts the optimizer afresh (with a warning), as tf.keras would"),
-    ("optimizer-state-not-saved", Severity::Warning, "a compiled tf.keras model with a legacy optimizer (keras.optimizers.legacy), whose variables tf.keras never saves in a .keras archive: the migrated optimizer starts afresh"),
-    ("optimizer-state-dropped", Severity::Warning, "a compiled tf.keras model whose optimizer's variables krepair does not map into Keras 3's layout (migrate::UNMAPPED_OPTIMIZERS): they are removed, and the migrated optimizer starts afresh with the same class and hyperparameters"),
-    ("loss-scaling-dropped", Severity::Warning, "tf.keras wrapped the optimizer in a LossScaleOptimizer (mixed precision), recorded only in the weights; the migrated model is compiled with the inner optimizer and its state, without loss scaling"),
-    ("stats-too-large", Severity::Error, "the layer's statistics (or a Discretization's summary) have more values than krepair reads (stats::MAX_VALUES)"),
-    ("non-finite-statistics", Severity::Error, "a stored mean, variance or Discretization summary holds a NaN or an infinity"),
-    ("negative-variance", Severity::Error, "a stored variance is negative"),
-];
-
-/// Build a finding; the severity comes from [`CODES`].
-pub fn finding(code: &'static str, message: impl Into<String>) -> Finding {
-    let severity = CODES
-        .iter()
-        .find(|c| c.0 == code)
-        .map(|c| c.1)
-        .unwrap_or_else(|| panic!("unregistered finding code {code}"));
+/// Build a finding; the severity comes with its [`Code`].
+pub fn finding(code: Code, message: impl Into<String>) -> Finding {
     Finding {
         code,
-        severity,
+        severity: code.severity(),
         message: message.into(),
     }
 }
@@ -362,7 +327,7 @@ pub fn choose(policy: Policy, version: Option<&str>, site: &NormSite) -> Result<
             );
             Ok(Choice {
                 chosen,
-                findings: vec![finding("policy-override", reason.clone())],
+                findings: vec![finding(Code::PolicyOverride, reason.clone())],
                 reason,
                 evidence: vec![],
             })
@@ -403,7 +368,7 @@ pub fn choose(policy: Policy, version: Option<&str>, site: &NormSite) -> Result<
                 return Ok(Choice {
                     chosen: Chosen::Identity,
                     findings: vec![finding(
-                        "legacy-weights-signature",
+                        Code::LegacyWeightsSignature,
                         "the stored statistics were never applied by the saved model; identity keeps its predictions (--stats adapted applies them instead)",
                     )],
                     reason,
@@ -416,7 +381,7 @@ pub fn choose(policy: Policy, version: Option<&str>, site: &NormSite) -> Result<
                 reason: format!("Keras {vs} finalizes adapted statistics on .keras loads; no sign of a legacy .h5 load"),
                 evidence,
                 findings: vec![finding(
-                    "ambiguous-legacy-load",
+                    Code::AmbiguousLegacyLoad,
                     format!("saved by Keras {vs}: if this layer's weights were loaded from a legacy .h5 file before saving, the model computed identity; pass --stats identity to keep that"),
                 )],
             })
@@ -438,7 +403,7 @@ pub fn target(chosen: Chosen, mean: &Tensor, variance: &Tensor) -> (Tensor, Tens
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Locator, Mode, ShapeFrom};
+    use crate::view::config::{Locator, Mode, ShapeFrom};
     use serde_json::json;
 
     #[test]
@@ -539,7 +504,7 @@ mod tests {
         let s = site(vec![rescaling(json!(scale))]);
         let c = choose(Policy::Auto, Some("3.5.0"), &s).unwrap();
         assert_eq!(c.chosen, Chosen::Identity);
-        assert_eq!(c.findings[0].code, "legacy-weights-signature");
+        assert_eq!(c.findings[0].code, Code::LegacyWeightsSignature);
         // Same model saved by 3.6: finalize_state() ran, keep the stats.
         let c = choose(Policy::Auto, Some("3.6.0"), &s).unwrap();
         assert_eq!(c.chosen, Chosen::Adapted);
@@ -551,7 +516,7 @@ mod tests {
         let s = site(vec![rescaling(json!([1.0, 2.0, 3.0]))]);
         let c = choose(Policy::Auto, Some("3.0.5"), &s).unwrap();
         assert_eq!(c.chosen, Chosen::Adapted);
-        assert_eq!(c.findings[0].code, "ambiguous-legacy-load");
+        assert_eq!(c.findings[0].code, Code::AmbiguousLegacyLoad);
         assert!(c.findings[0].message.contains("--stats identity"));
     }
 
@@ -564,7 +529,7 @@ mod tests {
         assert!(choose(Policy::Auto, Some("garbage"), &s).is_err());
         let c = choose(Policy::Identity, None, &s).unwrap();
         assert_eq!(c.chosen, Chosen::Identity);
-        assert_eq!(c.findings[0].code, "policy-override");
+        assert_eq!(c.findings[0].code, Code::PolicyOverride);
     }
 
     #[test]
@@ -583,10 +548,16 @@ mod tests {
     }
 
     #[test]
-    fn every_code_is_unique() {
-        let mut codes: Vec<_> = CODES.iter().map(|c| c.0).collect();
+    fn every_code_is_unique_and_reads_back() {
+        let mut codes: Vec<_> = Code::ALL.iter().map(|c| c.as_str()).collect();
         codes.sort();
         codes.dedup();
-        assert_eq!(codes.len(), CODES.len());
+        assert_eq!(codes.len(), Code::ALL.len());
+        for c in Code::ALL {
+            let json = serde_json::to_string(c).unwrap();
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+            assert_eq!(serde_json::from_str::<Code>(&json).unwrap(), *c);
+        }
+        assert!(serde_json::from_str::<Code>("\"no-such-code\"").is_err());
     }
 }

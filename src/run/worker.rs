@@ -14,9 +14,9 @@
 //! - a wall-clock limit ([`Limits::timeout`]): past it the worker's
 //!   process group is killed;
 //! - a memory budget ([`Limits::memory`]), which the worker sets on itself
-//!   as `RLIMIT_DATA` before each archive ([`crate::sys::set_budget`]);
+//!   as `RLIMIT_DATA` before each archive ([`crate::os::sys::set_budget`]);
 //! - cleanup: the worker names its temporary files with a prefix the
-//!   supervisor chose ([`crate::cleanup::set_prefix`]), so whatever way it
+//!   supervisor chose ([`crate::os::cleanup::set_prefix`]), so whatever way it
 //!   dies, the supervisor removes every file it left.
 //!
 //! A worker that crashed, hung, ran out of memory or failed an archive is
@@ -39,8 +39,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, WorkerFault};
 use crate::plan::Policy;
-use crate::repair::{self, Options, Run};
 use crate::report::Report;
+use crate::run::single::{self as repair, Options, Run};
 
 /// The first argument that makes the binary a worker.
 pub const WORKER_ARG: &str = "__krepair-worker";
@@ -58,7 +58,7 @@ const NOT_SENT: &str = "before it was sent the archive";
 /// Default wall-clock limit for one archive, in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
 /// Default memory budget for one archive, in MiB (beyond the mapped
-/// weights; see [`crate::sys`]).
+/// weights; see [`crate::os::sys`]).
 pub const DEFAULT_MEMORY_MIB: u64 = 1024;
 
 /// The bounds on one archive.
@@ -115,9 +115,9 @@ enum Look {
 /// diff, or why there is none.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Inspected {
-    manifest: Option<Box<crate::manifest::Manifest>>,
+    manifest: Option<Box<crate::tools::inspect::Manifest>>,
     #[serde(default)]
-    diff: Option<Box<crate::diff::Diff>>,
+    diff: Option<Box<crate::tools::diff::Diff>>,
     error: Option<crate::report::ErrorInfo>,
 }
 
@@ -166,49 +166,6 @@ fn send(event: &Event) -> std::io::Result<()> {
     }
 }
 
-/// Say what the pipeline is doing now. In a worker it reaches the
-/// supervisor, which names the step if it has to stop the worker; anywhere
-/// else it does nothing.
-pub fn step(what: &str) {
-    let timed;
-    let what = if timings().is_some() {
-        timed = format!("{what}  [peak {} MiB]", crate::sys::peak_rss_mib());
-        &timed
-    } else {
-        what
-    };
-    if SINK.lock().map(|g| g.is_some()).unwrap_or(false) {
-        let _ = send(&Event::Step(what.to_string()));
-    } else {
-        trace(what);
-    }
-}
-
-/// When the process started timing, if [`TIMINGS_ENV`] is set: the
-/// environment is read once, at the first call.
-fn timings() -> Option<Instant> {
-    static START: std::sync::OnceLock<Option<Instant>> = std::sync::OnceLock::new();
-    *START.get_or_init(|| std::env::var_os(TIMINGS_ENV).map(|_| Instant::now()))
-}
-
-/// The environment variable that makes every step print the time since
-/// the process started to stderr (`KREPAIR_TIMINGS=1`, for profiling:
-/// docs/performance.md).
-pub const TIMINGS_ENV: &str = "KREPAIR_TIMINGS";
-
-/// With [`TIMINGS_ENV`] set, print `what` and the milliseconds since the
-/// first call (made at start-up by `main`) to stderr. A worker's steps are
-/// printed by its supervisor as they arrive.
-pub fn trace(what: &str) {
-    if let Some(t) = timings() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "krepair: {:9.3} ms  {what}",
-            t.elapsed().as_secs_f64() * 1e3
-        );
-    }
-}
-
 /// The worker's main loop: serve requests from stdin until it closes.
 /// Returns the process exit code.
 pub fn serve() -> i32 {
@@ -218,10 +175,13 @@ pub fn serve() -> i32 {
     let Some(parent) = parent else {
         return 2;
     };
-    if !crate::sys::die_with_parent(parent) {
+    if !crate::os::sys::die_with_parent(parent) {
         return 1;
     }
     *SINK.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::io::stdout());
+    crate::progress::install(|what| {
+        let _ = send(&Event::Step(what.to_string()));
+    });
     let fault = std::env::var(FAULT_ENV).ok();
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
@@ -236,21 +196,23 @@ pub fn serve() -> i32 {
             force: req.force,
             migrate: req.migrate,
         };
-        crate::cleanup::set_prefix(&req.temp_prefix);
-        let budget = crate::sys::set_budget(req.memory);
+        crate::os::cleanup::set_prefix(&req.temp_prefix);
+        let budget = crate::os::sys::set_budget(req.memory);
         if let Some(look) = &req.look {
             let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 if let Some(f) = &fault {
                     inject(f, &req.input);
                 }
                 match look {
-                    Look::Inspect => crate::manifest::inspect(&req.input).map(|m| Inspected {
-                        manifest: Some(Box::new(m)),
-                        diff: None,
-                        error: None,
-                    }),
+                    Look::Inspect => {
+                        crate::tools::inspect::inspect(&req.input).map(|m| Inspected {
+                            manifest: Some(Box::new(m)),
+                            diff: None,
+                            error: None,
+                        })
+                    }
                     Look::Diff { other, tolerance } => {
-                        crate::diff::diff(&req.input, other, *tolerance).map(|d| Inspected {
+                        crate::tools::diff::diff(&req.input, other, *tolerance).map(|d| Inspected {
                             manifest: None,
                             diff: Some(Box::new(d)),
                             error: None,
@@ -260,7 +222,7 @@ pub fn serve() -> i32 {
             }))
             .unwrap_or_else(|panic| Err(panicked(&opts, panic)));
             if budget {
-                crate::sys::clear_budget();
+                crate::os::sys::clear_budget();
             }
             let answer = match answer {
                 Ok(a) => a,
@@ -287,7 +249,7 @@ pub fn serve() -> i32 {
         }))
         .unwrap_or_else(|panic| Run::failed(&opts, panicked(&opts, panic)));
         if budget {
-            crate::sys::clear_budget();
+            crate::os::sys::clear_budget();
         }
         if send(&Event::Done(Box::new(run.report))).is_err() {
             return 1;
@@ -321,7 +283,7 @@ fn inject(specs: &str, input: &Path) {
             continue;
         }
         match kind {
-            "crash" => crate::sys::crash(),
+            "crash" => crate::os::sys::crash(),
             "hang" => loop {
                 std::thread::sleep(Duration::from_secs(1));
             },
@@ -351,7 +313,7 @@ static NEXT_JOB: AtomicU64 = AtomicU64::new(0);
 /// in flight (Ctrl-C).
 pub fn kill_all() {
     for pid in LIVE.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        crate::sys::kill_group(*pid);
+        crate::os::sys::kill_group(*pid);
     }
     let jobs = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner()).clone();
     for (prefix, dirs) in jobs {
@@ -488,7 +450,7 @@ impl Worker {
         if self.reaped {
             return None;
         }
-        crate::sys::kill_group(self.pid);
+        crate::os::sys::kill_group(self.pid);
         let st = self.child.wait().ok();
         self.reaped = true;
         LIVE.lock()
@@ -515,7 +477,7 @@ impl Worker {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(Msg::Event(Event::Step(s))) => {
-                    trace(&s);
+                    crate::progress::trace(&s);
                     last_step = s;
                 }
                 Ok(Msg::Event(Event::Done(report))) => return Ok(Answer::Report(report)),
@@ -561,7 +523,7 @@ impl Worker {
         }
         let how = match status {
             Some(st) => match st.signal() {
-                Some(sig) => format!("was killed by {}", crate::sys::signal_name(sig)),
+                Some(sig) => format!("was killed by {}", crate::os::sys::signal_name(sig)),
                 None => format!("exited with code {}", st.code().unwrap_or(-1)),
             },
             None => "vanished".into(),
@@ -629,7 +591,11 @@ impl Pool {
 
     /// `krepair inspect` of `path` in the worker of `slot`, with the same
     /// bounds as a repair. Never panics.
-    pub fn inspect(&self, slot: usize, path: &Path) -> Result<crate::manifest::Manifest, Error> {
+    pub fn inspect(
+        &self,
+        slot: usize,
+        path: &Path,
+    ) -> Result<crate::tools::inspect::Manifest, Error> {
         let opts = Options {
             input: path.to_path_buf(),
             output: None,
@@ -654,7 +620,7 @@ impl Pool {
         a: &Path,
         b: &Path,
         tolerance: f64,
-    ) -> Result<crate::diff::Diff, Error> {
+    ) -> Result<crate::tools::diff::Diff, Error> {
         let opts = Options {
             input: a.to_path_buf(),
             output: None,

@@ -247,7 +247,7 @@ pub struct Members<'a> {
 
 impl<'a> Members<'a> {
     /// Lookups in `text`. With `unique_keys` (no object of the text names
-    /// a key twice, as [`crate::json_tree::parse_checked`] reports), the
+    /// a key twice, as [`crate::view::json_tree::parse_checked`] reports), the
     /// walk to an object stops at each key it looks for instead of making
     /// sure no later member has the same name.
     pub fn new(text: &'a str, unique_keys: bool) -> Self {

@@ -6,7 +6,7 @@
 //! [`remove_all`] first. Every temporary file krepair makes starts with
 //! [`prefix`]: a worker process is given a prefix of its own for each
 //! archive, so that the supervisor can remove whatever a worker that
-//! crashed or was killed left behind (see [`crate::worker`]).
+//! crashed or was killed left behind (see [`crate::run::worker`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

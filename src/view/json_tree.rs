@@ -1,9 +1,9 @@
 //! A read-only JSON tree that borrows from its text, and the one trait
-//! ([`Json`]) the config readers in [`crate::model`] are written against.
+//! ([`Json`]) the config readers in [`crate::view::config`] are written against.
 //!
 //! A repair or dry run only reads config.json: it finds the layers it cares
 //! about and never rewrites the tree (edits are spliced into the text,
-//! [`crate::json_span`]). `serde_json::Value` with `preserve_order` costs
+//! [`crate::view::json_span`]). `serde_json::Value` with `preserve_order` costs
 //! an `IndexMap` (a hash table and an entry vector) per object and an
 //! owned `String` per key and string: about thirteen times the text's size
 //! and, on a config of 3,000 layers, most of the run's time in allocating
@@ -53,7 +53,7 @@ pub fn parse<'a>(text: &'a str, arena: &'a Bump) -> serde_json::Result<Node<'a>>
 }
 
 /// [`parse`], and whether every object of the text names each of its keys
-/// once (then [`crate::json_span::Members`] may stop at the first match).
+/// once (then [`crate::view::json_span::Members`] may stop at the first match).
 pub fn parse_checked<'a>(text: &'a str, arena: &'a Bump) -> serde_json::Result<(Node<'a>, bool)> {
     let elems = RefCell::new(Vec::new());
     let members = RefCell::new(Vec::new());

@@ -13,10 +13,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::archive::{self, Archive, Form};
 use crate::error::{Error, Malformed, Result};
-use crate::model::{self, TreeLayer};
 use crate::report::Report;
+use crate::source::keras::{self as archive, Archive, Form};
+use crate::view::config::{self as model, TreeLayer};
 use crate::weights::{Variable, Weights};
 
 /// Version of the inspect schema.
@@ -110,7 +110,7 @@ pub struct LayerInfo {
     pub container: bool,
     /// Where its entry is in config.json (not in the JSON).
     #[serde(skip)]
-    pub pointer: Vec<crate::json_span::Seg>,
+    pub pointer: Vec<crate::view::json_span::Seg>,
 }
 
 /// Sums over the file.
@@ -145,10 +145,10 @@ pub fn inspect(path: &Path) -> Result<Manifest> {
     if manifest.file.form == "weights" {
         return Ok(manifest);
     }
-    crate::worker::step("planning a repair (dry run)");
+    crate::progress::step("planning a repair (dry run)");
     let dry = |migrate| {
         Box::new(
-            crate::repair::run(&crate::repair::Options {
+            crate::run::single::run(&crate::run::single::Options {
                 input: path.to_path_buf(),
                 output: None,
                 policy: crate::Policy::Auto,
@@ -159,8 +159,8 @@ pub fn inspect(path: &Path) -> Result<Manifest> {
         )
     };
     manifest.repair = Some(dry(false));
-    if crate::migrate::is_tf_keras(manifest.keras_version.as_deref()) {
-        crate::worker::step("planning a migration (dry run)");
+    if crate::passes::migrate::is_tf_keras(manifest.keras_version.as_deref()) {
+        crate::progress::step("planning a migration (dry run)");
         manifest.migrate = Some(dry(true));
     }
     Ok(manifest)
@@ -188,7 +188,7 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
         migrate: None,
     };
     if is_hdf5(path)? {
-        crate::worker::step("walking the HDF5 file");
+        crate::progress::step("walking the HDF5 file");
         let len = std::fs::metadata(path)
             .map_err(|e| Error::io(path, "stat", e))?
             .len();
@@ -204,7 +204,7 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
             weights: Some(weights),
         });
     }
-    crate::worker::step("reading the zip container");
+    crate::progress::step("reading the zip container");
     let mut archive = Archive::open(path)?;
     m.file.form = match archive.form {
         Form::Zip => "zip".into(),
@@ -229,16 +229,16 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
         .collect();
     if archive.member(archive::METADATA).is_some() {
         let bytes = archive.read_member(archive::METADATA, archive::MAX_METADATA_BYTES)?;
-        let meta = crate::inspect::parse_json(&bytes, archive::METADATA, &archive)?;
+        let meta = crate::view::open::parse_json(&bytes, archive::METADATA, &archive)?;
         let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
         m.keras_version = text("keras_version");
         m.date_saved = text("date_saved");
     }
     let config = match archive.member(archive::CONFIG) {
         Some(_) => {
-            crate::worker::step("reading config.json");
+            crate::progress::step("reading config.json");
             let bytes = archive.read_member(archive::CONFIG, archive::MAX_CONFIG_BYTES)?;
-            Some(crate::inspect::parse_json(
+            Some(crate::view::open::parse_json(
                 &bytes,
                 archive::CONFIG,
                 &archive,
@@ -253,12 +253,12 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
     };
     let mut opened = None;
     if archive.member(archive::WEIGHTS).is_some() {
-        crate::worker::step("walking the HDF5 structure of model.weights.h5");
+        crate::progress::step("walking the HDF5 structure of model.weights.h5");
         let label = format!("{}!{}", path.display(), archive::WEIGHTS);
         let weights = match archive.in_place(archive::WEIGHTS) {
             Some((file, range)) => Weights::open_in(&file, range, &label, false)?,
             None => {
-                let tmp = crate::inspect::Inflated::weights(&mut archive)?;
+                let tmp = crate::view::open::Inflated::weights(&mut archive)?;
                 Weights::open_at(tmp.file.as_file(), 0, tmp.len, &label, false)?
             }
         };
@@ -302,11 +302,12 @@ fn stored_groups(
     keras_version: Option<&str>,
     weights: &Weights,
 ) -> Vec<Option<String>> {
-    let legacy = weights.is_group(crate::migrate::LEGACY_CONTAINER);
+    let legacy = weights.is_group(crate::passes::migrate::LEGACY_CONTAINER);
     let renames = match config {
-        Some(c) if legacy => crate::migrate::legacy_layout(
+        Some(c) if legacy => crate::passes::migrate::legacy_layout(
             c,
-            crate::migrate::numbering_of(keras_version).unwrap_or(crate::migrate::Numbering::Plain),
+            crate::passes::migrate::numbering_of(keras_version)
+                .unwrap_or(crate::passes::migrate::Numbering::Plain),
             weights,
         )
         .unwrap_or_default(),
@@ -322,9 +323,9 @@ fn stored_groups(
                 return None;
             }
             let alt = if renames.is_empty() {
-                g.replace("layers", crate::migrate::LEGACY_CONTAINER)
+                g.replace("layers", crate::passes::migrate::LEGACY_CONTAINER)
             } else {
-                crate::migrate::legacy_path(&renames, g)
+                crate::passes::migrate::legacy_path(&renames, g)
             };
             weights.is_group(&alt).then_some(alt)
         })
@@ -344,7 +345,7 @@ fn assign(
     for (i, (l, g)) in tree.iter().zip(&groups).enumerate() {
         if let Some(g) = g {
             if l.container || g.is_empty() {
-                own_vars.insert(crate::migrate::join_path(g, "vars"), i);
+                own_vars.insert(crate::passes::migrate::join_path(g, "vars"), i);
             } else {
                 under.insert(g.clone(), i);
             }

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{Entry, RunReport, Summary};
-use crate::archive::{CONFIG, METADATA, WEIGHTS};
 use crate::report::Outcome;
+use crate::source::keras::{CONFIG, METADATA, WEIGHTS};
 
 /// What a file was when its archive finished.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,7 +66,7 @@ pub fn unchanged(path: &Path, f: &Fingerprint) -> bool {
         None => true,
         Some(want) => {
             let never = std::sync::atomic::AtomicBool::new(false);
-            crate::archive::scan_file(path, None, &never)
+            crate::hash::scan_file(path, None, &never)
                 .map(|(sha, _)| &sha == want)
                 .unwrap_or(false)
         }
@@ -340,15 +340,12 @@ pub fn merge(inputs: Vec<Loaded>) -> Result<RunReport, String> {
     let summary = super::summarize(&entries, skipped.len(), not_processed);
     Ok(RunReport {
         schema_version: crate::report::SCHEMA_VERSION,
-        tool: crate::report::Tool {
-            name: "krepair",
-            version: env!("CARGO_PKG_VERSION"),
-        },
+        tool: crate::report::Tool::current(),
         policy: policy.map(|p| p.0).unwrap_or(crate::plan::Policy::Auto),
         mode: match mode.as_ref().map(|m| m.0.as_str()) {
-            Some("in-place") => "in-place",
-            Some("dry-run") => "dry-run",
-            _ => "out",
+            Some("in-place") => super::RunMode::InPlace,
+            Some("dry-run") => super::RunMode::DryRun,
+            _ => super::RunMode::Out,
         },
         shard: None,
         interrupted,

@@ -1,11 +1,12 @@
-//! The command line: clap definitions, and the checks that turn raw flag
-//! values into the limits and options the library takes.
+//! The command line as clap parses it: the raw flags (the first stage;
+//! [`super::options`] validates them into the task to run), and the
+//! checks of single values clap runs while parsing.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use krepair::worker::{Limits, DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_SECS};
+use krepair::run::worker::{Limits, DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_SECS};
 use krepair::Policy;
 
 const EXAMPLES: &str = "\
@@ -304,8 +305,8 @@ pub struct BatchArgs {
     /// Process only shard K of N (1 <= K <= N): a pure function of each
     /// archive's path relative to its root, so N runs cover every archive
     /// once. Kubernetes Indexed Jobs: K = JOB_COMPLETION_INDEX + 1.
-    #[arg(long, value_name = "K/N", value_parser = krepair::batch::Shard::parse)]
-    pub shard: Option<krepair::batch::Shard>,
+    #[arg(long, value_name = "K/N", value_parser = krepair::run::batch::Shard::parse)]
+    pub shard: Option<krepair::run::batch::Shard>,
 
     /// Skip the archives a journal or run report (of an earlier, perhaps
     /// killed, run) records as finished, if their files are unchanged

@@ -1,0 +1,133 @@
+//! The stable codes of krepair's findings and rewrites, as types.
+//!
+//! Each code is an enum variant whose serde name is its kebab-case code,
+//! with its description beside it: a typo is a compile error, and the
+//! report reads back without an interner. docs/report.md and
+//! docs/migration.md list the same tables; tests keep them in step.
+
+use serde::{Deserialize, Serialize};
+
+use super::Severity;
+
+/// Define a code enum: each variant with its kebab-case name, (for
+/// findings) its severity, and its one-line description.
+macro_rules! code_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $( $variant:ident = $text:literal $(, $sev:ident)? => $desc:literal ),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum $name {
+            $(
+                #[doc = $desc]
+                #[serde(rename = $text)]
+                $variant,
+            )*
+        }
+
+        impl $name {
+            /// Every code, in the order of the table.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// Its stable kebab-case name.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+
+            /// What it means (one line).
+            pub const fn description(self) -> &'static str {
+                match self {
+                    $($name::$variant => $desc,)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        code_enum!(@severity $name { $( $variant $(=> $sev)? ),* });
+    };
+    (@severity $name:ident { $( $variant:ident => $sev:ident ),* }) => {
+        impl $name {
+            /// How serious a finding with this code is.
+            pub const fn severity(self) -> Severity {
+                match self {
+                    $($name::$variant => Severity::$sev,)*
+                }
+            }
+        }
+    };
+    (@severity $name:ident { $( $variant:ident ),* }) => {};
+}
+
+code_enum! {
+    /// What a finding is about: a fact about the archive or a layer.
+    pub enum Code {
+        AdaptMode = "adapt-mode", Info => "the layer's statistics (a Normalization's mean and variance, a Discretization's summary) live in variables that only finalize_state() applies",
+        AlreadyExplicit = "already-explicit", Info => "the layer's config holds its statistics (mean and variance, or bin boundaries); nothing to repair",
+        BoundariesComputed = "boundaries-computed", Info => "a Discretization's bin boundaries computed from its stored summary exactly as tf.keras's finalize_state() does (float64 interpolation, float32 result)",
+        NeverAdapted = "never-adapted", Warning => "a Discretization whose summary is empty (built, never adapted): it puts every input in bin 0, and so do the empty bin_boundaries embedded for it",
+        BadNumBins = "bad-num-bins", Error => "a Discretization in adapt mode whose num_bins is not a whole number from 1 to passes::discretization::MAX_BINS",
+        BadSummary = "bad-summary", Error => "a Discretization's summary has unsorted values, a negative weight, or weights that are all zero",
+        KeptInVariables = "kept-in-variables", Info => "kept axes are not the trailing ones: no explicit config loads in every Keras 3 version, so the chosen statistics are written into the layer's variables",
+        LegacyWeightsSignature = "legacy-weights-signature", Warning => "saved by Keras 3.0-3.5 inside a keras.applications EfficientNet built with weights=\"imagenet\": the model computed identity normalization",
+        AmbiguousLegacyLoad = "ambiguous-legacy-load", Warning => "saved by Keras 3.0-3.5 in adapt mode: if its weights came from a legacy .h5 file the model computed identity, and the archive cannot tell",
+        PolicyOverride = "policy-override", Info => "the statistics were chosen by --stats, not inferred",
+        UnknownKerasVersion = "unknown-keras-version", Warning => "metadata.json is missing or names no keras_version",
+        CodeInConfig = "code-in-config", Warning => "a layer config carries code (Lambda, TorchModuleWrapper, TFSMLayer) that Keras would run on load; krepair never evaluates it",
+        CustomClass = "custom-class", Info => "a layer or object comes from a module outside Keras; loading the model needs that code",
+        NoVariables = "no-variables", Warning => "adapt-mode layer that was never built (no build_config, no variables); left alone",
+        InputShapeDerived = "input-shape-derived", Info => "the config declares no build_config (tf.keras 2.12): the layer's input shape is taken from its batch_input_shape or feeding InputLayer and completed from the stored statistics' shape",
+        InconsistentConfig = "inconsistent-config", Error => "only one of mean and variance is set in the config",
+        ShapeUnknown = "shape-unknown", Error => "the config does not say the layer's input shape, or it contradicts the axis",
+        WeightsNotFound = "weights-not-found", Error => "no weights group for the layer where Keras would store it",
+        WeightsAmbiguous = "weights-ambiguous", Error => "more than one weights group could be the layer's",
+        WeightsMismatch = "weights-mismatch", Error => "the weights group does not hold the expected datasets (a Normalization's mean, variance and count; a Discretization's float32 summary of shape [2, n]) of the expected dtypes and shapes",
+        OptimizerNotBuilt = "optimizer-not-built", Info => "a compiled tf.keras model whose optimizer never took a step: no slots were saved, and Keras 3 starts the optimizer afresh (with a warning), as tf.keras would",
+        OptimizerStateNotSaved = "optimizer-state-not-saved", Warning => "a compiled tf.keras model with a legacy optimizer (keras.optimizers.legacy), whose variables tf.keras never saves in a .keras archive: the migrated optimizer starts afresh",
+        OptimizerStateDropped = "optimizer-state-dropped", Warning => "a compiled tf.keras model whose optimizer's variables krepair does not map into Keras 3's layout (migrate::UNMAPPED_OPTIMIZERS): they are removed, and the migrated optimizer starts afresh with the same class and hyperparameters",
+        LossScalingDropped = "loss-scaling-dropped", Warning => "tf.keras wrapped the optimizer in a LossScaleOptimizer (mixed precision), recorded only in the weights; the migrated model is compiled with the inner optimizer and its state, without loss scaling",
+        StatsTooLarge = "stats-too-large", Error => "the layer's statistics (or a Discretization's summary) have more values than krepair reads (stats::MAX_VALUES)",
+        NonFiniteStatistics = "non-finite-statistics", Error => "a stored mean, variance or Discretization summary holds a NaN or an infinity",
+        NegativeVariance = "negative-variance", Error => "a stored variance is negative",
+    }
+}
+
+code_enum! {
+    /// Which migration rule rewrote the config (docs/migration.md has the
+    /// Keras source lines behind each).
+    pub enum Rule {
+        LegacyModule = "legacy-module" => "tf.keras 2.12 writes the layers inside a model, and the initializers, regularizers, constraints and dtype policies inside a layer, in the legacy form without a module (serialize_keras_object of keras/saving/legacy); Keras 3 reads that form through its legacy loader only for whole layers and loses the rules below, so each gets the module tf.keras 2.13 writes",
+        NumpyScalar = "numpy-scalar" => "tf.keras 2.12 writes some NumPy scalars in a layer config as {\"class_name\": \"__numpy__\", ...} (a ReLU's max_value, negative_slope and threshold); Keras 3 hands that dict to the layer's constructor as it is (\"could not be deserialized properly\"), and tf.keras 2.12 itself cannot load it; tf.keras 2.13 writes the plain number",
+        ModelModule = "model-module" => "tf.keras writes the module of a model class as keras.src.engine.* (keras.engine.* in 2.12), which no Keras 3 can import; Keras 3 keeps Functional in keras.src.models.functional and Sequential in keras.src.models.sequential",
+        BatchInputShape = "batch-input-shape" => "tf.keras writes batch_input_shape into the config of a layer that was given an input shape; Keras 3's Layer.__init__ accepts only input_shape and input_dim and raises on any other keyword (InputLayer keeps it: it reads batch_input_shape itself)",
+        DtypePolicy = "dtype-policy" => "tf.keras serializes a mixed-precision policy as keras.mixed_precision Policy; Keras 3 reads that as a plain string dtype and fails (3.15) or loses the policy; it is a keras DTypePolicy",
+        OneElementAxis = "one-element-axis" => "tf.keras BatchNormalization normalizes its axis to a list at build time and writes it so ([3]); Keras 3's BatchNormalization takes one int (self.axis = int(axis)) and fails on the list",
+        DepthwiseGroups = "depthwise-groups" => "tf.keras DepthwiseConv2D inherits groups from its convolution base and writes groups: 1; Keras 3's DepthwiseConv2D has no groups argument, so Layer.__init__ rejects it",
+        NestedNodeIndex = "nested-node-index" => "tf.keras gives a nested Functional, or a Sequential built on its own InputLayer, a node 0 of its own, so its first call inside a Functional is node 1; in Keras 3 it is node 0, and the old index makes Keras 3.15 reject the graph (3.0.5 and 3.13 loop forever)",
+        WeightsLayout = "weights-layout" => "tf.keras 2.13 and 2.14 keep a model's layers under _layer_checkpoint_dependencies in model.weights.h5, and 2.13 numbers layers of one class by twos when they have weights (keras #18830); tf.keras 2.15 and Keras 3 use layers and number by ones. Keras >= 3.0.2 falls back to the old container name, but not to the old numbers: \"expected 2 variables, but received 0\"",
+        DiscretizationTrainable = "discretization-trainable" => "tf.keras writes trainable into every layer config; Keras 3's Discretization.__init__ takes no trainable and no **kwargs (\"unexpected keyword argument 'trainable'\", 3.0 to 3.15), and the layer has no trainable weights in either, so the key is removed",
+        DiscretizationEncoding = "discretization-encoding" => "Keras 3.0 to 3.13 give a Discretization the symbolic output shape of its input whatever its output_mode (compute_output_spec; fixed in 3.14, keras #22048), so a one-hot, multi-hot or count Discretization feeding a Dense builds the Dense for the wrong width and the archive does not load. The layer becomes an int-mode Discretization (same name, dtype int64 as tf.keras's int mode) followed by a CategoryEncoding(num_tokens = bins, the same output_mode and dtype) that takes over every reference to it: the same values in every Keras 3, and layers without weights; refused where the deeper graph could make Keras 3 renumber a layer with weights above it",
+        CategoryEncodingSparse = "category-encoding-sparse" => "tf.keras writes a CategoryEncoding's sparse; Keras 3.0's CategoryEncoding has no sparse argument and Layer.__init__ rejects it (3.15 takes it, default false), so a sparse of false is removed (true is refused: no Keras 3.0 layer computes it)",
+        RnnTimeMajor = "rnn-time-major" => "tf.keras RNN layers write time_major; Keras 3's RNN layers are batch-major only and have no such argument, so Layer.__init__ rejects it (a time_major of true is refused)",
+        GruImplementation = "gru-implementation" => "tf.keras writes a GRU's implementation; Keras 3.0.5's GRU passes no implementation to its cell and Layer.__init__ rejects it (3.15 pops it); both implementations compute the same function",
+        EmbeddingInputLength = "embedding-input-length" => "tf.keras writes an Embedding's input_length; Keras 3.0.5's Embedding has no such argument and Layer.__init__ rejects it (3.15 pops it with a deprecation warning); the InputLayer carries the shape",
+        OrthogonalInitializer = "orthogonal-initializer" => "tf.keras names the orthogonal initializer Orthogonal; Keras 3.0 to 3.6 call the class OrthogonalInitializer and cannot resolve Orthogonal (\"Could not interpret initializer identifier\"), while 3.10+ call it Orthogonal and keep OrthogonalInitializer as an alias",
+        TfOpArithmetic = "tf-op-arithmetic" => "tf.keras saves arithmetic on Keras tensors (x * 2, x + y, -x) as a TFOpLambda layer that calls a TensorFlow function by name; Keras 3 has no TFOpLambda. Where a Keras 3 layer computes the same float32 values to the bit (Rescaling for a constant, Add, Subtract, Multiply for two tensors, Concatenate for tf.concat) the entry becomes that layer, under the same name and with the same inputs",
+        OptimizerModule = "optimizer-module" => "tf.keras 2.15 serializes SGD from keras.optimizers.experimental, a module Keras 3 does not have; Keras 3 keeps every optimizer in keras.optimizers",
+        LegacyOptimizer = "legacy-optimizer" => "a tf.keras legacy optimizer (keras.optimizers.legacy: what `import keras` gives in tf.keras 2.12) is not in Keras 3, and tf.keras saves none of its variables in a .keras archive; it becomes the Keras 3 optimizer of the same class and hyperparameters, its decay of 0 (the only value with an exact Keras 3 equivalent) removed, starting afresh",
+        UnmappedOptimizer = "unmapped-optimizer" => "the saved variables of a tf.keras optimizer whose layout krepair does not map (Adadelta, Adafactor, Adagrad, Adamax, AdamW, Ftrl, Lion, Nadam) are removed from model.weights.h5, with the finding optimizer-state-dropped: Keras 3 then starts the optimizer afresh with its class and hyperparameters (every key tf.keras writes is an argument of the Keras 3 class), instead of loading slots whose order and meaning are not verified (under a schedule the counts agree and Keras 3 would load them as they are)",
+        OptimizerArguments = "optimizer-arguments" => "tf.keras optimizers write jit_compile and is_legacy_optimizer into their config; Keras 3's BaseOptimizer.__init__ raises on any keyword it does not know (\"Argument(s) not recognized\")",
+        OptimizerVariables = "optimizer-variables" => "tf.keras saves an optimizer as iterations then its slots; Keras 3 tracks a learning-rate variable second (BaseOptimizer.__init__), and its SGD keeps no momentum slots without momentum. Without the new layout Keras 3 skips the whole optimizer state with a warning",
+        ScheduleName = "schedule-name" => "tf.keras learning-rate schedules default their name to null and fall back to the class name when called; Keras 3 opens a name scope with the name as given and fails on null (\"Argument `name` must be a string\") at the first training step",
+        LossArguments = "loss-arguments" => "tf.keras loss classes write the wrapped function as fn; Keras 3 loss classes take no fn argument",
+        LossReduction = "loss-reduction" => "tf.keras writes reduction \"auto\", which Keras 3 refuses (standardize_reduction); tf.keras's auto is sum_over_batch_size outside distribution strategies, Keras 3's default",
+        CompileDefaults = "compile-defaults" => "tf.keras records compile arguments left unset as null; Keras 3 fails to fit with steps_per_execution null (self.steps_per_execution > 1) and treats null run_eagerly and jit_compile unlike its defaults (False, \"auto\")",
+    }
+}

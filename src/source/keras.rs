@@ -1,0 +1,528 @@
+//! The `.keras` container: a zip file or an unzipped directory.
+//!
+//! Opening checks the container before anything is read from it (magic
+//! bytes, member names, duplicates, declared sizes); reading checks every
+//! member's CRC-32; writing builds the output next to its final path and
+//! only renames it into place once it is complete and synced (see
+//! [`crate::run::single`] for the verification in between). Unchanged zip
+//! members are copied raw: same bytes, compression, CRC and timestamps.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+
+use zip::ZipArchive;
+
+use crate::error::{Error, Result};
+
+/// Most members a `.keras` archive may hold. Keras writes three plus its
+/// assets; a hostile central directory can declare millions of tiny entries.
+pub const MAX_MEMBERS: usize = 10_000;
+/// Largest `config.json` read into memory (EfficientNetB7's is ~0.5 MB).
+pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
+/// Largest `metadata.json` read into memory.
+pub const MAX_METADATA_BYTES: u64 = 1 << 20;
+/// A member declaring more than this many bytes *and* more than
+/// [`MAX_RATIO`] times its stored size is treated as a zip bomb. Keras 3.15
+/// uses 4 GiB; krepair is stricter, since Keras writes every member stored
+/// (ratio 1) and no honest asset compresses a quarter gigabyte 100-fold.
+pub const BOMB_MIN_BYTES: u64 = 256 << 20;
+/// See [`BOMB_MIN_BYTES`].
+pub const MAX_RATIO: u64 = 100;
+
+/// The member names Keras uses.
+pub const CONFIG: &str = "config.json";
+/// See [`CONFIG`].
+pub const METADATA: &str = "metadata.json";
+/// See [`CONFIG`].
+pub const WEIGHTS: &str = "model.weights.h5";
+/// npz weights: pickled, never read.
+pub const WEIGHTS_NPZ: &str = "model.weights.npz";
+/// The first bytes of an HDF5 file (superblock signature at offset 0, where
+/// h5py and Keras put it).
+pub const HDF5_MAGIC: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
+
+/// Zip file or unzipped directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Form {
+    /// A zip file (what `model.save("m.keras")` writes).
+    Zip,
+    /// A directory (what `model.save("m", zipped=False)` writes).
+    Directory,
+}
+
+/// One member of the archive.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// Its name (`/`-separated, relative).
+    pub name: String,
+    /// Its uncompressed size in bytes.
+    pub size: u64,
+    /// Its CRC-32: the zip's declared one (checked whenever the member is
+    /// read), or computed for a directory's file when it was read.
+    pub crc32: Option<u32>,
+    /// Where its bytes lie in the zip file when it is stored uncompressed
+    /// (checked to lie inside the file), so it can be used in place.
+    pub stored_at: Option<Range<u64>>,
+    /// How a zip member is stored: its compression method (`stored`,
+    /// `deflated`, ...) and compressed size; None in a directory.
+    pub packed: Option<(String, u64)>,
+}
+
+/// An opened `.keras` archive.
+pub struct Archive {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Zip or directory.
+    pub form: Form,
+    /// Members in archive order (sorted by name for a directory).
+    pub members: Vec<Member>,
+    pub(crate) zip: Option<ZipArchive<BufReader<File>>>,
+}
+
+/// A zip compression method as people name it (`stored`, `deflated`, ...).
+fn method_name(m: zip::CompressionMethod) -> String {
+    match m {
+        zip::CompressionMethod::Stored => "stored".into(),
+        zip::CompressionMethod::Deflated => "deflated".into(),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+/// What the first bytes say the file is.
+fn sniff(path: &Path) -> Result<Form> {
+    let meta = fs::metadata(path).map_err(|e| Error::io(path, "read", e))?;
+    if meta.is_dir() {
+        return Ok(Form::Directory);
+    }
+    let mut head = [0u8; 8];
+    let mut f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io(path, "read", e))?;
+    let head = &head[..n];
+    if n == 0 {
+        return Err(Error::format(
+            path,
+            crate::error::Malformed::NotAnArchive,
+            "empty file: not a .keras archive",
+        ));
+    }
+    if head.starts_with(HDF5_MAGIC) {
+        return Err(Error::format(
+            path, crate::error::Malformed::NotAnArchive,
+            "this is a legacy HDF5 model file (tf.keras `save_format=\"h5\"`), not a .keras zip archive; Keras 3 refuses it as well; krepair repairs .keras archives only",
+        ));
+    }
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        return Ok(Form::Zip);
+    }
+    Err(Error::format(
+        path,
+        crate::error::Malformed::NotAnArchive,
+        "not a .keras archive (no zip signature)",
+    ))
+}
+
+pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// The entry count declared by the end-of-central-directory record(s).
+/// The zip crate keeps one entry per name, so comparing the two finds
+/// duplicate names (which would otherwise vanish from a copy).
+fn declared_entries(f: &mut File, path: &Path) -> Result<u64> {
+    let len = f
+        .seek(SeekFrom::End(0))
+        .map_err(|e| Error::io(path, "read", e))?;
+    let tail_len = len.min(22 + 65_535 + 20);
+    let mut tail = vec![0u8; tail_len as usize];
+    f.seek(SeekFrom::Start(len - tail_len))
+        .and_then(|_| f.read_exact(&mut tail))
+        .map_err(|e| Error::io(path, "read", e))?;
+    let eocd = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&i| tail[i..].starts_with(b"PK\x05\x06"))
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                crate::error::Malformed::Container,
+                "truncated zip: no end-of-central-directory record",
+            )
+        })?;
+    let n16 = u16::from_le_bytes([tail[eocd + 10], tail[eocd + 11]]) as u64;
+    if n16 != 0xFFFF || eocd < 20 || !tail[eocd - 20..].starts_with(b"PK\x06\x07") {
+        return Ok(n16);
+    }
+    let loc = &tail[eocd - 20..eocd];
+    let z64_at = u64::from_le_bytes(loc[8..16].try_into().expect("8 bytes"));
+    let mut rec = [0u8; 40];
+    f.seek(SeekFrom::Start(z64_at))
+        .and_then(|_| f.read_exact(&mut rec))
+        .map_err(|_| {
+            Error::format(
+                path,
+                crate::error::Malformed::Container,
+                "corrupt zip64 end-of-central-directory record",
+            )
+        })?;
+    if !rec.starts_with(b"PK\x06\x06") {
+        return Err(Error::format(
+            path,
+            crate::error::Malformed::Container,
+            "corrupt zip64 end-of-central-directory record",
+        ));
+    }
+    Ok(u64::from_le_bytes(rec[32..40].try_into().expect("8 bytes")))
+}
+
+/// A member name is safe if it is relative, has no `..`, no backslash, no
+/// NUL, and is exactly what `enclosed_name()` makes of it.
+fn check_name(path: &Path, name: &str, enclosed: Option<PathBuf>) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::format(
+            path,
+            crate::error::Malformed::Container,
+            format!("member `{}`: {why}", name.escape_debug()),
+        ))
+    };
+    if name.is_empty() {
+        return bad("empty name");
+    }
+    if name.contains('\\') {
+        return bad("backslash in name");
+    }
+    if name.contains('\0') {
+        return bad("NUL in name");
+    }
+    let trimmed = name.trim_end_matches('/');
+    let p = Path::new(trimmed);
+    if p.is_absolute() || name.starts_with('/') {
+        return bad("absolute path");
+    }
+    if p.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return bad("path leaves the archive (`..` or `.`)");
+    }
+    match enclosed {
+        Some(e) if e == p => Ok(()),
+        _ => bad("unsafe name (not its own enclosed name)"),
+    }
+}
+
+impl Archive {
+    /// Open and check an archive (zip file or directory).
+    pub fn open(path: &Path) -> Result<Self> {
+        match sniff(path)? {
+            Form::Zip => Self::open_zip(path),
+            Form::Directory => Self::open_dir(path),
+        }
+    }
+
+    fn open_zip(path: &Path) -> Result<Self> {
+        let mut f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+        let declared = declared_entries(&mut f, path)?;
+        let file_len = f.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
+        if declared > MAX_MEMBERS as u64 {
+            return Err(Error::format(
+                path,
+                crate::error::Malformed::Limit,
+                format!("{declared} members, more than the limit of {MAX_MEMBERS}"),
+            ));
+        }
+        f.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(path, "read", e))?;
+        let mut zip = ZipArchive::new(BufReader::with_capacity(1 << 16, f)).map_err(|e| {
+            Error::format(
+                path,
+                crate::error::Malformed::Container,
+                format!("invalid zip: {e}"),
+            )
+        })?;
+        if zip.len() as u64 != declared {
+            return Err(Error::format(
+                path, crate::error::Malformed::Container,
+                format!(
+                    "duplicate member names: the central directory lists {declared} entries but only {} distinct names",
+                    zip.len()
+                ),
+            ));
+        }
+        let mut members = Vec::with_capacity(zip.len());
+        let mut seen = HashSet::new();
+        for i in 0..zip.len() {
+            let m = zip.by_index_raw(i).map_err(|e| {
+                Error::format(
+                    path,
+                    crate::error::Malformed::Container,
+                    format!("member #{i}: {e}"),
+                )
+            })?;
+            let name = m
+                .name()
+                .map_err(|e| {
+                    Error::format(
+                        path,
+                        crate::error::Malformed::Container,
+                        format!("member #{i}: bad name: {e}"),
+                    )
+                })?
+                .to_string();
+            check_name(path, &name, m.enclosed_name())?;
+            if m.is_symlink() {
+                return Err(Error::format(
+                    path,
+                    crate::error::Malformed::Container,
+                    format!("member `{name}` is a symbolic link"),
+                ));
+            }
+            if m.size() > BOMB_MIN_BYTES && m.size() / MAX_RATIO.max(1) > m.compressed_size() {
+                return Err(Error::format(
+                    path,
+                    crate::error::Malformed::Limit,
+                    format!(
+                        "member `{name}` declares {} bytes from {} stored bytes (zip bomb)",
+                        m.size(),
+                        m.compressed_size()
+                    ),
+                ));
+            }
+            if !seen.insert(name.trim_end_matches('/').to_string()) {
+                return Err(Error::format(
+                    path,
+                    crate::error::Malformed::Container,
+                    format!("duplicate member `{name}`"),
+                ));
+            }
+            let stored_at = match (m.compression(), m.data_start()) {
+                (zip::CompressionMethod::Stored, Some(start))
+                    if m.size() == m.compressed_size() =>
+                {
+                    let end = start.checked_add(m.size()).filter(|&e| e <= file_len);
+                    match end {
+                        Some(end) => Some(start..end),
+                        None => {
+                            return Err(Error::format(
+                                path,
+                                crate::error::Malformed::Container,
+                                format!(
+                                    "member `{name}` extends past the end of the file (truncated?)"
+                                ),
+                            ))
+                        }
+                    }
+                }
+                _ => None,
+            };
+            members.push(Member {
+                name,
+                size: m.size(),
+                crc32: Some(m.crc32()),
+                stored_at,
+                packed: Some((method_name(m.compression()), m.compressed_size())),
+            });
+        }
+        Ok(Archive {
+            path: path.to_path_buf(),
+            form: Form::Zip,
+            members,
+            zip: Some(zip),
+        })
+    }
+
+    fn open_dir(path: &Path) -> Result<Self> {
+        let mut members = Vec::new();
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let dir = path.join(&rel);
+            let rd = fs::read_dir(&dir).map_err(|e| Error::io(&dir, "list", e))?;
+            for entry in rd {
+                let entry = entry.map_err(|e| Error::io(&dir, "list", e))?;
+                let ft = entry
+                    .file_type()
+                    .map_err(|e| Error::io(entry.path(), "stat", e))?;
+                let name_os = entry.file_name();
+                let name = name_os.to_str().ok_or_else(|| {
+                    Error::format(
+                        entry.path(),
+                        crate::error::Malformed::Container,
+                        "file name is not UTF-8",
+                    )
+                })?;
+                let r = rel.join(name);
+                if ft.is_symlink() {
+                    return Err(Error::format(
+                        path,
+                        crate::error::Malformed::Container,
+                        format!("`{}` is a symbolic link", r.display()),
+                    ));
+                } else if ft.is_dir() {
+                    stack.push(r);
+                } else if ft.is_file() {
+                    let size = entry
+                        .metadata()
+                        .map_err(|e| Error::io(entry.path(), "stat", e))?
+                        .len();
+                    let name = r.to_str().expect("joined UTF-8").replace('\\', "/");
+                    members.push(Member {
+                        name,
+                        size,
+                        crc32: None,
+                        stored_at: None,
+                        packed: None,
+                    });
+                } else {
+                    return Err(Error::format(
+                        path,
+                        crate::error::Malformed::Container,
+                        format!("`{}` is not a regular file", r.display()),
+                    ));
+                }
+                if members.len() > MAX_MEMBERS {
+                    return Err(Error::format(
+                        path,
+                        crate::error::Malformed::Limit,
+                        format!("more than {MAX_MEMBERS} files"),
+                    ));
+                }
+            }
+        }
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Archive {
+            path: path.to_path_buf(),
+            form: Form::Directory,
+            members,
+            zip: None,
+        })
+    }
+
+    /// The member called `name`, if any.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == name)
+    }
+
+    fn index_of(&self, name: &str) -> Result<usize> {
+        self.members
+            .iter()
+            .position(|m| m.name == name)
+            .ok_or_else(|| {
+                Error::format(
+                    &self.path,
+                    crate::error::Malformed::MissingMember,
+                    format!("no member `{name}`"),
+                )
+            })
+    }
+
+    /// Stream member `name` (decompressed, CRC-checked) into `out`;
+    /// return its CRC-32 (and record it for a directory's file). Stops
+    /// with an error after `limit` bytes.
+    pub fn copy_member(&mut self, name: &str, out: &mut impl Write, limit: u64) -> Result<u32> {
+        let idx = self.index_of(name)?;
+        let label = format!("{}!{name}", self.path.display());
+        let mut w = crate::hash::CrcWriter {
+            inner: out,
+            crc: crc32fast::Hasher::new(),
+            count: 0,
+        };
+        match &mut self.zip {
+            Some(zip) => {
+                let m = zip.by_index(idx).map_err(|e| {
+                    Error::format(
+                        &self.path,
+                        crate::error::Malformed::Container,
+                        format!("member `{name}`: {e}"),
+                    )
+                })?;
+                let declared = m.size();
+                if declared > limit {
+                    return Err(Error::format(
+                        &label,
+                        crate::error::Malformed::Limit,
+                        format!("declares {declared} bytes, more than the limit of {limit}"),
+                    ));
+                }
+                // Never trust the stream to end where the header says.
+                let mut limited = m.take(declared.saturating_add(1));
+                io::copy(&mut limited, &mut w).map_err(|e| {
+                    Error::format(
+                        &label,
+                        crate::error::Malformed::Container,
+                        format!("cannot read: {e}"),
+                    )
+                })?;
+                if w.count != declared {
+                    return Err(Error::format(
+                        &label,
+                        crate::error::Malformed::Container,
+                        format!("holds at least {} bytes but declares {declared}", w.count),
+                    ));
+                }
+            }
+            None => {
+                let p = self.path.join(name);
+                let f = File::open(&p).map_err(|e| Error::io(&p, "read", e))?;
+                let mut limited =
+                    BufReader::with_capacity(1 << 20, f).take(limit.saturating_add(1));
+                io::copy(&mut limited, &mut w).map_err(|e| Error::io(&p, "read", e))?;
+                if w.count > limit {
+                    return Err(Error::format(
+                        &p,
+                        crate::error::Malformed::Limit,
+                        format!("larger than the limit of {limit} bytes"),
+                    ));
+                }
+            }
+        }
+        let crc = w.crc.finalize();
+        self.members[idx].crc32 = Some(crc);
+        Ok(crc)
+    }
+
+    /// Read a small member into memory.
+    pub fn read_member(&mut self, name: &str, limit: u64) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.copy_member(name, &mut buf, limit)?;
+        Ok(buf)
+    }
+
+    /// Read a member through: checks a zip member's size and CRC-32, and
+    /// computes a directory file's.
+    pub fn check_member(&mut self, name: &str) -> Result<u32> {
+        self.copy_member(name, &mut io::sink(), u64::MAX)
+    }
+
+    /// Where member `name` can be read in place: the file and the byte
+    /// range, for a stored zip member or a directory's file.
+    pub fn in_place(&self, name: &str) -> Option<(PathBuf, Range<u64>)> {
+        let m = self.member(name)?;
+        match self.form {
+            Form::Zip => m.stored_at.clone().map(|r| (self.path.clone(), r)),
+            Form::Directory => Some((self.path.join(name), 0..m.size)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        let p = Path::new("x.keras");
+        assert!(check_name(p, "config.json", Some("config.json".into())).is_ok());
+        assert!(check_name(p, "assets/", Some("assets".into())).is_ok());
+        for bad in ["../x", "/abs", "a\\b", "assets/../config.json", "", "./a"] {
+            let enclosed = Some(PathBuf::from(bad.trim_start_matches('/')));
+            assert!(check_name(p, bad, enclosed).is_err(), "{bad}");
+        }
+        assert!(check_name(p, "fine", None).is_err());
+    }
+}
