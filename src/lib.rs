@@ -27,12 +27,14 @@
 //!   processes that isolate each archive.
 //! - [`tools`]: `krepair inspect` and `krepair diff`, read-only views.
 //!
-//! Below them: [`error`] (what stopped krepair for one file), [`progress`]
+//! Below them: [`codes`] (the stable codes of findings and rewrites),
+//! [`error`] (what stopped krepair for one file), [`progress`]
 //! (what the pipeline is doing now), [`hash`] (whole-file checksums) and
 //! [`os`] (system calls, mappings, temporary-file cleanup).
 //!
 //! The library never prints; `main.rs` does.
 
+pub mod codes;
 pub mod error;
 pub mod hash;
 pub mod os;

@@ -320,14 +320,6 @@ fn batch(b: Batch) -> u8 {
     };
     let report = batch::run(&opts, &walk, &progress, &stop, &exec, &extras);
     progress.bar.finish_and_clear();
-    let mut code = match report.worst() {
-        Outcome::Failed | Outcome::Refused => EXIT_FAILURE,
-        Outcome::WouldRepair => EXIT_WORK_FOUND,
-        _ => EXIT_OK,
-    };
-    if !walk.errors.is_empty() {
-        code = EXIT_FAILURE;
-    }
     let written = match &journal {
         Some(j) => j.finish(&report),
         None => sink.write(&match b.report_format {
@@ -335,13 +327,6 @@ fn batch(b: Batch) -> u8 {
             _ => report.to_json(),
         }),
     };
-    if !written {
-        code = if report.summary.bytes_written > 0 {
-            EXIT_REPORT_LOST
-        } else {
-            EXIT_FAILURE
-        };
-    }
     if !b.quiet && !report_to_stdout {
         print_out(&report.table());
     }
@@ -350,10 +335,31 @@ fn batch(b: Batch) -> u8 {
             print_err(&format!("krepair: {err}"));
         }
     }
+    batch_exit(&report, !walk.errors.is_empty(), written)
+}
+
+/// A batch's exit code: the worst outcome, a failure if a path could not
+/// be read, [`EXIT_REPORT_LOST`] if outputs were written but the report
+/// was not, [`EXIT_INTERRUPTED`] above all.
+fn batch_exit(report: &batch::RunReport, walk_errors: bool, written: bool) -> u8 {
     if report.interrupted {
         return EXIT_INTERRUPTED;
     }
-    code
+    if !written {
+        return if report.summary.bytes_written > 0 {
+            EXIT_REPORT_LOST
+        } else {
+            EXIT_FAILURE
+        };
+    }
+    if walk_errors {
+        return EXIT_FAILURE;
+    }
+    match report.worst() {
+        Outcome::Failed | Outcome::Refused => EXIT_FAILURE,
+        Outcome::WouldRepair => EXIT_WORK_FOUND,
+        _ => EXIT_OK,
+    }
 }
 
 /// `krepair report merge`.

@@ -199,24 +199,9 @@ pub fn analyze(
         ));
         return Ok((r, None));
     }
-    let num_bins = match &site.num_bins {
-        Value::Number(n) => match n.as_u64() {
-            Some(b) if (1..=MAX_BINS).contains(&b) => b,
-            _ => {
-                return Ok(refuse(
-                    r,
-                    Code::BadNumBins,
-                    format!("num_bins is {n}: tf.keras adapts only a whole number of bins from 1 (krepair computes at most {MAX_BINS})"),
-                ))
-            }
-        },
-        other => {
-            return Ok(refuse(
-                r,
-                Code::BadNumBins,
-                format!("bin_boundaries and num_bins are both {other}: the layer has no bins to compute"),
-            ))
-        }
+    let num_bins = match num_bins(&site.num_bins) {
+        Ok(n) => n,
+        Err((code, reason)) => return Ok(refuse(r, code, reason)),
     };
     if !site.has_boundaries_key {
         return Ok(refuse(
@@ -248,10 +233,68 @@ pub fn analyze(
     };
     r.weights_group = Some(group.clone());
     let ds = w.datasets(&group)?;
+    let columns = match summary_columns(&group, &ds, &mut r) {
+        Ok(c) => c,
+        Err((code, reason)) => return Ok(refuse(r, code, reason)),
+    };
+    crate::progress::step(&format!("reading the summary of `{}`", site.config_path));
+    let summary = w.read_f32(&format!("{group}/0"), crate::passes::stats::MAX_VALUES)?;
+    let (values, weights) = summary.data.split_at(columns);
+    if let Err((code, reason)) = check_summary(values, weights) {
+        return Ok(refuse(r, code, reason));
+    }
+    r.total_weight = Some(weights.iter().map(|&w| w as f64).sum());
+    let boundaries = bin_boundaries(values, weights, num_bins);
+    if columns == 0 {
+        r.findings.push(finding(
+            Code::NeverAdapted,
+            "the summary is empty: the layer was built but never adapted, so it puts every input in bin 0, as the embedded empty bin_boundaries do",
+        ));
+    }
+    r.findings
+        .push(computed(site, columns, num_bins, boundaries.len()));
+    r.bin_boundaries = Some(boundaries.iter().map(|&b| b as f64).collect());
+    r.status = Status::WouldRepair;
+    let action = Action::EmbedBoundaries {
+        pointer: site.pointer.clone(),
+        group,
+        boundaries: Tensor {
+            shape: vec![boundaries.len()],
+            data: boundaries,
+        },
+        encoding: site.encoding.clone(),
+    };
+    Ok((r, Some(action)))
+}
+
+/// A Discretization's `num_bins`, when tf.keras could have adapted it.
+fn num_bins(v: &Value) -> std::result::Result<u64, (Code, String)> {
+    match v {
+        Value::Number(n) => match n.as_u64() {
+            Some(b) if (1..=MAX_BINS).contains(&b) => Ok(b),
+            _ => Err((
+                Code::BadNumBins,
+                format!("num_bins is {n}: tf.keras adapts only a whole number of bins from 1 (krepair computes at most {MAX_BINS})"),
+            )),
+        },
+        other => Err((
+            Code::BadNumBins,
+            format!("bin_boundaries and num_bins are both {other}: the layer has no bins to compute"),
+        )),
+    }
+}
+
+/// The number of columns of the summary `group/0` (float32 `[2, n]`, the
+/// only dataset of `group`, at most [`crate::passes::stats::MAX_VALUES`]
+/// values); its shape goes to the report.
+fn summary_columns(
+    group: &str,
+    ds: &[crate::weights::DatasetInfo],
+    r: &mut DiscretizationReport,
+) -> std::result::Result<usize, (Code, String)> {
     let names: Vec<&str> = ds.iter().map(|d| d.name.as_str()).collect();
     if names != ["0"] {
-        return Ok(refuse(
-            r,
+        return Err((
             Code::WeightsMismatch,
             format!("`{group}` holds datasets {names:?}, expected [\"0\"] (the summary)"),
         ));
@@ -260,8 +303,7 @@ pub fn analyze(
     let columns = match d.shape.as_slice() {
         [2, n] if !d.null && d.elem == Elem::Float(4) => *n,
         _ => {
-            return Ok(refuse(
-                r,
+            return Err((
                 Code::WeightsMismatch,
                 format!(
                     "`{group}/0` (the summary) is {} {}, expected float32 of shape [2, n]",
@@ -277,8 +319,7 @@ pub fn analyze(
     };
     r.summary_shape = Some(d.shape.clone());
     if columns.saturating_mul(2) > crate::passes::stats::MAX_VALUES {
-        return Ok(refuse(
-            r,
+        return Err((
             Code::StatsTooLarge,
             format!(
                 "the summary has {columns} columns, more than the {} values krepair reads",
@@ -286,26 +327,18 @@ pub fn analyze(
             ),
         ));
     }
-    crate::progress::step(&format!("reading the summary of `{}`", site.config_path));
-    let summary = w.read_f32(&format!("{group}/0"), crate::passes::stats::MAX_VALUES)?;
-    let (values, weights) = summary.data.split_at(columns);
-    if let Err((code, reason)) = check_summary(values, weights) {
-        return Ok(refuse(r, code, reason));
-    }
-    r.total_weight = Some(weights.iter().map(|&w| w as f64).sum());
-    let boundaries = bin_boundaries(values, weights, num_bins);
-    if columns == 0 {
-        r.findings.push(finding(
-            Code::NeverAdapted,
-            "the summary is empty: the layer was built but never adapted, so it puts every input in bin 0, as the embedded empty bin_boundaries do",
-        ));
-    }
+    Ok(columns)
+}
+
+/// The finding that says how the boundaries (`count` of them) were
+/// computed from a summary of `columns` columns.
+fn computed(site: &DiscSite, columns: usize, num_bins: u64, count: usize) -> crate::plan::Finding {
     let compressed = (columns as f64) * (1.0 / num_bins as f64) >= 1.0;
-    r.findings.push(finding(
+    finding(
         Code::BoundariesComputed,
         format!(
             "{} boundaries for num_bins={num_bins} from a summary of {columns} columns ({}), as tf.keras's finalize_state() computes them{}",
-            boundaries.len(),
+            count,
             if compressed {
                 "interpolated at the bin quantiles"
             } else {
@@ -314,25 +347,13 @@ pub fn analyze(
             if site.encoding.is_some() {
                 format!(
                     "; the CategoryEncoding the migration put after it (rule discretization-encoding) gets num_tokens {}",
-                    boundaries.len() + 1
+                    count + 1
                 )
             } else {
                 String::new()
             }
         ),
-    ));
-    r.bin_boundaries = Some(boundaries.iter().map(|&b| b as f64).collect());
-    r.status = Status::WouldRepair;
-    let action = Action::EmbedBoundaries {
-        pointer: site.pointer.clone(),
-        group,
-        boundaries: Tensor {
-            shape: vec![boundaries.len()],
-            data: boundaries,
-        },
-        encoding: site.encoding.clone(),
-    };
-    Ok((r, Some(action)))
+    )
 }
 
 #[cfg(test)]

@@ -222,10 +222,10 @@ pub enum StatsProblem {
 
 impl StatsProblem {
     /// The stable finding code.
-    pub fn code(&self) -> crate::plan::Code {
+    pub fn code(&self) -> crate::codes::Code {
         match self {
-            StatsProblem::NonFinite { .. } => crate::plan::Code::NonFiniteStatistics,
-            StatsProblem::NegativeVariance { .. } => crate::plan::Code::NegativeVariance,
+            StatsProblem::NonFinite { .. } => crate::codes::Code::NonFiniteStatistics,
+            StatsProblem::NegativeVariance { .. } => crate::codes::Code::NegativeVariance,
         }
     }
 }
@@ -325,7 +325,7 @@ mod tests {
         inf.data[2] = f32::INFINITY;
         assert_eq!(
             check(&ok, &inf).unwrap_err().code(),
-            crate::plan::Code::NonFiniteStatistics
+            crate::codes::Code::NonFiniteStatistics
         );
         let mut neg = ok.clone();
         neg.data[0] = -1e-3;

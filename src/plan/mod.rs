@@ -6,8 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub mod codes;
-pub use codes::{Code, Rule};
+pub use crate::codes::{Code, Rule, Severity};
 
 use crate::passes::stats::Tensor;
 use crate::view::config::{Consumer, NormSite};
@@ -32,18 +31,6 @@ pub enum Chosen {
     Adapted,
     /// Mean 0, variance 1.
     Identity,
-}
-
-/// How serious a finding is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Severity {
-    /// For the record.
-    Info,
-    /// Worth a human's look; the repair still proceeds.
-    Warning,
-    /// The layer cannot be repaired safely.
-    Error,
 }
 
 /// A fact about the archive or a layer, with a stable code.

@@ -1,10 +1,13 @@
 //! The audit report: its JSON schema (docs/report.md) and the short human
 //! summary printed when no JSON report is asked for.
 
+mod human;
+pub mod run;
+
 use serde::{Deserialize, Serialize};
 
 use crate::passes::stats::Tensor;
-use crate::plan::{Choice, Finding, Policy, Severity};
+use crate::plan::{Choice, Finding, Policy};
 use crate::source::keras::Form;
 
 /// Version of the report schema; bumped on any incompatible change.
@@ -260,156 +263,5 @@ impl Report {
         let mut s = serde_json::to_string_pretty(self).expect("report serializes");
         s.push('\n');
         s
-    }
-
-    /// A short summary for people.
-    pub fn human(&self) -> String {
-        let mut out = String::new();
-        let version = self.keras_version.as_deref().unwrap_or("unknown");
-        let n = self.layers.len();
-        let d = self.discretizations.len();
-        // An archive refused before it was read says nothing of its
-        // version or layers: the error line says why.
-        let unread = self.error.is_some() && self.keras_version.is_none() && n == 0 && d == 0;
-        if !unread {
-            out.push_str(&format!(
-                "{}: saved by Keras {version}, {n} Normalization layer{}{}\n",
-                self.input.path,
-                if n == 1 { "" } else { "s" },
-                match d {
-                    0 => String::new(),
-                    1 => ", 1 Discretization layer".into(),
-                    _ => format!(", {d} Discretization layers"),
-                }
-            ));
-        }
-        if !self.migration.is_empty() {
-            let mut by_code: Vec<(crate::plan::Rule, usize)> = Vec::new();
-            for r in &self.migration {
-                match by_code.iter_mut().find(|(c, _)| *c == r.code) {
-                    Some((_, n)) => *n += 1,
-                    None => by_code.push((r.code, 1)),
-                }
-            }
-            out.push_str(&format!(
-                "  migrated to Keras 3: {} rewrite(s): {}\n",
-                self.migration.len(),
-                by_code
-                    .iter()
-                    .map(|(c, n)| format!("{c} x{n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        for f in &self.findings {
-            out.push_str(&format!(
-                "  {}: {} [{}]\n",
-                sev(f.severity),
-                f.message,
-                f.code
-            ));
-        }
-        for l in &self.layers {
-            let group = l.weights_group.as_deref().unwrap_or("-");
-            let what = match (&l.status, &l.policy, &l.embedded) {
-                (Status::Repaired | Status::WouldRepair, Some(p), Some(e)) => format!(
-                    "{} {:?} statistics in its {}",
-                    if l.status == Status::Repaired {
-                        "repaired: embedded"
-                    } else {
-                        "would embed"
-                    },
-                    p.chosen,
-                    e.location
-                )
-                .to_lowercase(),
-                (Status::Unchanged, _, _) => "unchanged".into(),
-                (Status::AlreadyExplicit, _, _) => "already explicit, left alone".into(),
-                (Status::Refused, _, _) => "REFUSED".into(),
-                _ => format!("{:?}", l.status).to_lowercase(),
-            };
-            out.push_str(&format!("  {} [{group}]: {what}\n", l.config_path));
-            if let Some(p) = &l.policy {
-                out.push_str(&format!("    why: {}\n", p.reason));
-            }
-            layer_notes(&mut out, l.reason.as_deref(), &l.findings);
-        }
-        for l in &self.discretizations {
-            let group = l.weights_group.as_deref().unwrap_or("-");
-            let k = l.bin_boundaries.as_ref().map_or(0, Vec::len);
-            let what = match l.status {
-                Status::Repaired => format!("repaired: embedded {k} bin boundaries in its config"),
-                Status::WouldRepair => format!("would embed {k} bin boundaries in its config"),
-                Status::Unchanged => "unchanged".into(),
-                Status::AlreadyExplicit => "already explicit, left alone".into(),
-                Status::Refused => "REFUSED".into(),
-            };
-            out.push_str(&format!("  {} [{group}]: {what}\n", l.config_path));
-            if let Some(b) = &l.bin_boundaries {
-                const SHOWN: usize = 8;
-                let mut text: Vec<String> = b.iter().take(SHOWN).map(|x| x.to_string()).collect();
-                if b.len() > SHOWN {
-                    text.push(format!("... ({} more)", b.len() - SHOWN));
-                }
-                out.push_str(&format!("    bin_boundaries: [{}]\n", text.join(", ")));
-            }
-            layer_notes(&mut out, l.reason.as_deref(), &l.findings);
-        }
-        let count = |s: Status| {
-            self.layers.iter().filter(|l| l.status == s).count()
-                + self
-                    .discretizations
-                    .iter()
-                    .filter(|l| l.status == s)
-                    .count()
-        };
-        let summary = match self.outcome {
-            Outcome::Repaired => format!(
-                "{}repaired {} layer(s); wrote {}",
-                if self.migration.is_empty() {
-                    ""
-                } else {
-                    "migrated, "
-                },
-                count(Status::Repaired),
-                self.output.as_ref().map_or("-", |o| o.path.as_str())
-            ),
-            Outcome::NothingToRepair => match &self.output {
-                Some(o) => format!("nothing to repair; wrote an exact copy to {}", o.path),
-                None => "nothing to repair".into(),
-            },
-            Outcome::WouldRepair => format!(
-                "dry run: would repair {} layer(s); wrote nothing",
-                count(Status::WouldRepair)
-            ),
-            Outcome::Refused => "refused: no output written".into(),
-            Outcome::Failed => "failed: no output written".into(),
-        };
-        out.push_str(&summary);
-        out.push('\n');
-        out
-    }
-}
-
-/// A layer's reason and its findings above info, indented under it.
-fn layer_notes(out: &mut String, reason: Option<&str>, findings: &[Finding]) {
-    if let Some(r) = reason {
-        out.push_str(&format!("    {r}\n"));
-    }
-    for f in findings.iter().filter(|f| f.severity > Severity::Info) {
-        out.push_str(&format!(
-            "    {}: {} [{}]\n",
-            sev(f.severity),
-            f.message,
-            f.code
-        ));
-    }
-}
-
-fn sev(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "note",
-        Severity::Warning => "warning",
-        Severity::Error => "error",
     }
 }

@@ -195,18 +195,7 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
         .and_then(|_| crate::sink::scan::scan_in_background(&a));
     // The weights are opened for editing only once the walk has passed.
     let mut insp = inspect::inspect_walked(a, opts.policy, check, walk)?;
-    report.input.form = insp.archive.form;
-    report.input.size = match insp.archive.form {
-        Form::Zip => fs::metadata(&opts.input)
-            .map_err(|e| Error::io(&opts.input, "stat", e))?
-            .len(),
-        Form::Directory => insp.archive.members.iter().map(|m| m.size).sum(),
-    };
-    report.keras_version = insp.keras_version.clone();
-    report.findings = insp.findings.clone();
-    report.layers = insp.layers.clone();
-    report.discretizations = insp.discretizations.clone();
-    report.migration = insp.migration.clone();
+    record_inspection(report, &insp)?;
     let refusal = insp.refusal().map(|(layer, reason)| Error::Refused {
         path: opts.input.clone(),
         verb: crate::error::Verb::Repair,
@@ -270,7 +259,42 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
     };
     crate::progress::step("renaming the output into place");
     staged.persist(&opts.input, &output, opts.force)?;
+    record_output(report, insp.archive.form, &output, &after, output_sha)?;
+    report.outcome = if changed {
+        Outcome::Repaired
+    } else {
+        Outcome::NothingToRepair
+    };
+    Ok(())
+}
 
+/// What the inspection found, into the report.
+fn record_inspection(report: &mut Report, insp: &inspect::Inspection) -> Result<()> {
+    let input = &insp.archive.path;
+    report.input.form = insp.archive.form;
+    report.input.size = match insp.archive.form {
+        Form::Zip => fs::metadata(input)
+            .map_err(|e| Error::io(input, "stat", e))?
+            .len(),
+        Form::Directory => insp.archive.members.iter().map(|m| m.size).sum(),
+    };
+    report.keras_version = insp.keras_version.clone();
+    report.findings = insp.findings.clone();
+    report.layers = insp.layers.clone();
+    report.discretizations = insp.discretizations.clone();
+    report.migration = insp.migration.clone();
+    Ok(())
+}
+
+/// The output kept at `output` (its members `after`, its hash), into the
+/// report: what would be repaired now is repaired.
+fn record_output(
+    report: &mut Report,
+    form: Form,
+    output: &Path,
+    after: &[archive::Member],
+    sha256: Option<String>,
+) -> Result<()> {
     for l in &mut report.layers {
         if l.status == Status::WouldRepair {
             l.status = Status::Repaired;
@@ -289,19 +313,14 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
     }
     report.output = Some(FileInfo {
         path: output.display().to_string(),
-        form: insp.archive.form,
-        size: match insp.archive.form {
-            Form::Zip => fs::metadata(&output)
-                .map_err(|e| Error::io(&output, "stat", e))?
+        form,
+        size: match form {
+            Form::Zip => fs::metadata(output)
+                .map_err(|e| Error::io(output, "stat", e))?
                 .len(),
             Form::Directory => after.iter().map(|x| x.size).sum(),
         },
-        sha256: output_sha,
+        sha256,
     });
-    report.outcome = if changed {
-        Outcome::Repaired
-    } else {
-        Outcome::NothingToRepair
-    };
     Ok(())
 }

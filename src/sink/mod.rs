@@ -100,10 +100,9 @@ pub(crate) fn stage(
     parent: &Path,
     output: &Path,
 ) -> Result<(Staged, Option<Scan>)> {
-    let form = insp.archive.form;
     if !insp.changes() {
         // Nothing to repair: an exact copy.
-        return match form {
+        return match insp.archive.form {
             Form::Zip => stage_zip(parent, output, |t, _| {
                 fs::copy(&insp.archive.path, t.path())
                     .map(drop)
@@ -112,41 +111,62 @@ pub(crate) fn stage(
             Form::Directory => stage_dir(parent, |d| write::copy_dir(&insp.archive, d)),
         };
     }
+    // The edited text is parsed, and its layers read again, when the
+    // output is verified (before it is kept).
+    let new_config = edited_config(insp)?;
+    let mut new = HashMap::new();
+    new.insert(
+        archive::CONFIG.to_string(),
+        Content::Bytes(new_config.as_bytes()),
+    );
+    if insp.actions.is_empty() {
+        // A migrated config and nothing else: the weights are copied as
+        // they are.
+        return stage_edited(&mut insp.archive, new, parent, output);
+    }
+    // model.weights.h5: edit the private mapping.
+    let Some(w) = insp.weights.take() else {
+        return Err(Error::Internal {
+            path: insp.archive.path.clone(),
+            problem: "layers to repair without open weights".into(),
+        });
+    };
+    for a in &insp.actions {
+        edit_weights(&w, a)?;
+    }
+    crate::progress::step("closing the edited weights");
+    let mut image = w.finish()?;
+    crate::progress::step("writing the archive");
+    new.insert(archive::WEIGHTS.to_string(), Content::Image(&mut image));
+    stage_edited(&mut insp.archive, new, parent, output)
+}
 
-    // config.json: replace the null mean/variance of each embedded
-    // Normalization, and the null bin_boundaries (and num_bins, and the
-    // num_tokens of a split-off CategoryEncoding) of each Discretization.
+/// Write `archive` with the members in `new` replaced, as the archive's
+/// own form, beside `output`.
+fn stage_edited(
+    archive: &mut archive::Archive,
+    mut new: HashMap<String, Content<'_>>,
+    parent: &Path,
+    output: &Path,
+) -> Result<(Staged, Option<Scan>)> {
+    match archive.form {
+        Form::Zip => stage_zip(parent, output, |t, follow| {
+            let f = t.reopen().map_err(|e| Error::io(t.path(), "open", e))?;
+            write::write_zip(archive, &mut new, f, output, Some(follow)).map(drop)
+        }),
+        Form::Directory => stage_dir(parent, |d| write::write_dir(archive, &mut new, d)),
+    }
+}
+
+/// config.json with the plan's values spliced in: the null mean/variance
+/// of each embedded Normalization, and the null bin_boundaries (and
+/// num_bins, and the num_tokens of a split-off CategoryEncoding) of each
+/// Discretization. Every other byte is kept.
+fn edited_config(insp: &Inspection) -> Result<String> {
     let mut edits = Vec::new();
     let mut members = json_span::Members::new(&insp.config_text, insp.config_keys_unique);
     for a in &insp.actions {
-        let values: Vec<(&Vec<Seg>, &str, String)> = match a {
-            Action::EmbedConfig {
-                pointer,
-                mean,
-                variance,
-                ..
-            } => vec![
-                (pointer, "mean", mean.to_json_text()),
-                (pointer, "variance", variance.to_json_text()),
-            ],
-            Action::EmbedBoundaries {
-                pointer,
-                boundaries,
-                encoding,
-                ..
-            } => {
-                let mut v = vec![
-                    (pointer, "bin_boundaries", boundaries.to_json_text()),
-                    (pointer, "num_bins", "null".to_string()),
-                ];
-                if let Some(e) = encoding {
-                    v.push((e, "num_tokens", (boundaries.data.len() + 1).to_string()));
-                }
-                v
-            }
-            _ => Vec::new(),
-        };
-        for (pointer, key, text) in values {
+        for (pointer, key, text) in config_values(a) {
             let mut p = pointer.clone();
             p.push(Seg::Key("config".into()));
             let span = members.span(&p, key).map_err(|e| {
@@ -160,88 +180,86 @@ pub(crate) fn stage(
             edits.push((span, text));
         }
     }
-    // The edited text is parsed, and its layers read again, when the
-    // output is verified (before it is kept).
-    let new_config = json_span::splice(&insp.config_text, edits);
+    Ok(json_span::splice(&insp.config_text, edits))
+}
 
-    let mut new = HashMap::new();
-    new.insert(
-        archive::CONFIG.to_string(),
-        Content::Bytes(new_config.as_bytes()),
-    );
-    if insp.actions.is_empty() {
-        // A migrated config and nothing else: the weights are copied as
-        // they are.
-        return match form {
-            Form::Zip => stage_zip(parent, output, |t, follow| {
-                let f = t.reopen().map_err(|e| Error::io(t.path(), "open", e))?;
-                write::write_zip(&mut insp.archive, &mut new, f, output, Some(follow)).map(drop)
-            }),
-            Form::Directory => stage_dir(parent, |d| write::write_dir(&insp.archive, &mut new, d)),
-        };
+/// The values one action writes into config.json: (layer entry, key in
+/// its config, JSON text).
+fn config_values(a: &Action) -> Vec<(&Vec<Seg>, &'static str, String)> {
+    match a {
+        Action::EmbedConfig {
+            pointer,
+            mean,
+            variance,
+            ..
+        } => vec![
+            (pointer, "mean", mean.to_json_text()),
+            (pointer, "variance", variance.to_json_text()),
+        ],
+        Action::EmbedBoundaries {
+            pointer,
+            boundaries,
+            encoding,
+            ..
+        } => {
+            let mut v = vec![
+                (pointer, "bin_boundaries", boundaries.to_json_text()),
+                (pointer, "num_bins", "null".to_string()),
+            ];
+            if let Some(e) = encoding {
+                v.push((e, "num_tokens", (boundaries.data.len() + 1).to_string()));
+            }
+            v
+        }
+        _ => Vec::new(),
     }
-    // model.weights.h5: edit the private mapping.
-    let Some(w) = insp.weights.take() else {
-        return Err(Error::Internal {
-            path: insp.archive.path.clone(),
-            problem: "layers to repair without open weights".into(),
-        });
-    };
-    for a in &insp.actions {
-        match a {
-            Action::EmbedConfig { group, .. } => {
-                for ds in ["0", "1", "2"] {
-                    w.unlink(group, ds)?;
-                }
+}
+
+/// Apply one action's edit to the weights' private mapping.
+fn edit_weights(w: &crate::weights::Weights, a: &Action) -> Result<()> {
+    match a {
+        Action::EmbedConfig { group, .. } => {
+            for ds in ["0", "1", "2"] {
+                w.unlink(group, ds)?;
             }
-            Action::EmbedBoundaries { group, .. } => w.unlink(group, "0")?,
-            Action::WriteVariables {
-                group,
-                mean,
-                variance,
-            } => {
-                w.write_f32(&format!("{group}/0"), mean)?;
-                w.write_f32(&format!("{group}/1"), variance)?;
+        }
+        Action::EmbedBoundaries { group, .. } => w.unlink(group, "0")?,
+        Action::WriteVariables {
+            group,
+            mean,
+            variance,
+        } => {
+            w.write_f32(&format!("{group}/0"), mean)?;
+            w.write_f32(&format!("{group}/1"), variance)?;
+        }
+        Action::Renamed { .. } => {}
+        Action::DropOptimizerState { group, count } => {
+            for i in 0..*count {
+                w.unlink(group, &i.to_string())?;
             }
-            Action::Renamed { .. } => {}
-            Action::DropOptimizerState { group, count } => {
-                for i in 0..*count {
+        }
+        Action::OptimizerVariables {
+            group,
+            count,
+            learning_rate,
+            drop_slots,
+        } => {
+            if *drop_slots {
+                for i in 1..*count {
                     w.unlink(group, &i.to_string())?;
                 }
+            } else if learning_rate.is_some() {
+                // Make room for the learning rate at 1.
+                for i in (1..*count).rev() {
+                    w.rename(group, &i.to_string(), &(i + 1).to_string())?;
+                }
             }
-            Action::OptimizerVariables {
-                group,
-                count,
-                learning_rate,
-                drop_slots,
-            } => {
-                if *drop_slots {
-                    for i in 1..*count {
-                        w.unlink(group, &i.to_string())?;
-                    }
-                } else if learning_rate.is_some() {
-                    // Make room for the learning rate at 1.
-                    for i in (1..*count).rev() {
-                        w.rename(group, &i.to_string(), &(i + 1).to_string())?;
-                    }
-                }
-                if let Some(lr) = learning_rate {
-                    w.create_scalar_f32(group, "1", *lr)?;
-                }
+            if let Some(lr) = learning_rate {
+                w.create_scalar_f32(group, "1", *lr)?;
             }
         }
     }
-    crate::progress::step("closing the edited weights");
-    let mut image = w.finish()?;
-    crate::progress::step("writing the archive");
-    new.insert(archive::WEIGHTS.to_string(), Content::Image(&mut image));
-    match form {
-        Form::Zip => stage_zip(parent, output, |t, follow| {
-            let f = t.reopen().map_err(|e| Error::io(t.path(), "open", e))?;
-            write::write_zip(&mut insp.archive, &mut new, f, output, Some(follow)).map(drop)
-        }),
-        Form::Directory => stage_dir(parent, |d| write::write_dir(&insp.archive, &mut new, d)),
-    }
+    Ok(())
 }
 
 fn tmp_err(parent: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -330,104 +348,13 @@ pub(crate) fn verify(
         inspect::Check::VERIFY.migrating(migrate),
     )
     .map_err(|e| fail(e.to_string()))?;
-    if !after.migration.is_empty() {
-        return Err(fail(format!(
-            "{} migration rewrite(s) still planned after the migration",
-            after.migration.len()
-        )));
-    }
-    let names = |i: &Inspection| {
-        i.archive
-            .members
-            .iter()
-            .map(|m| m.name.clone())
-            .collect::<Vec<_>>()
-    };
-    if names(&after) != names(before) {
-        return Err(fail("the member list changed".into()));
-    }
-    if after.keras_version != before.keras_version {
-        return Err(fail("keras_version changed".into()));
-    }
-    if after.layers.len() != before.layers.len() {
-        return Err(fail("the number of Normalization layers changed".into()));
-    }
-    if after.discretizations.len() != before.discretizations.len() {
-        return Err(fail("the number of Discretization layers changed".into()));
-    }
-    if let Some((layer, reason)) = after.refusal() {
-        return Err(fail(format!("layer `{layer}`: {reason}")));
-    }
-    if !after.actions.is_empty() {
-        return Err(fail(format!(
-            "{} change(s) still planned after the repair",
-            after.actions.len()
-        )));
-    }
-    for (b, a) in before.layers.iter().zip(&after.layers) {
-        if b.config_path != a.config_path {
-            return Err(fail(format!(
-                "layer `{}` became `{}`",
-                b.config_path, a.config_path
-            )));
-        }
-    }
+    same_model(before, &after).map_err(fail)?;
     // The embedded values must read back bit for bit from the new config
     // (each value parsed on its own: the tree of a large config is ten
     // times its size).
     let mut members = json_span::Members::new(&after.config_text, after.config_keys_unique);
     for a in &before.actions {
-        let embedded = match a {
-            Action::EmbedConfig {
-                pointer,
-                mean,
-                variance,
-                ..
-            } => vec![(pointer, "mean", mean), (pointer, "variance", variance)],
-            Action::EmbedBoundaries {
-                pointer,
-                boundaries,
-                encoding,
-                ..
-            } => {
-                if let Some(e) = encoding {
-                    let mut p = e.clone();
-                    p.push(Seg::Key("config".into()));
-                    let back = members
-                        .span(&p, "num_tokens")
-                        .ok()
-                        .and_then(|span| after.config_text.get(span))
-                        .and_then(|text| text.trim().parse::<usize>().ok());
-                    if back != Some(boundaries.data.len() + 1) {
-                        return Err(fail(format!(
-                            "num_tokens at {}/num_tokens does not read back as {}",
-                            json_span::path_string(&p),
-                            boundaries.data.len() + 1
-                        )));
-                    }
-                }
-                vec![(pointer, "bin_boundaries", boundaries)]
-            }
-            _ => Vec::new(),
-        };
-        for (pointer, key, t) in embedded {
-            let mut p = pointer.clone();
-            p.push(Seg::Key("config".into()));
-            let back = members
-                .span(&p, key)
-                .ok()
-                .and_then(|span| after.config_text.get(span))
-                .and_then(|text| {
-                    let mut d = serde_json::Deserializer::from_str(text);
-                    crate::passes::stats::nested_json::deserialize(&mut d).ok()
-                });
-            if !back.is_some_and(|b| b.bits_eq(t)) {
-                return Err(fail(format!(
-                    "{key} at {}/{key} does not read back as the embedded float32 values",
-                    json_span::path_string(&p)
-                )));
-            }
-        }
+        reads_back(a, &after.config_text, &mut members).map_err(fail)?;
     }
     for (b, a) in before.archive.members.iter().zip(&after.archive.members) {
         let rewritten = (before.changes() && b.name == archive::CONFIG)
@@ -442,4 +369,115 @@ pub(crate) fn verify(
     crate::progress::step("waiting for the output's hash");
     let sha = finish_scan(scan, &after.archive).map_err(|e| fail(e.to_string()))?;
     Ok((sha, after.archive.members.clone()))
+}
+
+/// The output, inspected again (`after`), is the input's model with
+/// nothing left to do: the same members, Keras version and layers, no
+/// refusal, no migration rewrite or repair still planned.
+fn same_model(before: &Inspection, after: &Inspection) -> std::result::Result<(), String> {
+    if !after.migration.is_empty() {
+        return Err(format!(
+            "{} migration rewrite(s) still planned after the migration",
+            after.migration.len()
+        ));
+    }
+    let names = |i: &Inspection| {
+        i.archive
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .collect::<Vec<_>>()
+    };
+    if names(after) != names(before) {
+        return Err("the member list changed".into());
+    }
+    if after.keras_version != before.keras_version {
+        return Err("keras_version changed".into());
+    }
+    if after.layers.len() != before.layers.len() {
+        return Err("the number of Normalization layers changed".into());
+    }
+    if after.discretizations.len() != before.discretizations.len() {
+        return Err("the number of Discretization layers changed".into());
+    }
+    if let Some((layer, reason)) = after.refusal() {
+        return Err(format!("layer `{layer}`: {reason}"));
+    }
+    if !after.actions.is_empty() {
+        return Err(format!(
+            "{} change(s) still planned after the repair",
+            after.actions.len()
+        ));
+    }
+    for (b, a) in before.layers.iter().zip(&after.layers) {
+        if b.config_path != a.config_path {
+            return Err(format!(
+                "layer `{}` became `{}`",
+                b.config_path, a.config_path
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What action `a` embedded reads back from the output's config text
+/// (`members` walks it): the same float32 values to the bit, and a
+/// split-off CategoryEncoding's `num_tokens`.
+fn reads_back(
+    a: &Action,
+    text: &str,
+    members: &mut json_span::Members,
+) -> std::result::Result<(), String> {
+    let embedded = match a {
+        Action::EmbedConfig {
+            pointer,
+            mean,
+            variance,
+            ..
+        } => vec![(pointer, "mean", mean), (pointer, "variance", variance)],
+        Action::EmbedBoundaries {
+            pointer,
+            boundaries,
+            encoding,
+            ..
+        } => {
+            if let Some(e) = encoding {
+                let mut p = e.clone();
+                p.push(Seg::Key("config".into()));
+                let back = members
+                    .span(&p, "num_tokens")
+                    .ok()
+                    .and_then(|span| text.get(span))
+                    .and_then(|text| text.trim().parse::<usize>().ok());
+                if back != Some(boundaries.data.len() + 1) {
+                    return Err(format!(
+                        "num_tokens at {}/num_tokens does not read back as {}",
+                        json_span::path_string(&p),
+                        boundaries.data.len() + 1
+                    ));
+                }
+            }
+            vec![(pointer, "bin_boundaries", boundaries)]
+        }
+        _ => Vec::new(),
+    };
+    for (pointer, key, t) in embedded {
+        let mut p = pointer.clone();
+        p.push(Seg::Key("config".into()));
+        let back = members
+            .span(&p, key)
+            .ok()
+            .and_then(|span| text.get(span))
+            .and_then(|text| {
+                let mut d = serde_json::Deserializer::from_str(text);
+                crate::passes::stats::nested_json::deserialize(&mut d).ok()
+            });
+        if !back.is_some_and(|b| b.bits_eq(t)) {
+            return Err(format!(
+                "{key} at {}/{key} does not read back as the embedded float32 values",
+                json_span::path_string(&p)
+            ));
+        }
+    }
+    Ok(())
 }

@@ -599,7 +599,7 @@ const CODE_CLASSES: &[&str] = &["Lambda", "TorchModuleWrapper", "TFSMLayer"];
 /// Findings about layers whose configs hold code or come from outside
 /// Keras. krepair only reads configs as JSON: nothing is ever evaluated,
 /// and none of this stops a Normalization repair.
-pub fn code_findings<J: Json>(config: &J) -> Vec<(crate::plan::Code, String)> {
+pub fn code_findings<J: Json>(config: &J) -> Vec<(crate::codes::Code, String)> {
     let mut out = Vec::new();
     // Only containers go on the stack: most nodes are strings and numbers.
     let container = |x: &&J| x.is_object() || x.is_array();
@@ -613,7 +613,7 @@ pub fn code_findings<J: Json>(config: &J) -> Vec<(crate::plan::Code, String)> {
                 let module = v.get("module").and_then(J::as_str);
                 if CODE_CLASSES.contains(&class) {
                     out.push((
-                        crate::plan::Code::CodeInConfig,
+                        crate::codes::Code::CodeInConfig,
                         format!("layer `{name}` ({class}) carries code that Keras would run on load; krepair never evaluates it"),
                     ));
                 } else if let Some(m) = module.filter(|m| {
@@ -623,7 +623,7 @@ pub fn code_findings<J: Json>(config: &J) -> Vec<(crate::plan::Code, String)> {
                         && !m.starts_with("tf_keras")
                 }) {
                     out.push((
-                        crate::plan::Code::CustomClass,
+                        crate::codes::Code::CustomClass,
                         format!("`{name}` is a {class} from module `{m}`; loading it needs that code, krepair does not"),
                     ));
                 }
@@ -1109,9 +1109,9 @@ mod tests {
         let cfg = json!({"class_name": "Functional", "config": {"name": "m", "layers": [lambda, custom, norm("n")]}});
         let f = code_findings(&cfg);
         assert_eq!(f.len(), 2, "{f:?}");
-        assert_eq!(f[0].0, crate::plan::Code::CodeInConfig);
+        assert_eq!(f[0].0, crate::codes::Code::CodeInConfig);
         assert!(f[0].1.contains("`lam`"));
-        assert_eq!(f[1].0, crate::plan::Code::CustomClass);
+        assert_eq!(f[1].0, crate::codes::Code::CustomClass);
         assert!(f[1].1.contains("evil_pkg"));
         // The Normalization next to them is still found.
         assert_eq!(find_normalizations(&cfg).unwrap().len(), 1);

@@ -190,182 +190,32 @@ pub fn inspect_walked(
 ) -> Result<Inspection> {
     let path = archive.path.clone();
     let path = path.as_path();
+    require_config(&archive)?;
+    let keras_version = keras_version(&mut archive)?;
     let mut findings = Vec::new();
-
-    if archive.member(archive::CONFIG).is_none() {
-        if archive.member(archive::WEIGHTS).is_none() && archive.form == Form::Directory {
-            return Err(Error::format(
-                path,
-                crate::error::Malformed::NotAnArchive,
-                "not a .keras directory: no config.json",
-            ));
-        }
-        return Err(Error::format(
-            path,
-            crate::error::Malformed::MissingMember,
-            "no config.json in the archive",
-        ));
-    }
-    let keras_version = match archive.member(archive::METADATA) {
-        None => None,
-        Some(_) => {
-            let bytes = archive.read_member(archive::METADATA, archive::MAX_METADATA_BYTES)?;
-            let meta = parse_json(&bytes, "metadata.json", &archive)?;
-            if !meta.is_object() {
-                return Err(Error::format(
-                    path,
-                    crate::error::Malformed::Metadata,
-                    "metadata.json is not a JSON object",
-                ));
-            }
-            match meta.get("keras_version") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(_) => {
-                    return Err(Error::format(
-                        path,
-                        crate::error::Malformed::Metadata,
-                        "metadata.json: keras_version is not a string",
-                    ))
-                }
-            }
-        }
-    };
     if keras_version.is_none() {
         findings.push(finding(
             Code::UnknownKerasVersion,
             "metadata.json is missing or names no keras_version: the saving Keras version is unknown",
         ));
     }
-    crate::progress::step("reading config.json");
-    let config_bytes = archive.read_member(archive::CONFIG, archive::MAX_CONFIG_BYTES)?;
-    let mut config_text = String::from_utf8(config_bytes)
-        .map_err(|e| not_json(&archive, archive::CONFIG, "UTF-8", e.utf8_error()))?;
-    let bad_config = |e: String| {
-        Error::format(
-            path,
-            crate::error::Malformed::Config,
-            format!("config.json: {e}"),
-        )
-    };
-    // Migration rewrites the tree first; the Normalization layers are then
-    // found, and embedded, in the migrated config.
-    let mut migration = Vec::new();
-    let mut optimizer = None;
-    // The shapes the config declares for Normalization layers without a
-    // build_config (tf.keras 2.12), before migration removes their
-    // batch_input_shape.
-    let mut declared = HashMap::new();
-    // tf.keras named the weights groups of 2.12-2.14 after the classes it
-    // saved, which migration may change (TFOpLambda): the layout is
-    // matched against the config as saved.
-    let saved_config_text = (check.migrate
-        && crate::passes::migrate::numbering_of(keras_version.as_deref()).is_some())
-    .then(|| config_text.clone());
-    let mut config_keys_unique = false;
-    let (mut sites, discs) = if check.migrate {
-        // The migration rewrites the tree: a `serde_json::Value`.
-        let mut config = parse_json(config_text.as_bytes(), "config.json", &archive)?;
-        if crate::passes::migrate::is_tf_keras(keras_version.as_deref()) {
-            for s in model::find_normalizations(&config).map_err(bad_config)? {
-                declared.insert(s.config_path, (s.input_shape, s.shape_from));
-            }
-        }
-        crate::progress::step("planning the migration of config.json");
-        let plan = crate::passes::migrate::plan(&mut config, keras_version.as_deref())
-            .map_err(|r| refused(path, r, Verb::Migrate, None))?;
-        migration = plan.rewrites;
-        optimizer = plan.optimizer;
-        if !migration.is_empty() {
-            config_text = serde_json::to_string(&config).map_err(|e| bad_config(e.to_string()))?;
-            // Written from a map: each key once.
-            config_keys_unique = true;
-        }
-        let found = read_config(&config, &mut findings).map_err(bad_config)?;
-        // The parsed tree takes about ten times the text's size: let it
-        // go before the weights are opened, on another thread (freeing a
-        // tree of a few million nodes takes tens of milliseconds).
-        drop_aside(config);
-        found
-    } else {
-        // Read only: a tree borrowing from the text, in an arena
-        // (json_tree).
-        let arena = bumpalo::Bump::new();
-        let (config, unique) = crate::view::json_tree::parse_checked(&config_text, &arena)
-            .map_err(|e| not_json(&archive, archive::CONFIG, "valid JSON", e))?;
-        config_keys_unique = unique;
-        read_config(&config, &mut findings).map_err(bad_config)?
-    };
-    for site in &mut sites {
-        if let Some((shape, from)) = declared.remove(&site.config_path) {
-            if site.shape_from == ShapeFrom::Unknown {
-                (site.input_shape, site.shape_from) = (shape, from);
-            }
-        }
-    }
+    let Config {
+        text: config_text,
+        keys_unique: config_keys_unique,
+        saved_text,
+        mut migration,
+        optimizer,
+        sites,
+        discs,
+    } = read_config(&mut archive, keras_version.as_deref(), check, &mut findings)?;
 
-    // The weights are always checked, even when no layer needs them: an
-    // archive is never handed back as healthy with a file Keras would refuse.
-    if archive.member(archive::WEIGHTS).is_none() {
-        let what = if archive.member(archive::WEIGHTS_NPZ).is_some() {
-            "weights are stored as model.weights.npz (pickled numpy), which krepair never loads"
-        } else {
-            "no model.weights.h5 in the archive"
-        };
-        return Err(Error::format(
-            path,
-            crate::error::Malformed::MissingMember,
-            what,
-        ));
-    }
-    crate::progress::step("opening model.weights.h5");
     // tf.keras 2.13 and 2.14 keep their layers' weights in another layout
     // (see [`crate::passes::migrate::legacy_layout`]).
     let numbering = crate::passes::migrate::numbering_of(keras_version.as_deref());
     let editable = check.editable || (check.migrate && numbering.is_some());
-    let label = format!("{}!{}", path.display(), archive::WEIGHTS);
-    let mut walked = false;
-    let weights = match archive.in_place(archive::WEIGHTS) {
-        // Renaming groups into Keras 3's layout edits the private mapping
-        // (never the file), in a dry run too.
-        Some((file, range)) => {
-            if editable {
-                crate::progress::step("walking the HDF5 structure of model.weights.h5");
-                match walk.as_mut() {
-                    Some(w) => w.verdict(path)?,
-                    None => {
-                        Weights::open_in(&file, range.clone(), &label, false)?.check_structure()?
-                    }
-                }
-                walked = true;
-            }
-            Weights::open_in(&file, range, &label, editable)?
-        }
-        None => {
-            let tmp = Inflated::weights(&mut archive)?;
-            if editable {
-                crate::progress::step("walking the HDF5 structure of model.weights.h5");
-                Weights::open_at(tmp.file.as_file(), 0, tmp.len, &label, false)?
-                    .check_structure()?;
-                walked = true;
-            }
-            Weights::open_at(tmp.file.as_file(), 0, tmp.len, &label, editable)?
-        }
-    };
+    let (mut weights, walked) = open_weights(&mut archive, editable, walk.as_mut())?;
     if check.members {
-        let names: Vec<String> = archive
-            .members
-            .iter()
-            .filter(|m| m.name != archive::WEIGHTS && !m.name.ends_with('/'))
-            .filter(|m| m.name != archive::CONFIG && m.name != archive::METADATA)
-            .map(|m| m.name.clone())
-            .collect();
-        for name in names {
-            archive.check_member(&name)?;
-        }
-        if archive.form == Form::Directory {
-            archive.check_member(archive::WEIGHTS)?;
-        }
+        check_other_members(&mut archive)?;
     }
     // A walk begun beside this inspection gives its verdict below.
     if check.structure && !walked && walk.is_none() {
@@ -383,146 +233,37 @@ pub fn inspect_walked(
     if let Some(numbering) =
         numbering.filter(|_| check.migrate || !sites.is_empty() || !discs.is_empty())
     {
-        crate::progress::step("matching the tf.keras weights groups to the config");
-        let config: Value = serde_json::from_str(
-            saved_config_text.as_deref().unwrap_or(&config_text),
-        )
-        .map_err(|e| {
-            Error::format(
-                path,
-                crate::error::Malformed::Config,
-                format!("config.json: {e}"),
-            )
-        })?;
-        let (verb, what) = if check.migrate {
-            (Verb::Migrate, None)
-        } else {
-            (
-                Verb::Repair,
-                Some("the tf.keras weights layout does not match the config"),
-            )
+        let config = saved_text.as_deref().unwrap_or(&config_text);
+        let layout = Layout {
+            path,
+            config,
+            numbering,
+            keras_version: keras_version.as_deref(),
         };
-        let renames = crate::passes::migrate::legacy_layout(&config, numbering, &weights)
-            .map_err(|r| refused(path, r, verb, what))?;
         if check.migrate {
-            for r in &renames {
-                weights.rename(&r.parent, &r.from, &r.to)?;
-                let at = |name: &str| crate::passes::migrate::join_path(&r.parent, name);
-                migration.push(crate::passes::migrate::Rewrite {
-                    code: Rule::WeightsLayout,
-                    layer: String::new(),
-                    key: format!("{}:{}", archive::WEIGHTS, at(&r.from)),
-                    old: Value::from(at(&r.from)),
-                    new: Some(Value::from(at(&r.to))),
-                });
-            }
-            if !renames.is_empty() {
-                actions.push(Action::Renamed {
-                    count: renames.len(),
-                });
-            }
+            migrate_layout(&layout, &mut weights, &mut migration, &mut actions)?;
         } else {
-            // 2.12 and 2.13 number a layer with weights by twos: embedding one
-            // Normalization's statistics (its weights go) would renumber
-            // the next one, and tf.keras 2.13 could no longer load it.
-            // A Discretization loses its one variable only when adapted: a
-            // later one with a variable would be looked for one number
-            // lower (one without variables reads nothing).
-            let adapted_discs = discs.iter().any(|d| d.mode == model::Mode::Adapt);
-            if let Some(r) = renames.iter().find(|r| {
-                r.from.starts_with("normalization_")
-                    || (adapted_discs
-                        && r.from.starts_with("discretization_")
-                        && weights.has_datasets_under(&crate::passes::migrate::legacy_path(
-                            &renames,
-                            &crate::passes::migrate::join_path(&r.parent, &r.from),
-                        )))
-            }) {
-                let old = crate::passes::migrate::join_path(&r.parent, &r.from);
-                return Err(Error::Refused {
-                    path: path.to_path_buf(),
-                    verb: Verb::Repair,
-                    layer: "(the model)".into(),
-                    reason: format!(
-                        "tf.keras {} numbers layers with weights by twos (keras #18830): embedding statistics (or bin boundaries) would renumber `{}`, and tf.keras {0} could not load the result; `krepair migrate` converts the archive to Keras 3's layout instead",
-                        keras_version.as_deref().unwrap_or("2.x"),
-                        crate::passes::migrate::legacy_path(&renames, &old)
-                    ),
-                });
-            }
-            legacy = renames;
+            legacy = repair_layout(&layout, &weights, &discs)?;
         }
     }
-    let mut layers = Vec::new();
-    let mut claimed = HashSet::new();
-    let within_counts = count_within(&sites);
-    for site in &sites {
-        let (report, action) = analyze(
-            site,
-            &weights,
-            keras_version.as_deref(),
-            policy,
-            &mut claimed,
-            &within_counts,
-            &legacy,
-        )?;
-        layers.push(report);
-        if let Some(a) = action {
-            actions.push(a);
-        }
-    }
-    let mut discretizations = Vec::new();
-    let disc_within =
-        crate::passes::normalization::count_locators(discs.iter().map(|d| &d.locator));
-    for site in &discs {
-        let (report, action) = crate::passes::discretization::analyze(
-            site,
-            &weights,
-            &mut claimed,
-            &disc_within,
-            &legacy,
-        )?;
-        discretizations.push(report);
-        if let Some(a) = action {
-            actions.push(a);
-        }
-    }
+    let (layers, discretizations) = run_layer_passes(
+        &sites,
+        &discs,
+        &weights,
+        keras_version.as_deref(),
+        policy,
+        &legacy,
+        &mut actions,
+    )?;
     if let Some(o) = &optimizer {
-        // tf.keras saves a LossScaleOptimizer's inner optimizer under
-        // `optimizer/inner_optimizer` (and its variables, which are the
-        // inner ones, under `optimizer/vars` too); the compile config
-        // names only the inner optimizer.
-        if weights.is_group("optimizer/inner_optimizer") {
-            findings.push(finding(
-                Code::LossScalingDropped,
-                format!("tf.keras trained this model with its {} optimizer wrapped in a LossScaleOptimizer (mixed precision), which the archive records only in its weights; Keras 3 compiles it with {0} alone, its state carried over, but without loss scaling: wrap it in keras.optimizers.LossScaleOptimizer before training in float16", o.class),
-            ));
-        }
-        match optimizer_action(&weights, o, path)? {
-            OptimizerPlan::Edit(edit) => {
-                let (action, rewrite) = *edit;
-                actions.push(action);
-                migration.push(rewrite);
-            }
-            OptimizerPlan::Same => {}
-            OptimizerPlan::NotBuilt => findings.push(finding(
-                Code::OptimizerNotBuilt,
-                format!("the {} optimizer was compiled but never took a step, so tf.keras saved no slots: Keras 3 warns that it skips the optimizer's variables and starts it afresh, as tf.keras would", o.class),
-            )),
-            OptimizerPlan::Dropped(edit) => {
-                let (action, rewrite) = *edit;
-                findings.push(finding(
-                    Code::OptimizerStateDropped,
-                    format!("krepair does not map the {} optimizer's variables into Keras 3's layout: its {} saved variables are removed, and the migrated optimizer starts afresh from step 0 with the same hyperparameters", o.class, rewrite.old["variables"]),
-                ));
-                actions.push(action);
-                migration.push(rewrite);
-            }
-            OptimizerPlan::NotSaved => findings.push(finding(
-                Code::OptimizerStateNotSaved,
-                format!("the {} optimizer was a tf.keras legacy optimizer, whose variables (iterations, slots) tf.keras does not save in a .keras archive: the migrated model's optimizer starts afresh from step 0 (Keras 3 warns that it skips the optimizer's variables)", o.class),
-            )),
-        }
+        plan_optimizer(
+            o,
+            &weights,
+            path,
+            &mut findings,
+            &mut actions,
+            &mut migration,
+        )?;
     }
     Ok(Inspection {
         archive,
@@ -536,6 +277,449 @@ pub fn inspect_walked(
         actions,
         weights: Some(weights),
     })
+}
+
+/// Refuse an archive without `config.json` (a directory without it, and
+/// without weights, is not a `.keras` directory at all).
+fn require_config(archive: &Archive) -> Result<()> {
+    if archive.member(archive::CONFIG).is_some() {
+        return Ok(());
+    }
+    if archive.member(archive::WEIGHTS).is_none() && archive.form == Form::Directory {
+        return Err(Error::format(
+            &archive.path,
+            crate::error::Malformed::NotAnArchive,
+            "not a .keras directory: no config.json",
+        ));
+    }
+    Err(Error::format(
+        &archive.path,
+        crate::error::Malformed::MissingMember,
+        "no config.json in the archive",
+    ))
+}
+
+/// `keras_version` from `metadata.json` (None when the member is missing
+/// or names none).
+fn keras_version(archive: &mut Archive) -> Result<Option<String>> {
+    if archive.member(archive::METADATA).is_none() {
+        return Ok(None);
+    }
+    let bad = |archive: &Archive, what: &str| {
+        Error::format(
+            &archive.path,
+            crate::error::Malformed::Metadata,
+            format!("metadata.json{what}"),
+        )
+    };
+    let bytes = archive.read_member(archive::METADATA, archive::MAX_METADATA_BYTES)?;
+    let meta = parse_json(&bytes, "metadata.json", archive)?;
+    if !meta.is_object() {
+        return Err(bad(archive, " is not a JSON object"));
+    }
+    match meta.get("keras_version") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad(archive, ": keras_version is not a string")),
+    }
+}
+
+/// What reading `config.json` (and migrating it) gives.
+struct Config {
+    /// The text of config.json (migrated, when asked).
+    text: String,
+    /// No object of `text` names a key twice (see
+    /// [`Inspection::config_keys_unique`]).
+    keys_unique: bool,
+    /// The text as saved, where the weights layout must be matched against
+    /// it (tf.keras 2.12-2.14, migrating).
+    saved_text: Option<String>,
+    /// The migration's rewrites.
+    migration: Vec<crate::passes::migrate::Rewrite>,
+    /// The optimizer whose variables the migration must lay out.
+    optimizer: Option<crate::passes::migrate::OptimizerVariables>,
+    /// The Normalization layers.
+    sites: Vec<model::NormSite>,
+    /// The Discretization layers.
+    discs: Vec<model::DiscSite>,
+}
+
+/// Read `config.json`, migrate it when `check.migrate`, and find its
+/// Normalization and Discretization layers (findings about code go to
+/// `findings`).
+fn read_config(
+    archive: &mut Archive,
+    keras_version: Option<&str>,
+    check: Check,
+    findings: &mut Vec<Finding>,
+) -> Result<Config> {
+    crate::progress::step("reading config.json");
+    let config_bytes = archive.read_member(archive::CONFIG, archive::MAX_CONFIG_BYTES)?;
+    let text = String::from_utf8(config_bytes)
+        .map_err(|e| not_json(archive, archive::CONFIG, "UTF-8", e.utf8_error()))?;
+    let bad_config = |e: String| {
+        Error::format(
+            &archive.path,
+            crate::error::Malformed::Config,
+            format!("config.json: {e}"),
+        )
+    };
+    if !check.migrate {
+        // Read only: a tree borrowing from the text, in an arena
+        // (json_tree).
+        let arena = bumpalo::Bump::new();
+        let (config, unique) = crate::view::json_tree::parse_checked(&text, &arena)
+            .map_err(|e| not_json(archive, archive::CONFIG, "valid JSON", e))?;
+        let (sites, discs) = layers_of(&config, findings).map_err(bad_config)?;
+        return Ok(Config {
+            keys_unique: unique,
+            saved_text: None,
+            migration: Vec::new(),
+            optimizer: None,
+            sites,
+            discs,
+            text,
+        });
+    }
+    // tf.keras named the weights groups of 2.12-2.14 after the classes it
+    // saved, which migration may change (TFOpLambda): the layout is
+    // matched against the config as saved.
+    let saved_text = crate::passes::migrate::numbering_of(keras_version).map(|_| text.clone());
+    let mut out = migrate_config(archive, text, keras_version, findings)?;
+    out.saved_text = saved_text;
+    Ok(out)
+}
+
+/// [`read_config`] when migrating: the migration rewrites the tree (a
+/// `serde_json::Value`) first; the Normalization layers are then found,
+/// and embedded, in the migrated config.
+fn migrate_config(
+    archive: &Archive,
+    mut text: String,
+    keras_version: Option<&str>,
+    findings: &mut Vec<Finding>,
+) -> Result<Config> {
+    let path = archive.path.as_path();
+    let bad_config = |e: String| {
+        Error::format(
+            path,
+            crate::error::Malformed::Config,
+            format!("config.json: {e}"),
+        )
+    };
+    let mut config = parse_json(text.as_bytes(), "config.json", archive)?;
+    // The shapes the config declares for Normalization layers without a
+    // build_config (tf.keras 2.12), before migration removes their
+    // batch_input_shape.
+    let mut declared = HashMap::new();
+    if crate::passes::migrate::is_tf_keras(keras_version) {
+        for s in model::find_normalizations(&config).map_err(bad_config)? {
+            declared.insert(s.config_path, (s.input_shape, s.shape_from));
+        }
+    }
+    crate::progress::step("planning the migration of config.json");
+    let plan = crate::passes::migrate::plan(&mut config, keras_version)
+        .map_err(|r| refused(path, r, Verb::Migrate, None))?;
+    let mut keys_unique = false;
+    if !plan.rewrites.is_empty() {
+        text = serde_json::to_string(&config).map_err(|e| bad_config(e.to_string()))?;
+        // Written from a map: each key once.
+        keys_unique = true;
+    }
+    let (mut sites, discs) = layers_of(&config, findings).map_err(bad_config)?;
+    // The parsed tree takes about ten times the text's size: let it go
+    // before the weights are opened, on another thread (freeing a tree of
+    // a few million nodes takes tens of milliseconds).
+    drop_aside(config);
+    for site in &mut sites {
+        if let Some((shape, from)) = declared.remove(&site.config_path) {
+            if site.shape_from == ShapeFrom::Unknown {
+                (site.input_shape, site.shape_from) = (shape, from);
+            }
+        }
+    }
+    Ok(Config {
+        text,
+        keys_unique,
+        saved_text: None,
+        migration: plan.rewrites,
+        optimizer: plan.optimizer,
+        sites,
+        discs,
+    })
+}
+
+/// Open `model.weights.h5` (for editing when `editable`, and then only
+/// once its structure has passed the walk: `walk`'s verdict, or a walk
+/// made here). Returns the weights and whether the walk was done.
+///
+/// The weights are always checked, even when no layer needs them: an
+/// archive is never handed back as healthy with a file Keras would refuse.
+fn open_weights(
+    archive: &mut Archive,
+    editable: bool,
+    walk: Option<&mut Walk>,
+) -> Result<(Weights, bool)> {
+    if archive.member(archive::WEIGHTS).is_none() {
+        let what = if archive.member(archive::WEIGHTS_NPZ).is_some() {
+            "weights are stored as model.weights.npz (pickled numpy), which krepair never loads"
+        } else {
+            "no model.weights.h5 in the archive"
+        };
+        return Err(Error::format(
+            &archive.path,
+            crate::error::Malformed::MissingMember,
+            what,
+        ));
+    }
+    crate::progress::step("opening model.weights.h5");
+    let path = archive.path.clone();
+    let label = format!("{}!{}", path.display(), archive::WEIGHTS);
+    let step = || crate::progress::step("walking the HDF5 structure of model.weights.h5");
+    match archive.in_place(archive::WEIGHTS) {
+        // Renaming groups into Keras 3's layout edits the private mapping
+        // (never the file), in a dry run too.
+        Some((file, range)) => {
+            if editable {
+                step();
+                match walk {
+                    Some(w) => w.verdict(&path)?,
+                    None => {
+                        Weights::open_in(&file, range.clone(), &label, false)?.check_structure()?
+                    }
+                }
+            }
+            Ok((Weights::open_in(&file, range, &label, editable)?, editable))
+        }
+        None => {
+            let tmp = Inflated::weights(archive)?;
+            if editable {
+                step();
+                Weights::open_at(tmp.file.as_file(), 0, tmp.len, &label, false)?
+                    .check_structure()?;
+            }
+            let weights = Weights::open_at(tmp.file.as_file(), 0, tmp.len, &label, editable)?;
+            Ok((weights, editable))
+        }
+    }
+}
+
+/// Read every member but the config, the metadata and (in a zip) the
+/// weights through, checking its CRC-32 (or, in a directory, computing
+/// it). A repair checks a zip's weights while hashing the input.
+fn check_other_members(archive: &mut Archive) -> Result<()> {
+    let names: Vec<String> = archive
+        .members
+        .iter()
+        .filter(|m| m.name != archive::WEIGHTS && !m.name.ends_with('/'))
+        .filter(|m| m.name != archive::CONFIG && m.name != archive::METADATA)
+        .map(|m| m.name.clone())
+        .collect();
+    for name in names {
+        archive.check_member(&name)?;
+    }
+    if archive.form == Form::Directory {
+        archive.check_member(archive::WEIGHTS)?;
+    }
+    Ok(())
+}
+
+/// What matching a tf.keras 2.12-2.14 weights layout needs.
+struct Layout<'a> {
+    /// The archive.
+    path: &'a std::path::Path,
+    /// config.json as saved.
+    config: &'a str,
+    /// How that tf.keras numbered its layers.
+    numbering: crate::passes::migrate::Numbering,
+    /// The saving version.
+    keras_version: Option<&'a str>,
+}
+
+impl Layout<'_> {
+    /// The renames from the saved layout into Keras 3's (refusing to
+    /// `verb`, after `what`, where the layout does not match the config).
+    fn renames(
+        &self,
+        weights: &Weights,
+        verb: Verb,
+        what: Option<&str>,
+    ) -> Result<Vec<crate::passes::migrate::Rename>> {
+        crate::progress::step("matching the tf.keras weights groups to the config");
+        let config: Value = serde_json::from_str(self.config).map_err(|e| {
+            Error::format(
+                self.path,
+                crate::error::Malformed::Config,
+                format!("config.json: {e}"),
+            )
+        })?;
+        crate::passes::migrate::legacy_layout(&config, self.numbering, weights)
+            .map_err(|r| refused(self.path, r, verb, what))
+    }
+}
+
+/// Migrating: rename the weights groups into Keras 3's layout (in the
+/// private mapping), each rename a rewrite.
+fn migrate_layout(
+    layout: &Layout,
+    weights: &mut Weights,
+    migration: &mut Vec<crate::passes::migrate::Rewrite>,
+    actions: &mut Vec<Action>,
+) -> Result<()> {
+    let renames = layout.renames(weights, Verb::Migrate, None)?;
+    for r in &renames {
+        weights.rename(&r.parent, &r.from, &r.to)?;
+        let at = |name: &str| crate::passes::migrate::join_path(&r.parent, name);
+        migration.push(crate::passes::migrate::Rewrite {
+            code: Rule::WeightsLayout,
+            layer: String::new(),
+            key: format!("{}:{}", archive::WEIGHTS, at(&r.from)),
+            old: Value::from(at(&r.from)),
+            new: Some(Value::from(at(&r.to))),
+        });
+    }
+    if !renames.is_empty() {
+        actions.push(Action::Renamed {
+            count: renames.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Repairing: keep the saved layout (the renames say where each layer's
+/// group is), unless a repair would renumber a later layer.
+fn repair_layout(
+    layout: &Layout,
+    weights: &Weights,
+    discs: &[model::DiscSite],
+) -> Result<Vec<crate::passes::migrate::Rename>> {
+    let renames = layout.renames(
+        weights,
+        Verb::Repair,
+        Some("the tf.keras weights layout does not match the config"),
+    )?;
+    // 2.12 and 2.13 number a layer with weights by twos: embedding one
+    // Normalization's statistics (its weights go) would renumber the next
+    // one, and tf.keras 2.13 could no longer load it. A Discretization
+    // loses its one variable only when adapted: a later one with a
+    // variable would be looked for one number lower (one without
+    // variables reads nothing).
+    let adapted_discs = discs.iter().any(|d| d.mode == model::Mode::Adapt);
+    let renumbered = renames.iter().find(|r| {
+        r.from.starts_with("normalization_")
+            || (adapted_discs
+                && r.from.starts_with("discretization_")
+                && weights.has_datasets_under(&crate::passes::migrate::legacy_path(
+                    &renames,
+                    &crate::passes::migrate::join_path(&r.parent, &r.from),
+                )))
+    });
+    if let Some(r) = renumbered {
+        let old = crate::passes::migrate::join_path(&r.parent, &r.from);
+        return Err(Error::Refused {
+            path: layout.path.to_path_buf(),
+            verb: Verb::Repair,
+            layer: "(the model)".into(),
+            reason: format!(
+                "tf.keras {} numbers layers with weights by twos (keras #18830): embedding statistics (or bin boundaries) would renumber `{}`, and tf.keras {0} could not load the result; `krepair migrate` converts the archive to Keras 3's layout instead",
+                layout.keras_version.unwrap_or("2.x"),
+                crate::passes::migrate::legacy_path(&renames, &old)
+            ),
+        });
+    }
+    Ok(renames)
+}
+
+/// The Normalization and Discretization passes over every site; their
+/// edits go to `actions`.
+fn run_layer_passes(
+    sites: &[model::NormSite],
+    discs: &[model::DiscSite],
+    weights: &Weights,
+    keras_version: Option<&str>,
+    policy: Policy,
+    legacy: &[crate::passes::migrate::Rename],
+    actions: &mut Vec<Action>,
+) -> Result<(Vec<LayerReport>, Vec<DiscretizationReport>)> {
+    let mut layers = Vec::new();
+    let mut claimed = HashSet::new();
+    let within_counts = count_within(sites);
+    for site in sites {
+        let (report, action) = analyze(
+            site,
+            weights,
+            keras_version,
+            policy,
+            &mut claimed,
+            &within_counts,
+            legacy,
+        )?;
+        layers.push(report);
+        actions.extend(action);
+    }
+    let mut discretizations = Vec::new();
+    let disc_within =
+        crate::passes::normalization::count_locators(discs.iter().map(|d| &d.locator));
+    for site in discs {
+        let (report, action) = crate::passes::discretization::analyze(
+            site,
+            weights,
+            &mut claimed,
+            &disc_within,
+            legacy,
+        )?;
+        discretizations.push(report);
+        actions.extend(action);
+    }
+    Ok((layers, discretizations))
+}
+
+/// The migrated optimizer's variables: their edit and rewrite, or the
+/// finding that says why none is made.
+fn plan_optimizer(
+    o: &crate::passes::migrate::OptimizerVariables,
+    weights: &Weights,
+    path: &std::path::Path,
+    findings: &mut Vec<Finding>,
+    actions: &mut Vec<Action>,
+    migration: &mut Vec<crate::passes::migrate::Rewrite>,
+) -> Result<()> {
+    // tf.keras saves a LossScaleOptimizer's inner optimizer under
+    // `optimizer/inner_optimizer` (and its variables, which are the inner
+    // ones, under `optimizer/vars` too); the compile config names only the
+    // inner optimizer.
+    if weights.is_group("optimizer/inner_optimizer") {
+        findings.push(finding(
+            Code::LossScalingDropped,
+            format!("tf.keras trained this model with its {} optimizer wrapped in a LossScaleOptimizer (mixed precision), which the archive records only in its weights; Keras 3 compiles it with {0} alone, its state carried over, but without loss scaling: wrap it in keras.optimizers.LossScaleOptimizer before training in float16", o.class),
+        ));
+    }
+    match optimizer_action(weights, o, path)? {
+        OptimizerPlan::Edit(edit) => {
+            let (action, rewrite) = *edit;
+            actions.push(action);
+            migration.push(rewrite);
+        }
+        OptimizerPlan::Same => {}
+        OptimizerPlan::NotBuilt => findings.push(finding(
+            Code::OptimizerNotBuilt,
+            format!("the {} optimizer was compiled but never took a step, so tf.keras saved no slots: Keras 3 warns that it skips the optimizer's variables and starts it afresh, as tf.keras would", o.class),
+        )),
+        OptimizerPlan::Dropped(edit) => {
+            let (action, rewrite) = *edit;
+            findings.push(finding(
+                Code::OptimizerStateDropped,
+                format!("krepair does not map the {} optimizer's variables into Keras 3's layout: its {} saved variables are removed, and the migrated optimizer starts afresh from step 0 with the same hyperparameters", o.class, rewrite.old["variables"]),
+            ));
+            actions.push(action);
+            migration.push(rewrite);
+        }
+        OptimizerPlan::NotSaved => findings.push(finding(
+            Code::OptimizerStateNotSaved,
+            format!("the {} optimizer was a tf.keras legacy optimizer, whose variables (iterations, slots) tf.keras does not save in a .keras archive: the migrated model's optimizer starts afresh from step 0 (Keras 3 warns that it skips the optimizer's variables)", o.class),
+        )),
+    }
+    Ok(())
 }
 
 /// A compressed `model.weights.h5`, inflated (its CRC-32 checked) into a
@@ -577,7 +761,7 @@ impl Inflated {
 
 /// The Normalization and Discretization layers of a parsed config.json,
 /// and its findings about code (added to `findings`).
-fn read_config<J: crate::view::json_tree::Json>(
+fn layers_of<J: crate::view::json_tree::Json>(
     config: &J,
     findings: &mut Vec<Finding>,
 ) -> std::result::Result<(Vec<model::NormSite>, Vec<model::DiscSite>), String> {
@@ -636,6 +820,36 @@ enum OptimizerPlan {
     Dropped(Box<(Action, crate::passes::migrate::Rewrite)>),
 }
 
+/// How many datasets `optimizer/vars` holds (`datasets`), once they are checked to be
+/// named 0, 1, ..., with the iterations (an integer scalar) first; else
+/// why not.
+fn optimizer_datasets(
+    datasets: &[crate::weights::DatasetInfo],
+) -> std::result::Result<usize, String> {
+    let count = datasets.len();
+    // Link names are unique, so `count` names each in 0..count are
+    // exactly 0, 1, ..., count - 1.
+    for d in datasets {
+        match d.name.parse::<usize>() {
+            Ok(i) if i < count && d.name == i.to_string() => {}
+            _ => {
+                return Err(format!(
+                    "`{OPTIMIZER_VARS}` holds `{}`: not one of 0..{count}",
+                    d.name
+                ))
+            }
+        }
+    }
+    let iterations = datasets.iter().find(|d| d.name == "0");
+    if !iterations.is_some_and(|d| matches!(d.elem, Elem::Int(_)) && d.shape.is_empty() && !d.null)
+    {
+        return Err(format!(
+            "`{OPTIMIZER_VARS}/0` is not the integer scalar of the optimizer's iterations"
+        ));
+    }
+    Ok(count)
+}
+
 /// Check the saved tf.keras optimizer variables against what the config
 /// says they are, and plan their Keras 3 layout.
 fn optimizer_action(
@@ -682,28 +896,7 @@ fn optimizer_action(
         };
         return Ok(OptimizerPlan::Dropped(Box::new((action, rewrite))));
     }
-    let datasets = weights.datasets(OPTIMIZER_VARS)?;
-    let count = datasets.len();
-    // Link names are unique, so `count` names each in 0..count are
-    // exactly 0, 1, ..., count - 1.
-    for d in &datasets {
-        match d.name.parse::<usize>() {
-            Ok(i) if i < count && d.name == i.to_string() => {}
-            _ => {
-                return Err(refuse(format!(
-                    "`{OPTIMIZER_VARS}` holds `{}`: not one of 0..{count}",
-                    d.name
-                )))
-            }
-        }
-    }
-    let iterations = datasets.iter().find(|d| d.name == "0");
-    if !iterations.is_some_and(|d| matches!(d.elem, Elem::Int(_)) && d.shape.is_empty() && !d.null)
-    {
-        return Err(refuse(format!(
-            "`{OPTIMIZER_VARS}/0` is not the integer scalar of the optimizer's iterations"
-        )));
-    }
+    let count = optimizer_datasets(&weights.datasets(OPTIMIZER_VARS)?).map_err(refuse)?;
     if count == 1 {
         return Ok(OptimizerPlan::NotBuilt);
     }

@@ -22,21 +22,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Entry, RunReport, Summary};
+use super::{Entry, Fingerprint, RunReport, Summary};
 use crate::report::Outcome;
 use crate::source::keras::{CONFIG, METADATA, WEIGHTS};
-
-/// What a file was when its archive finished.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fingerprint {
-    /// Bytes (the sum of the three members for a directory archive).
-    pub size: u64,
-    /// Modification time in nanoseconds since the epoch (the latest of the
-    /// members for a directory archive).
-    pub mtime_ns: i128,
-    /// SHA-256 of the file, when the run computed it.
-    pub sha256: Option<String>,
-}
 
 /// Size and modification time of the archive at `path` now.
 pub fn stat(path: &Path) -> Option<(u64, i128)> {
@@ -322,9 +310,9 @@ pub fn merge(inputs: Vec<Loaded>) -> Result<RunReport, String> {
                     return Err(format!(
                         "`{}` is {} in {} and {} in {}",
                         e.path,
-                        super::outcome_name(old.outcome),
+                        crate::report::run::outcome_name(old.outcome),
                         from.display(),
-                        super::outcome_name(e.outcome),
+                        crate::report::run::outcome_name(e.outcome),
                         l.path.display()
                     ));
                 }

@@ -1,4 +1,5 @@
-//! The stable codes of krepair's findings and rewrites, as types.
+//! The stable codes of krepair's findings and rewrites, as types (a leaf:
+//! every stage names its findings with these).
 //!
 //! Each code is an enum variant whose serde name is its kebab-case code,
 //! with its description beside it: a typo is a compile error, and the
@@ -7,7 +8,17 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Severity;
+/// How serious a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    /// For the record.
+    Info,
+    /// Worth a human's look; the repair still proceeds.
+    Warning,
+    /// The layer cannot be repaired safely.
+    Error,
+}
 
 /// Define a code enum: each variant with its kebab-case name, (for
 /// findings) its severity, and its one-line description.
