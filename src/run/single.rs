@@ -101,8 +101,17 @@ impl Run {
 
 /// Repair (or, without an output, inspect) one archive.
 pub fn run(opts: &Options) -> Run {
+    run_with(opts, None)
+}
+
+/// [`run`] on an archive the caller opened already (at `opts.input`).
+pub fn run_opened(opts: &Options, archive: archive::Archive) -> Run {
+    run_with(opts, Some(archive))
+}
+
+fn run_with(opts: &Options, archive: Option<archive::Archive>) -> Run {
     let mut report = empty_report(opts);
-    match run_inner(opts, &mut report) {
+    match run_inner(opts, &mut report, archive) {
         Ok(()) => Run {
             report,
             error: None,
@@ -170,7 +179,7 @@ fn crc_hex(c: u32) -> String {
     format!("{c:08x}")
 }
 
-fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
+fn run_inner(opts: &Options, report: &mut Report, opened: Option<archive::Archive>) -> Result<()> {
     if let Some(out) = &opts.output {
         check_output(&opts.input, out, opts.force)?;
     }
@@ -183,8 +192,13 @@ fn run_inner(opts: &Options, report: &mut Report) -> Result<()> {
     // The structure of the weights is walked on the other core while the
     // archive is read (a dry run too), and a repair hashes the whole input
     // there as well; a dry run reads only what it needs.
-    crate::progress::step("reading the zip container");
-    let a = archive::Archive::open(&opts.input)?;
+    let a = match opened {
+        Some(a) => a,
+        None => {
+            crate::progress::step("reading the zip container");
+            archive::Archive::open(&opts.input)?
+        }
+    };
     let walk = a.in_place(archive::WEIGHTS).map(|(file, range)| {
         let label = format!("{}!{}", opts.input.display(), archive::WEIGHTS);
         inspect::Walk::spawn(file, range, label)

@@ -72,7 +72,9 @@ pub struct Member {
     pub packed: Option<(String, u64)>,
 }
 
-/// An opened `.keras` archive.
+/// An opened `.keras` archive. A clone shares the open file and the
+/// parsed central directory.
+#[derive(Clone)]
 pub struct Archive {
     /// Where it is.
     pub path: PathBuf,
@@ -80,7 +82,94 @@ pub struct Archive {
     pub form: Form,
     /// Members in archive order (sorted by name for a directory).
     pub members: Vec<Member>,
-    pub(crate) zip: Option<ZipArchive<BufReader<File>>>,
+    pub(crate) zip: Option<ZipArchive<SharedFile>>,
+}
+
+/// A zip file read by position through one shared handle. Each clone has
+/// its own position and read buffer, so one opened archive serves every
+/// reader of a run (the stage, and the dry runs `krepair inspect` makes).
+pub(crate) struct SharedFile {
+    file: std::sync::Arc<File>,
+    len: u64,
+    pos: u64,
+    buf: Box<[u8]>,
+    /// The file offset of `buf[0]`, and how many bytes of `buf` hold data.
+    buf_at: u64,
+    buf_len: usize,
+}
+
+/// The read buffer of a [`SharedFile`]: the central directory is read in
+/// small pieces.
+const SHARED_BUF: usize = 64 << 10;
+
+impl SharedFile {
+    fn new(file: File, len: u64) -> SharedFile {
+        SharedFile {
+            file: std::sync::Arc::new(file),
+            len,
+            pos: 0,
+            buf: vec![0; SHARED_BUF].into_boxed_slice(),
+            buf_at: 0,
+            buf_len: 0,
+        }
+    }
+}
+
+impl Clone for SharedFile {
+    fn clone(&self) -> SharedFile {
+        SharedFile {
+            file: self.file.clone(),
+            len: self.len,
+            pos: self.pos,
+            buf: vec![0; SHARED_BUF].into_boxed_slice(),
+            buf_at: 0,
+            buf_len: 0,
+        }
+    }
+}
+
+impl Read for SharedFile {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let in_buf = self.pos >= self.buf_at && self.pos < self.buf_at + self.buf_len as u64;
+        if !in_buf {
+            if out.len() >= self.buf.len() {
+                let n = self.file.read_at(out, self.pos)?;
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            self.buf_len = self.file.read_at(&mut self.buf, self.pos)?;
+            self.buf_at = self.pos;
+            if self.buf_len == 0 {
+                return Ok(0);
+            }
+        }
+        let from = (self.pos - self.buf_at) as usize;
+        let n = out.len().min(self.buf_len - from);
+        out[..n].copy_from_slice(&self.buf[from..from + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for SharedFile {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let at = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match at {
+            Some(n) => {
+                self.pos = n;
+                Ok(n)
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the file",
+            )),
+        }
+    }
 }
 
 /// A zip compression method as people name it (`stored`, `deflated`, ...).
@@ -92,15 +181,11 @@ fn method_name(m: zip::CompressionMethod) -> String {
     }
 }
 
-/// What the first bytes say the file is.
-fn sniff(path: &Path) -> Result<Form> {
-    let meta = fs::metadata(path).map_err(|e| Error::io(path, "read", e))?;
-    if meta.is_dir() {
-        return Ok(Form::Directory);
-    }
+/// What the first bytes of the file `f` (at `path`) say it is: a zip, or
+/// the error that says what it is instead.
+fn sniff(path: &Path, f: &mut File) -> Result<()> {
     let mut head = [0u8; 8];
-    let mut f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
-    let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io(path, "read", e))?;
+    let n = read_up_to(f, &mut head).map_err(|e| Error::io(path, "read", e))?;
     let head = &head[..n];
     if n == 0 {
         return Err(Error::format(
@@ -116,7 +201,7 @@ fn sniff(path: &Path) -> Result<Form> {
         ));
     }
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-        return Ok(Form::Zip);
+        return Ok(());
     }
     Err(Error::format(
         path,
@@ -217,17 +302,94 @@ fn check_name(path: &Path, name: &str, enclosed: Option<PathBuf>) -> Result<()> 
     }
 }
 
+/// Member `i` of a zip, once its name is safe, it is no link and no bomb,
+/// its name is not taken, and a stored member's bytes lie inside the file
+/// (`file_len` bytes).
+fn zip_member<R: Read>(
+    path: &Path,
+    i: usize,
+    m: &zip::read::ZipFile<'_, R>,
+    file_len: u64,
+    seen: &mut HashSet<String>,
+) -> Result<Member> {
+    let name = m
+        .name()
+        .map_err(|e| {
+            Error::format(
+                path,
+                crate::error::Malformed::Container,
+                format!("member #{i}: bad name: {e}"),
+            )
+        })?
+        .to_string();
+    check_name(path, &name, m.enclosed_name())?;
+    if m.is_symlink() {
+        return Err(Error::format(
+            path,
+            crate::error::Malformed::Container,
+            format!("member `{name}` is a symbolic link"),
+        ));
+    }
+    if m.size() > BOMB_MIN_BYTES && m.size() / MAX_RATIO.max(1) > m.compressed_size() {
+        return Err(Error::format(
+            path,
+            crate::error::Malformed::Limit,
+            format!(
+                "member `{name}` declares {} bytes from {} stored bytes (zip bomb)",
+                m.size(),
+                m.compressed_size()
+            ),
+        ));
+    }
+    if !seen.insert(name.trim_end_matches('/').to_string()) {
+        return Err(Error::format(
+            path,
+            crate::error::Malformed::Container,
+            format!("duplicate member `{name}`"),
+        ));
+    }
+    let stored_at = match (m.compression(), m.data_start()) {
+        (zip::CompressionMethod::Stored, Some(start)) if m.size() == m.compressed_size() => {
+            let end = start.checked_add(m.size()).filter(|&e| e <= file_len);
+            match end {
+                Some(end) => Some(start..end),
+                None => {
+                    return Err(Error::format(
+                        path,
+                        crate::error::Malformed::Container,
+                        format!("member `{name}` extends past the end of the file (truncated?)"),
+                    ))
+                }
+            }
+        }
+        _ => None,
+    };
+    Ok(Member {
+        name,
+        size: m.size(),
+        crc32: Some(m.crc32()),
+        stored_at,
+        packed: Some((method_name(m.compression()), m.compressed_size())),
+    })
+}
+
 impl Archive {
     /// Open and check an archive (zip file or directory).
+    ///
+    /// A zip file is opened once: the handle serves the checks, the
+    /// central directory and every later read of the archive and of its
+    /// clones ([`SharedFile`]).
     pub fn open(path: &Path) -> Result<Self> {
-        match sniff(path)? {
-            Form::Zip => Self::open_zip(path),
-            Form::Directory => Self::open_dir(path),
+        let meta = fs::metadata(path).map_err(|e| Error::io(path, "read", e))?;
+        if meta.is_dir() {
+            return Self::open_dir(path);
         }
+        let mut f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+        sniff(path, &mut f)?;
+        Self::open_zip(path, f)
     }
 
-    fn open_zip(path: &Path) -> Result<Self> {
-        let mut f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    fn open_zip(path: &Path, mut f: File) -> Result<Self> {
         let declared = declared_entries(&mut f, path)?;
         let file_len = f.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
         if declared > MAX_MEMBERS as u64 {
@@ -239,7 +401,7 @@ impl Archive {
         }
         f.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io(path, "read", e))?;
-        let mut zip = ZipArchive::new(BufReader::with_capacity(1 << 16, f)).map_err(|e| {
+        let mut zip = ZipArchive::new(SharedFile::new(f, file_len)).map_err(|e| {
             Error::format(
                 path,
                 crate::error::Malformed::Container,
@@ -265,69 +427,7 @@ impl Archive {
                     format!("member #{i}: {e}"),
                 )
             })?;
-            let name = m
-                .name()
-                .map_err(|e| {
-                    Error::format(
-                        path,
-                        crate::error::Malformed::Container,
-                        format!("member #{i}: bad name: {e}"),
-                    )
-                })?
-                .to_string();
-            check_name(path, &name, m.enclosed_name())?;
-            if m.is_symlink() {
-                return Err(Error::format(
-                    path,
-                    crate::error::Malformed::Container,
-                    format!("member `{name}` is a symbolic link"),
-                ));
-            }
-            if m.size() > BOMB_MIN_BYTES && m.size() / MAX_RATIO.max(1) > m.compressed_size() {
-                return Err(Error::format(
-                    path,
-                    crate::error::Malformed::Limit,
-                    format!(
-                        "member `{name}` declares {} bytes from {} stored bytes (zip bomb)",
-                        m.size(),
-                        m.compressed_size()
-                    ),
-                ));
-            }
-            if !seen.insert(name.trim_end_matches('/').to_string()) {
-                return Err(Error::format(
-                    path,
-                    crate::error::Malformed::Container,
-                    format!("duplicate member `{name}`"),
-                ));
-            }
-            let stored_at = match (m.compression(), m.data_start()) {
-                (zip::CompressionMethod::Stored, Some(start))
-                    if m.size() == m.compressed_size() =>
-                {
-                    let end = start.checked_add(m.size()).filter(|&e| e <= file_len);
-                    match end {
-                        Some(end) => Some(start..end),
-                        None => {
-                            return Err(Error::format(
-                                path,
-                                crate::error::Malformed::Container,
-                                format!(
-                                    "member `{name}` extends past the end of the file (truncated?)"
-                                ),
-                            ))
-                        }
-                    }
-                }
-                _ => None,
-            };
-            members.push(Member {
-                name,
-                size: m.size(),
-                crc32: Some(m.crc32()),
-                stored_at,
-                packed: Some((method_name(m.compression()), m.compressed_size())),
-            });
+            members.push(zip_member(path, i, &m, file_len, &mut seen)?);
         }
         Ok(Archive {
             path: path.to_path_buf(),

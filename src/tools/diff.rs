@@ -514,6 +514,23 @@ impl Diff {
                 brief(&k.new, 60)
             ));
         }
+        self.members_text(&mut out);
+        self.layers_text(&mut out);
+        self.variables_text(&mut out);
+        out.push_str(&format!(
+            "unchanged: {} members, {} layers, {} variables\n",
+            self.unchanged.members, self.unchanged.layers, self.unchanged.variables
+        ));
+        if self.same {
+            out.push_str(
+                "the same model: only the bytes of config.json or model.weights.h5 differ\n",
+            );
+        }
+        out
+    }
+
+    /// The members that differ.
+    fn members_text(&self, out: &mut String) {
         if !self.members.is_empty() {
             out.push_str("members:\n");
             let info = |m: &Option<MemberInfo>| match m {
@@ -541,6 +558,10 @@ impl Diff {
                 ));
             }
         }
+    }
+
+    /// The layers that differ, key by key.
+    fn layers_text(&self, out: &mut String) {
         if !self.layers.is_empty() {
             out.push_str("layers:\n");
             for l in &self.layers {
@@ -560,6 +581,10 @@ impl Diff {
                 }
             }
         }
+    }
+
+    /// The variables that differ, with their values' differences.
+    fn variables_text(&self, out: &mut String) {
         if !self.variables.is_empty() {
             out.push_str("variables:\n");
             for v in &self.variables {
@@ -593,16 +618,6 @@ impl Diff {
                 out.push_str(&format!("  {what}\n"));
             }
         }
-        out.push_str(&format!(
-            "unchanged: {} members, {} layers, {} variables\n",
-            self.unchanged.members, self.unchanged.layers, self.unchanged.variables
-        ));
-        if self.same {
-            out.push_str(
-                "the same model: only the bytes of config.json or model.weights.h5 differ\n",
-            );
-        }
-        out
     }
 
     /// The diff as pretty JSON, with a final newline.

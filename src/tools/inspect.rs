@@ -134,6 +134,8 @@ pub struct Totals {
 /// runs), and the parsed config and open weights behind it.
 pub(crate) struct Opened {
     pub manifest: Manifest,
+    /// The archive (none for a bare weights file), for the dry runs.
+    pub archive: Option<Archive>,
     pub config: Option<Value>,
     pub weights: Option<Weights>,
 }
@@ -141,22 +143,26 @@ pub(crate) struct Opened {
 /// Inspect the file at `path`: a `.keras` zip or directory, or a bare
 /// HDF5 weights file.
 pub fn inspect(path: &Path) -> Result<Manifest> {
-    let Opened { mut manifest, .. } = open(path)?;
-    if manifest.file.form == "weights" {
+    let Opened {
+        mut manifest,
+        archive,
+        ..
+    } = open(path)?;
+    let Some(archive) = archive else {
         return Ok(manifest);
-    }
+    };
     crate::progress::step("planning a repair (dry run)");
+    // Each dry run reads the archive opened above (a clone shares its
+    // file and central directory).
     let dry = |migrate| {
-        Box::new(
-            crate::run::single::run(&crate::run::single::Options {
-                input: path.to_path_buf(),
-                output: None,
-                policy: crate::Policy::Auto,
-                force: false,
-                migrate,
-            })
-            .report,
-        )
+        let opts = crate::run::single::Options {
+            input: path.to_path_buf(),
+            output: None,
+            policy: crate::Policy::Auto,
+            force: false,
+            migrate,
+        };
+        Box::new(crate::run::single::run_opened(&opts, archive.clone()).report)
     };
     manifest.repair = Some(dry(false));
     if crate::passes::migrate::is_tf_keras(manifest.keras_version.as_deref()) {
@@ -188,21 +194,7 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
         migrate: None,
     };
     if is_hdf5(path)? {
-        crate::progress::step("walking the HDF5 file");
-        let len = std::fs::metadata(path)
-            .map_err(|e| Error::io(path, "stat", e))?
-            .len();
-        m.file.form = "weights".into();
-        m.file.size = len;
-        let label = path.display().to_string();
-        let weights = Weights::open_in(path, 0..len, &label, false)?;
-        m.other_variables = weights.variables()?;
-        m.totals = totals(&m.layers, &m.other_variables);
-        return Ok(Opened {
-            manifest: m,
-            config: None,
-            weights: Some(weights),
-        });
+        return bare_weights(path, m);
     }
     crate::progress::step("reading the zip container");
     let mut archive = Archive::open(path)?;
@@ -227,13 +219,7 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
             crc32: x.crc32.map(|c| format!("{c:08x}")),
         })
         .collect();
-    if archive.member(archive::METADATA).is_some() {
-        let bytes = archive.read_member(archive::METADATA, archive::MAX_METADATA_BYTES)?;
-        let meta = crate::view::open::parse_json(&bytes, archive::METADATA, &archive)?;
-        let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
-        m.keras_version = text("keras_version");
-        m.date_saved = text("date_saved");
-    }
+    read_metadata(&mut archive, &mut m)?;
     let config = match archive.member(archive::CONFIG) {
         Some(_) => {
             crate::progress::step("reading config.json");
@@ -274,9 +260,42 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
     m.totals = totals(&m.layers, &m.other_variables);
     Ok(Opened {
         manifest: m,
+        archive: Some(archive),
         config,
         weights: opened,
     })
+}
+
+/// A bare HDF5 weights file: its variables, owned by no layer.
+fn bare_weights(path: &Path, mut m: Manifest) -> Result<Opened> {
+    crate::progress::step("walking the HDF5 file");
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, "stat", e))?
+        .len();
+    m.file.form = "weights".into();
+    m.file.size = len;
+    let label = path.display().to_string();
+    let weights = Weights::open_in(path, 0..len, &label, false)?;
+    m.other_variables = weights.variables()?;
+    m.totals = totals(&m.layers, &m.other_variables);
+    Ok(Opened {
+        manifest: m,
+        archive: None,
+        config: None,
+        weights: Some(weights),
+    })
+}
+
+/// The saving Keras version and date, from `metadata.json` if any.
+fn read_metadata(archive: &mut Archive, m: &mut Manifest) -> Result<()> {
+    if archive.member(archive::METADATA).is_some() {
+        let bytes = archive.read_member(archive::METADATA, archive::MAX_METADATA_BYTES)?;
+        let meta = crate::view::open::parse_json(&bytes, archive::METADATA, archive)?;
+        let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
+        m.keras_version = text("keras_version");
+        m.date_saved = text("date_saved");
+    }
+    Ok(())
 }
 
 /// Does the file at `path` start with the HDF5 signature?
@@ -463,6 +482,14 @@ impl Manifest {
             out.push_str(&format!(" on {d}"));
         }
         out.push('\n');
+        self.members_text(&mut out);
+        self.layers_text(&mut out);
+        self.dry_runs_text(&mut out);
+        out
+    }
+
+    /// The archive's members, one per line.
+    fn members_text(&self, out: &mut String) {
         if !self.members.is_empty() {
             out.push_str("members:\n");
             let w = self.members.iter().map(|m| m.name.len()).max().unwrap_or(0);
@@ -480,6 +507,11 @@ impl Manifest {
                 out.push('\n');
             }
         }
+    }
+
+    /// The layer tree with each layer's group and variables, then the
+    /// variables no layer owns.
+    fn layers_text(&self, out: &mut String) {
         if !self.layers.is_empty() {
             let t = &self.totals;
             out.push_str(&format!(
@@ -531,6 +563,10 @@ impl Manifest {
                 out.push_str(&format!("  {}  {}\n", v.path, shape(v)));
             }
         }
+    }
+
+    /// What `krepair` and `krepair migrate` would do, from their dry runs.
+    fn dry_runs_text(&self, out: &mut String) {
         for (what, r) in [
             ("krepair", &self.repair),
             ("krepair migrate", &self.migrate),
@@ -557,7 +593,6 @@ impl Manifest {
                 out.push_str(&format!("  {line}\n"));
             }
         }
-        out
     }
 
     /// The manifest as pretty JSON, with a final newline.

@@ -202,7 +202,7 @@ pub fn inspect_walked(
     let Config {
         text: config_text,
         keys_unique: config_keys_unique,
-        saved_text,
+        saved,
         mut migration,
         optimizer,
         sites,
@@ -233,10 +233,22 @@ pub fn inspect_walked(
     if let Some(numbering) =
         numbering.filter(|_| check.migrate || !sites.is_empty() || !discs.is_empty())
     {
-        let config = saved_text.as_deref().unwrap_or(&config_text);
+        // The layout is matched against the config as saved: the tree the
+        // migration kept aside, or (a repair) the text parsed into the
+        // form the matcher reads.
+        let config = match saved {
+            Some(v) => v,
+            None => serde_json::from_str(&config_text).map_err(|e| {
+                Error::format(
+                    path,
+                    crate::error::Malformed::Config,
+                    format!("config.json: {e}"),
+                )
+            })?,
+        };
         let layout = Layout {
             path,
-            config,
+            config: &config,
             numbering,
             keras_version: keras_version.as_deref(),
         };
@@ -331,9 +343,9 @@ struct Config {
     /// No object of `text` names a key twice (see
     /// [`Inspection::config_keys_unique`]).
     keys_unique: bool,
-    /// The text as saved, where the weights layout must be matched against
-    /// it (tf.keras 2.12-2.14, migrating).
-    saved_text: Option<String>,
+    /// The config as saved, where the weights layout must be matched
+    /// against it (tf.keras 2.12-2.14, migrating).
+    saved: Option<Value>,
     /// The migration's rewrites.
     migration: Vec<crate::passes::migrate::Rewrite>,
     /// The optimizer whose variables the migration must lay out.
@@ -373,7 +385,7 @@ fn read_config(
         let (sites, discs) = layers_of(&config, findings).map_err(bad_config)?;
         return Ok(Config {
             keys_unique: unique,
-            saved_text: None,
+            saved: None,
             migration: Vec::new(),
             optimizer: None,
             sites,
@@ -381,13 +393,7 @@ fn read_config(
             text,
         });
     }
-    // tf.keras named the weights groups of 2.12-2.14 after the classes it
-    // saved, which migration may change (TFOpLambda): the layout is
-    // matched against the config as saved.
-    let saved_text = crate::passes::migrate::numbering_of(keras_version).map(|_| text.clone());
-    let mut out = migrate_config(archive, text, keras_version, findings)?;
-    out.saved_text = saved_text;
-    Ok(out)
+    migrate_config(archive, text, keras_version, findings)
 }
 
 /// [`read_config`] when migrating: the migration rewrites the tree (a
@@ -408,6 +414,10 @@ fn migrate_config(
         )
     };
     let mut config = parse_json(text.as_bytes(), "config.json", archive)?;
+    // tf.keras named the weights groups of 2.12-2.14 after the classes it
+    // saved, which migration may change (TFOpLambda): the layout is
+    // matched against the config as saved, kept aside here.
+    let saved = crate::passes::migrate::numbering_of(keras_version).map(|_| config.clone());
     // The shapes the config declares for Normalization layers without a
     // build_config (tf.keras 2.12), before migration removes their
     // batch_input_shape.
@@ -441,7 +451,7 @@ fn migrate_config(
     Ok(Config {
         text,
         keys_unique,
-        saved_text: None,
+        saved,
         migration: plan.rewrites,
         optimizer: plan.optimizer,
         sites,
@@ -529,7 +539,7 @@ struct Layout<'a> {
     /// The archive.
     path: &'a std::path::Path,
     /// config.json as saved.
-    config: &'a str,
+    config: &'a Value,
     /// How that tf.keras numbered its layers.
     numbering: crate::passes::migrate::Numbering,
     /// The saving version.
@@ -546,14 +556,7 @@ impl Layout<'_> {
         what: Option<&str>,
     ) -> Result<Vec<crate::passes::migrate::Rename>> {
         crate::progress::step("matching the tf.keras weights groups to the config");
-        let config: Value = serde_json::from_str(self.config).map_err(|e| {
-            Error::format(
-                self.path,
-                crate::error::Malformed::Config,
-                format!("config.json: {e}"),
-            )
-        })?;
-        crate::passes::migrate::legacy_layout(&config, self.numbering, weights)
+        crate::passes::migrate::legacy_layout(self.config, self.numbering, weights)
             .map_err(|r| refused(self.path, r, verb, what))
     }
 }

@@ -342,3 +342,34 @@ pub fn edit_h5(
     w.1 = fs::read(t.path()).unwrap();
     m
 }
+
+/// Compare `actual` with the committed golden file `tests/golden/NAME`;
+/// `KREPAIR_BLESS=1 cargo test` writes it instead. The message names the
+/// first line that differs.
+pub fn golden(name: &str, actual: &str) {
+    let path = root().join("tests/golden").join(name);
+    if std::env::var_os("KREPAIR_BLESS").is_some() {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, actual).unwrap();
+    }
+    let want = fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (KREPAIR_BLESS=1 cargo test writes it)",
+            path.display()
+        )
+    });
+    if want != actual {
+        let line = want
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| want.lines().count().min(actual.lines().count()));
+        panic!(
+            "{} differs at line {}:\n  golden: {:?}\n  actual: {:?}\n(KREPAIR_BLESS=1 cargo test rewrites it)",
+            path.display(),
+            line + 1,
+            want.lines().nth(line),
+            actual.lines().nth(line)
+        );
+    }
+}
