@@ -35,10 +35,20 @@ pub fn scan_file(
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<Scanned> {
     let f = File::open(path).map_err(|e| Error::io(path, "read", e))?;
+    scan_open(&f, path, crc_of, stop)
+}
+
+/// [`scan_file`] on a file already open (`path` names it in messages).
+pub fn scan_open(
+    f: &File,
+    path: &Path,
+    crc_of: Option<Range<u64>>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<Scanned> {
     let mut sha = Sha256::new();
     let mut crc = crc32fast::Hasher::new();
     let mut pos = 0u64;
-    let done = crate::os::mapped::for_each_window(&f, |buf| {
+    let done = crate::os::mapped::for_each_window(f, |buf| {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return false;
         }
@@ -136,6 +146,15 @@ impl Follow {
 /// and the CRC-32 of the range asked for, as [`scan_file`] does.
 pub fn follow_file(path: &Path) -> Result<(Follow, std::thread::JoinHandle<Result<Scanned>>)> {
     let f = File::open(path).map_err(|e| Error::io(path, "read", e))?;
+    follow_open(f, path)
+}
+
+/// [`follow_file`] on a handle of the file being written (`path` names it
+/// in messages).
+pub fn follow_open(
+    f: File,
+    path: &Path,
+) -> Result<(Follow, std::thread::JoinHandle<Result<Scanned>>)> {
     let follow = Follow(Default::default());
     let shared = follow.0.clone();
     let path = path.to_path_buf();

@@ -247,7 +247,7 @@ fn run_inner(opts: &Options, report: &mut Report, opened: Option<archive::Archiv
     if let Some(e) = refusal {
         return Err(e);
     }
-    let (staged, output_scan) = staged.expect("staged unless refused")?;
+    let (mut staged, output_scan) = staged.expect("staged unless refused")?;
     let exact_zip_copy = !changed && insp.archive.form == Form::Zip;
     let (output_sha, after) = if exact_zip_copy {
         // Nothing to repair: the copy is verified by its hash, which must
@@ -263,7 +263,7 @@ fn run_inner(opts: &Options, report: &mut Report, opened: Option<archive::Archiv
     } else {
         crate::progress::step("verifying the output");
         crate::sink::verify(
-            &staged,
+            &mut staged,
             output_scan,
             &insp,
             opts.policy,

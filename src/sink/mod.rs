@@ -23,21 +23,35 @@ use scan::{finish_scan, Scan};
 
 /// An output written beside its final path, not yet in place.
 pub(crate) enum Staged {
-    File(tempfile::NamedTempFile, crate::os::cleanup::Registered),
+    /// A zip file, and the archive it holds as opened once written (the
+    /// verification reads it).
+    File(
+        tempfile::NamedTempFile,
+        crate::os::cleanup::Registered,
+        Box<Option<archive::Archive>>,
+    ),
     Dir(tempfile::TempDir, crate::os::cleanup::Registered),
 }
 
 impl Staged {
     fn path(&self) -> &Path {
         match self {
-            Staged::File(f, _) => f.path(),
+            Staged::File(f, _, _) => f.path(),
             Staged::Dir(d, _) => d.path(),
+        }
+    }
+
+    /// The archive a zip output holds, as opened once written (once).
+    fn take_written(&mut self) -> Option<archive::Archive> {
+        match self {
+            Staged::File(_, _, written) => written.take(),
+            Staged::Dir(..) => None,
         }
     }
 
     pub(crate) fn persist(self, input: &Path, output: &Path, force: bool) -> Result<()> {
         match self {
-            Staged::File(f, _guard) => {
+            Staged::File(f, _guard, _) => {
                 let perms = fs::metadata(input)
                     .map_err(|e| Error::io(input, "stat", e))?
                     .permissions();
@@ -104,9 +118,7 @@ pub(crate) fn stage(
         // Nothing to repair: an exact copy.
         return match insp.archive.form {
             Form::Zip => stage_zip(parent, output, |t, _| {
-                fs::copy(&insp.archive.path, t.path())
-                    .map(drop)
-                    .map_err(|e| Error::io(output, "write", e))
+                exact_copy(&insp.archive, t.as_file()).map_err(|e| Error::io(output, "write", e))
             }),
             Form::Directory => stage_dir(parent, |d| write::copy_dir(&insp.archive, d)),
         };
@@ -141,6 +153,18 @@ pub(crate) fn stage(
     stage_edited(&mut insp.archive, new, parent, output)
 }
 
+/// Copy the whole input zip into `to`, from the archive's own open file
+/// (the kernel copies it, as `cp` does).
+fn exact_copy(input: &archive::Archive, to: &fs::File) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let Some(mut from) = input.file().map(|f| &**f) else {
+        return Err(std::io::Error::other("a zip archive without its file"));
+    };
+    from.seek(SeekFrom::Start(0))?;
+    let mut to = to;
+    std::io::copy(&mut from, &mut to).map(drop)
+}
+
 /// Write `archive` with the members in `new` replaced, as the archive's
 /// own form, beside `output`.
 fn stage_edited(
@@ -151,7 +175,10 @@ fn stage_edited(
 ) -> Result<(Staged, Option<Scan>)> {
     match archive.form {
         Form::Zip => stage_zip(parent, output, |t, follow| {
-            let f = t.reopen().map_err(|e| Error::io(t.path(), "open", e))?;
+            let f = t
+                .as_file()
+                .try_clone()
+                .map_err(|e| Error::io(t.path(), "open", e))?;
             write::write_zip(archive, &mut new, f, output, Some(follow)).map(drop)
         }),
         Form::Directory => stage_dir(parent, |d| write::write_dir(archive, &mut new, d)),
@@ -280,14 +307,21 @@ fn stage_zip(
         .tempfile_in(parent)
         .map_err(tmp_err(parent))?;
     let g = crate::os::cleanup::register(t.path());
-    let (follow, handle) = crate::hash::follow_file(t.path())?;
+    // Every later handle on the output is a duplicate of this one: it is
+    // created once and opened once more, for nothing.
+    let dup = |t: &tempfile::NamedTempFile| {
+        t.as_file()
+            .try_clone()
+            .map_err(|e| Error::io(t.path(), "open", e))
+    };
+    let (follow, handle) = crate::hash::follow_open(dup(&t)?, t.path())?;
     let scan = Scan {
         handle: Some(handle),
         stop: Default::default(),
         follow: Some(follow.clone()),
     };
     write(&t, &follow)?;
-    let written = archive::Archive::open(t.path()).map_err(|e| Error::Verify {
+    let written = archive::Archive::open_file(t.path(), dup(&t)?).map_err(|e| Error::Verify {
         path: output.to_path_buf(),
         problem: e.to_string(),
     })?;
@@ -308,7 +342,7 @@ fn stage_zip(
         .sync_all()
         .map_err(|e| Error::io(output, "sync", e))?;
     crate::progress::step("synced");
-    Ok((Staged::File(t, g), scan))
+    Ok((Staged::File(t, g, Box::new(Some(written))), scan))
 }
 
 /// A directory output: a `.krepair-*` directory in `parent`, registered
@@ -331,7 +365,7 @@ fn stage_dir(
 /// inspecting it again plans nothing. Returns the output's sha256 (a zip)
 /// and its members.
 pub(crate) fn verify(
-    staged: &Staged,
+    staged: &mut Staged,
     scan: Option<Scan>,
     before: &Inspection,
     policy: crate::plan::Policy,
@@ -342,11 +376,13 @@ pub(crate) fn verify(
         path: output.to_path_buf(),
         problem,
     };
-    let after = inspect::inspect(
-        staged.path(),
-        policy,
-        inspect::Check::VERIFY.migrating(migrate),
-    )
+    let check = inspect::Check::VERIFY.migrating(migrate);
+    // A zip output is read through the handle it was opened with once
+    // written; a directory is opened here.
+    let after = match staged.take_written() {
+        Some(written) => inspect::inspect_walked(written, policy, check, None),
+        None => inspect::inspect(staged.path(), policy, check),
+    }
     .map_err(|e| fail(e.to_string()))?;
     same_model(before, &after).map_err(fail)?;
     // The embedded values must read back bit for bit from the new config

@@ -30,9 +30,7 @@ impl Drop for Scan {
 /// weights member in the same pass (the inspection maps those bytes but
 /// does not read them all).
 pub(crate) fn scan_in_background(archive: &crate::source::keras::Archive) -> Option<Scan> {
-    if archive.form != crate::source::keras::Form::Zip {
-        return None;
-    }
+    let file = archive.file()?.clone();
     let path = archive.path.clone();
     let range = archive
         .member(crate::source::keras::WEIGHTS)
@@ -41,7 +39,7 @@ pub(crate) fn scan_in_background(archive: &crate::source::keras::Archive) -> Opt
     let flag = stop.clone();
     Some(Scan {
         handle: Some(std::thread::spawn(move || {
-            crate::hash::scan_file(&path, range, &flag)
+            crate::hash::scan_open(&file, &path, range, &flag)
         })),
         stop,
         follow: None,

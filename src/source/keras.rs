@@ -83,11 +83,20 @@ pub struct Archive {
     /// Members in archive order (sorted by name for a directory).
     pub members: Vec<Member>,
     pub(crate) zip: Option<ZipArchive<SharedFile>>,
+    /// The zip file, opened once: the central directory, the members and
+    /// the in-place mappings of stored members all read through it.
+    file: Option<std::sync::Arc<File>>,
 }
 
 /// A zip file read by position through one shared handle. Each clone has
 /// its own position and read buffer, so one opened archive serves every
 /// reader of a run (the stage, and the dry runs `krepair inspect` makes).
+///
+/// Nothing that reads through the shared handle uses the file's offset
+/// (positional reads here, memory mappings for the weights and the
+/// hashes) except the kernel copy of unchanged weights runs into the
+/// output (`sink::write`, a seek then a copy), which runs alone on the
+/// writing thread.
 pub(crate) struct SharedFile {
     file: std::sync::Arc<File>,
     len: u64,
@@ -103,9 +112,9 @@ pub(crate) struct SharedFile {
 const SHARED_BUF: usize = 64 << 10;
 
 impl SharedFile {
-    fn new(file: File, len: u64) -> SharedFile {
+    fn new(file: std::sync::Arc<File>, len: u64) -> SharedFile {
         SharedFile {
-            file: std::sync::Arc::new(file),
+            file,
             len,
             pos: 0,
             buf: vec![0; SHARED_BUF].into_boxed_slice(),
@@ -170,6 +179,16 @@ impl Seek for SharedFile {
             )),
         }
     }
+}
+
+/// Where a member's bytes can be mapped in place ([`Archive::in_place`]).
+#[derive(Clone, Debug)]
+pub enum InPlace {
+    /// A stored member of a zip: a byte range of the archive's own open
+    /// file (no second open).
+    Shared(std::sync::Arc<File>),
+    /// A member file of an unzipped directory.
+    File(PathBuf),
 }
 
 /// A zip compression method as people name it (`stored`, `deflated`, ...).
@@ -384,7 +403,15 @@ impl Archive {
         if meta.is_dir() {
             return Self::open_dir(path);
         }
-        let mut f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+        let f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+        Self::open_file(path, f)
+    }
+
+    /// [`Archive::open`] on the file at `path`, opened already (not a
+    /// directory; read from its start whatever its position).
+    pub fn open_file(path: &Path, mut f: File) -> Result<Self> {
+        f.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(path, "read", e))?;
         sniff(path, &mut f)?;
         Self::open_zip(path, f)
     }
@@ -401,7 +428,8 @@ impl Archive {
         }
         f.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io(path, "read", e))?;
-        let mut zip = ZipArchive::new(SharedFile::new(f, file_len)).map_err(|e| {
+        let file = std::sync::Arc::new(f);
+        let mut zip = ZipArchive::new(SharedFile::new(file.clone(), file_len)).map_err(|e| {
             Error::format(
                 path,
                 crate::error::Malformed::Container,
@@ -434,6 +462,7 @@ impl Archive {
             form: Form::Zip,
             members,
             zip: Some(zip),
+            file: Some(file),
         })
     }
 
@@ -500,6 +529,7 @@ impl Archive {
             form: Form::Directory,
             members,
             zip: None,
+            file: None,
         })
     }
 
@@ -601,12 +631,18 @@ impl Archive {
 
     /// Where member `name` can be read in place: the file and the byte
     /// range, for a stored zip member or a directory's file.
-    pub fn in_place(&self, name: &str) -> Option<(PathBuf, Range<u64>)> {
+    pub fn in_place(&self, name: &str) -> Option<(InPlace, Range<u64>)> {
         let m = self.member(name)?;
-        match self.form {
-            Form::Zip => m.stored_at.clone().map(|r| (self.path.clone(), r)),
-            Form::Directory => Some((self.path.join(name), 0..m.size)),
+        match (self.form, &self.file) {
+            (Form::Zip, Some(f)) => m.stored_at.clone().map(|r| (InPlace::Shared(f.clone()), r)),
+            (Form::Zip, None) => None,
+            (Form::Directory, _) => Some((InPlace::File(self.path.join(name)), 0..m.size)),
         }
+    }
+
+    /// The zip file as opened (none for a directory).
+    pub fn file(&self) -> Option<&std::sync::Arc<File>> {
+        self.file.as_ref()
     }
 }
 

@@ -193,11 +193,15 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
         repair: None,
         migrate: None,
     };
-    if is_hdf5(path)? {
-        return bare_weights(path, m);
+    let (file, hdf5) = open_file(path)?;
+    if let (Some(f), true) = (&file, hdf5) {
+        return bare_weights(path, f, m);
     }
     crate::progress::step("reading the zip container");
-    let mut archive = Archive::open(path)?;
+    let mut archive = match file {
+        Some(f) => Archive::open_file(path, f)?,
+        None => Archive::open(path)?,
+    };
     m.file.form = match archive.form {
         Form::Zip => "zip".into(),
         Form::Directory => "directory".into(),
@@ -242,7 +246,7 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
         crate::progress::step("walking the HDF5 structure of model.weights.h5");
         let label = format!("{}!{}", path.display(), archive::WEIGHTS);
         let weights = match archive.in_place(archive::WEIGHTS) {
-            Some((file, range)) => Weights::open_in(&file, range, &label, false)?,
+            Some((file, range)) => Weights::open_in_place(&file, range, &label, false)?,
             None => {
                 let tmp = crate::view::open::Inflated::weights(&mut archive)?;
                 Weights::open_at(tmp.file.as_file(), 0, tmp.len, &label, false)?
@@ -267,15 +271,13 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
 }
 
 /// A bare HDF5 weights file: its variables, owned by no layer.
-fn bare_weights(path: &Path, mut m: Manifest) -> Result<Opened> {
+fn bare_weights(path: &Path, f: &std::fs::File, mut m: Manifest) -> Result<Opened> {
     crate::progress::step("walking the HDF5 file");
-    let len = std::fs::metadata(path)
-        .map_err(|e| Error::io(path, "stat", e))?
-        .len();
+    let len = f.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
     m.file.form = "weights".into();
     m.file.size = len;
     let label = path.display().to_string();
-    let weights = Weights::open_in(path, 0..len, &label, false)?;
+    let weights = Weights::open_at(f, 0, len, &label, false)?;
     m.other_variables = weights.variables()?;
     m.totals = totals(&m.layers, &m.other_variables);
     Ok(Opened {
@@ -298,18 +300,19 @@ fn read_metadata(archive: &mut Archive, m: &mut Manifest) -> Result<()> {
     Ok(())
 }
 
-/// Does the file at `path` start with the HDF5 signature?
-fn is_hdf5(path: &Path) -> Result<bool> {
+/// The file at `path`, opened (none for a directory), and whether it
+/// starts with the HDF5 signature.
+fn open_file(path: &Path) -> Result<(Option<std::fs::File>, bool)> {
     if std::fs::metadata(path)
         .map_err(|e| Error::io(path, "read", e))?
         .is_dir()
     {
-        return Ok(false);
+        return Ok((None, false));
     }
     let mut head = [0u8; 8];
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, "open", e))?;
     let n = archive::read_up_to(&mut f, &mut head).map_err(|e| Error::io(path, "read", e))?;
-    Ok(&head[..n] == archive::HDF5_MAGIC)
+    Ok((Some(f), &head[..n] == archive::HDF5_MAGIC))
 }
 
 /// Each layer's group as this weights file spells it: Keras 3's path if

@@ -141,9 +141,13 @@ pub struct Walk(Option<std::thread::JoinHandle<Result<()>>>);
 
 impl Walk {
     /// Walk the weights stored at `range` of `file` in the background.
-    pub fn spawn(file: std::path::PathBuf, range: std::ops::Range<u64>, label: String) -> Walk {
+    pub fn spawn(
+        file: crate::source::keras::InPlace,
+        range: std::ops::Range<u64>,
+        label: String,
+    ) -> Walk {
         Walk(Some(std::thread::spawn(move || {
-            Weights::open_in(&file, range, &label, false)?.check_structure()
+            Weights::open_in_place(&file, range, &label, false)?.check_structure()
         })))
     }
 
@@ -494,12 +498,14 @@ fn open_weights(
                 step();
                 match walk {
                     Some(w) => w.verdict(&path)?,
-                    None => {
-                        Weights::open_in(&file, range.clone(), &label, false)?.check_structure()?
-                    }
+                    None => Weights::open_in_place(&file, range.clone(), &label, false)?
+                        .check_structure()?,
                 }
             }
-            Ok((Weights::open_in(&file, range, &label, editable)?, editable))
+            Ok((
+                Weights::open_in_place(&file, range, &label, editable)?,
+                editable,
+            ))
         }
         None => {
             let tmp = Inflated::weights(archive)?;

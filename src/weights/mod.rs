@@ -275,6 +275,22 @@ fn is_utf8(s: &str) -> bool {
 }
 
 impl Weights {
+    /// [`Weights::open_at`] on the byte `range` of a member mapped in place:
+    /// the archive's own open file, or a directory's member file.
+    pub fn open_in_place(
+        place: &crate::source::keras::InPlace,
+        range: std::ops::Range<u64>,
+        label: &str,
+        writable: bool,
+    ) -> Result<Self> {
+        match place {
+            crate::source::keras::InPlace::Shared(f) => {
+                Self::open_at(f, range.start, range.end - range.start, label, writable)
+            }
+            crate::source::keras::InPlace::File(p) => Self::open_in(p, range, label, writable),
+        }
+    }
+
     /// [`Weights::open_at`] on the byte `range` of the file at `path`.
     pub fn open_in(
         path: &std::path::Path,
