@@ -6,11 +6,11 @@
 //! mixed-precision policies, ...). A model's own rules (its module, its
 //! nested calls, its encoded Discretizations) run from here too.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::discretization_encoding::split_encoded_discretizations;
 use super::nested_nodes::renumber_nested_calls;
-use super::tf_ops::{is_tf_op_lambda, tf_op_layer};
+use super::tf_ops::{is_tf_op_lambda, tf_op_arithmetic};
 use super::{child_path, Refusal, Rewrite};
 use crate::plan::Rule;
 
@@ -74,49 +74,10 @@ pub(super) fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Re
             .and_then(|c| c.get("layers"))
             .is_some_and(Value::is_array);
     if is_model {
-        let from_tf_keras = is_engine_module(&module);
-        if from_tf_keras {
-            let new = if class == "Sequential" {
-                "keras.src.models.sequential"
-            } else {
-                "keras.src.models.functional"
-            };
-            out.push(Rewrite {
-                code: Rule::ModelModule,
-                layer: path.to_string(),
-                key: "module".into(),
-                old: Value::from(module.clone()),
-                new: Some(Value::from(new)),
-            });
-            entry["module"] = Value::from(new);
-        }
-        if class != "Sequential" && from_tf_keras {
-            renumber_nested_calls(entry, path, out)?;
-        }
-        let layers = entry["config"]["layers"]
-            .as_array_mut()
-            .expect("checked: an array");
-        for l in layers.iter_mut() {
-            let child = child_path(path, l);
-            visit(l, &child, out)?;
-        }
-        split_encoded_discretizations(entry, path, out)?;
-        return Ok(());
+        return visit_model(entry, path, &class, &module, out);
     }
     if is_tf_op_lambda(entry) {
-        let new = tf_op_layer(entry).map_err(|reason| Refusal {
-            layer: path.to_string(),
-            reason,
-        })?;
-        out.push(Rewrite {
-            code: Rule::TfOpArithmetic,
-            layer: path.to_string(),
-            key: "(the layer entry)".into(),
-            old: entry.clone(),
-            new: Some(new.clone()),
-        });
-        *entry = new;
-        return Ok(());
+        return tf_op_arithmetic(entry, path, out);
     }
     if custom {
         if registered.is_none() {
@@ -125,16 +86,7 @@ pub(super) fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Re
                 reason: format!("class `{class}` from module `{module}` is not registered (register_keras_serializable), so no Keras can find it"),
             });
         }
-        // Its own code reads its config; the Keras layers it serializes
-        // inside are migrated like any other.
-        if let Some(cfg) = entry.get_mut("config").and_then(Value::as_object_mut) {
-            for (key, v) in cfg.iter_mut() {
-                if v.get("class_name").is_some() && v.get("config").is_some() {
-                    visit(v, &format!("{path}/{key}"), out)?;
-                }
-            }
-        }
-        return Ok(());
+        return visit_custom(entry, path, out);
     }
     if module != "keras.layers" || !KNOWN_LAYERS.contains(&class.as_str()) {
         return Err(Refusal {
@@ -148,137 +100,251 @@ pub(super) fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Re
     let Some(cfg) = entry.get_mut("config").and_then(Value::as_object_mut) else {
         return Ok(());
     };
-    if class != "InputLayer" {
-        if let Some(old) = cfg.shift_remove("batch_input_shape") {
-            out.push(Rewrite {
-                code: Rule::BatchInputShape,
-                layer: path.to_string(),
-                key: "config.batch_input_shape".into(),
-                old,
-                new: None,
-            });
+    layer_rules(&class, cfg, path, out)
+}
+
+/// A model of class `class` from `module` at `path`: its own module (rule
+/// `model-module`), its calls to nested models, each of its layers, then
+/// its encoded Discretizations.
+fn visit_model(
+    entry: &mut Value,
+    path: &str,
+    class: &str,
+    module: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), Refusal> {
+    let from_tf_keras = is_engine_module(module);
+    if from_tf_keras {
+        let new = if class == "Sequential" {
+            "keras.src.models.sequential"
+        } else {
+            "keras.src.models.functional"
+        };
+        out.push(Rewrite {
+            code: Rule::ModelModule,
+            layer: path.to_string(),
+            key: "module".into(),
+            old: Value::from(module),
+            new: Some(Value::from(new)),
+        });
+        entry["module"] = Value::from(new);
+    }
+    if class != "Sequential" && from_tf_keras {
+        renumber_nested_calls(entry, path, out)?;
+    }
+    let layers = entry["config"]["layers"]
+        .as_array_mut()
+        .expect("checked: an array");
+    for l in layers.iter_mut() {
+        let child = child_path(path, l);
+        visit(l, &child, out)?;
+    }
+    split_encoded_discretizations(entry, path, out)
+}
+
+/// A registered custom layer at `path`: its own code reads its config;
+/// the Keras layers it serializes inside are migrated like any other.
+fn visit_custom(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result<(), Refusal> {
+    if let Some(cfg) = entry.get_mut("config").and_then(Value::as_object_mut) {
+        for (key, v) in cfg.iter_mut() {
+            if v.get("class_name").is_some() && v.get("config").is_some() {
+                visit(v, &format!("{path}/{key}"), out)?;
+            }
         }
+    }
+    Ok(())
+}
+
+/// The rules over the config of a Keras layer of class `class` at `path`,
+/// in the order their rewrites are listed.
+fn layer_rules(
+    class: &str,
+    cfg: &mut Map<String, Value>,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), Refusal> {
+    if class != "InputLayer" {
+        drop_key(cfg, "batch_input_shape", Rule::BatchInputShape, path, out);
     }
     if class == "CategoryEncoding" {
-        match cfg.get("sparse") {
-            None => {}
-            Some(Value::Bool(false)) => {
-                let old = cfg.shift_remove("sparse").unwrap_or(Value::Null);
-                out.push(Rewrite {
-                    code: Rule::CategoryEncodingSparse,
-                    layer: path.to_string(),
-                    key: "config.sparse".into(),
-                    old,
-                    new: None,
-                });
-            }
-            Some(v) => {
-                return Err(Refusal {
-                    layer: path.to_string(),
-                    reason: format!(
-                    "CategoryEncoding with sparse {v}: Keras 3.0 has no sparse CategoryEncoding"
-                ),
-                })
-            }
-        }
+        category_encoding_sparse(cfg, path, out)?;
     }
     if class == "Discretization" {
-        if let Some(old) = cfg.shift_remove("trainable") {
-            out.push(Rewrite {
-                code: Rule::DiscretizationTrainable,
-                layer: path.to_string(),
-                key: "config.trainable".into(),
-                old,
-                new: None,
-            });
-        }
+        drop_key(cfg, "trainable", Rule::DiscretizationTrainable, path, out);
     }
     if class == "BatchNormalization" {
-        if let Some(Value::Array(axes)) = cfg.get("axis") {
-            if axes.len() != 1 || !axes[0].is_i64() {
-                return Err(Refusal {
-                    layer: path.to_string(),
-                    reason: format!(
-                        "BatchNormalization over axes {}: Keras 3 takes exactly one",
-                        Value::Array(axes.clone())
-                    ),
-                });
-            }
-            let one = axes[0].clone();
-            let old = cfg
-                .insert("axis".into(), one.clone())
-                .unwrap_or(Value::Null);
-            out.push(Rewrite {
-                code: Rule::OneElementAxis,
-                layer: path.to_string(),
-                key: "config.axis".into(),
-                old,
-                new: Some(one),
-            });
-        }
+        one_element_axis(cfg, path, out)?;
     }
     if class == "DepthwiseConv2D" {
-        match cfg.get("groups") {
-            None => {}
-            Some(g) if g.as_i64() == Some(1) => {
-                let old = cfg.shift_remove("groups").unwrap_or(Value::Null);
-                out.push(Rewrite {
-                    code: Rule::DepthwiseGroups,
-                    layer: path.to_string(),
-                    key: "config.groups".into(),
-                    old,
-                    new: None,
-                });
-            }
-            Some(g) => {
-                return Err(Refusal {
-                    layer: path.to_string(),
-                    reason: format!(
-                        "DepthwiseConv2D with groups {g}: Keras 3 has no such argument"
-                    ),
-                })
-            }
-        }
+        depthwise_groups(cfg, path, out)?;
     }
-    if matches!(class.as_str(), "LSTM" | "GRU") {
-        match cfg.get("time_major") {
-            None => {}
-            Some(Value::Bool(false)) => {
-                let old = cfg.shift_remove("time_major").unwrap_or(Value::Null);
-                out.push(Rewrite {
-                    code: Rule::RnnTimeMajor,
-                    layer: path.to_string(),
-                    key: "config.time_major".into(),
-                    old,
-                    new: None,
-                });
-            }
-            Some(v) => {
-                return Err(Refusal {
-                    layer: path.to_string(),
-                    reason: format!(
-                        "{class} with time_major {v}: Keras 3 RNNs are batch-major only"
-                    ),
-                })
-            }
-        }
+    if matches!(class, "LSTM" | "GRU") {
+        rnn_time_major(class, cfg, path, out)?;
     }
     for (class_of, key, code) in [
         ("GRU", "implementation", Rule::GruImplementation),
         ("Embedding", "input_length", Rule::EmbeddingInputLength),
     ] {
         if class == class_of {
-            if let Some(old) = cfg.shift_remove(key) {
-                out.push(Rewrite {
-                    code,
-                    layer: path.to_string(),
-                    key: format!("config.{key}"),
-                    old,
-                    new: None,
-                });
+            drop_key(cfg, key, code, path, out);
+        }
+    }
+    orthogonal_initializers(cfg, path, out);
+    if class == "Bidirectional" {
+        // The wrapped layers are layer entries of their own.
+        for key in ["layer", "backward_layer"] {
+            if let Some(inner) = cfg.get_mut(key).filter(|v| v.is_object()) {
+                visit(inner, &format!("{path}/{key}"), out)?;
             }
         }
     }
+    dtype_policy(cfg, path, out);
+    Ok(())
+}
+
+/// Remove `key` from the layer config at `path`, when it is there (rule
+/// `code`).
+fn drop_key(
+    cfg: &mut Map<String, Value>,
+    key: &str,
+    code: Rule,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) {
+    if let Some(old) = cfg.shift_remove(key) {
+        out.push(Rewrite {
+            code,
+            layer: path.to_string(),
+            key: format!("config.{key}"),
+            old,
+            new: None,
+        });
+    }
+}
+
+/// A CategoryEncoding's `sparse`: false is removed; true is refused.
+fn category_encoding_sparse(
+    cfg: &mut Map<String, Value>,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), Refusal> {
+    match cfg.get("sparse") {
+        None => {}
+        Some(Value::Bool(false)) => {
+            let old = cfg.shift_remove("sparse").unwrap_or(Value::Null);
+            out.push(Rewrite {
+                code: Rule::CategoryEncodingSparse,
+                layer: path.to_string(),
+                key: "config.sparse".into(),
+                old,
+                new: None,
+            });
+        }
+        Some(v) => {
+            return Err(Refusal {
+                layer: path.to_string(),
+                reason: format!(
+                    "CategoryEncoding with sparse {v}: Keras 3.0 has no sparse CategoryEncoding"
+                ),
+            })
+        }
+    }
+    Ok(())
+}
+
+/// A BatchNormalization's `axis` given as a list: one axis becomes the
+/// number; more are refused.
+fn one_element_axis(
+    cfg: &mut Map<String, Value>,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), Refusal> {
+    if let Some(Value::Array(axes)) = cfg.get("axis") {
+        if axes.len() != 1 || !axes[0].is_i64() {
+            return Err(Refusal {
+                layer: path.to_string(),
+                reason: format!(
+                    "BatchNormalization over axes {}: Keras 3 takes exactly one",
+                    Value::Array(axes.clone())
+                ),
+            });
+        }
+        let one = axes[0].clone();
+        let old = cfg
+            .insert("axis".into(), one.clone())
+            .unwrap_or(Value::Null);
+        out.push(Rewrite {
+            code: Rule::OneElementAxis,
+            layer: path.to_string(),
+            key: "config.axis".into(),
+            old,
+            new: Some(one),
+        });
+    }
+    Ok(())
+}
+
+/// A DepthwiseConv2D's `groups`: 1 is removed; any other is refused.
+fn depthwise_groups(
+    cfg: &mut Map<String, Value>,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), Refusal> {
+    match cfg.get("groups") {
+        None => {}
+        Some(g) if g.as_i64() == Some(1) => {
+            let old = cfg.shift_remove("groups").unwrap_or(Value::Null);
+            out.push(Rewrite {
+                code: Rule::DepthwiseGroups,
+                layer: path.to_string(),
+                key: "config.groups".into(),
+                old,
+                new: None,
+            });
+        }
+        Some(g) => {
+            return Err(Refusal {
+                layer: path.to_string(),
+                reason: format!("DepthwiseConv2D with groups {g}: Keras 3 has no such argument"),
+            })
+        }
+    }
+    Ok(())
+}
+
+/// An LSTM's or GRU's (`class`) `time_major`: false is removed; true is
+/// refused.
+fn rnn_time_major(
+    class: &str,
+    cfg: &mut Map<String, Value>,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), Refusal> {
+    match cfg.get("time_major") {
+        None => {}
+        Some(Value::Bool(false)) => {
+            let old = cfg.shift_remove("time_major").unwrap_or(Value::Null);
+            out.push(Rewrite {
+                code: Rule::RnnTimeMajor,
+                layer: path.to_string(),
+                key: "config.time_major".into(),
+                old,
+                new: None,
+            });
+        }
+        Some(v) => {
+            return Err(Refusal {
+                layer: path.to_string(),
+                reason: format!("{class} with time_major {v}: Keras 3 RNNs are batch-major only"),
+            })
+        }
+    }
+    Ok(())
+}
+
+/// Every `Orthogonal` initializer in the layer config at `path` becomes
+/// Keras 3's `OrthogonalInitializer`.
+fn orthogonal_initializers(cfg: &mut Map<String, Value>, path: &str, out: &mut Vec<Rewrite>) {
     for (key, v) in cfg.iter_mut() {
         let orthogonal = v.get("module").and_then(Value::as_str) == Some("keras.initializers")
             && v.get("class_name").and_then(Value::as_str) == Some("Orthogonal");
@@ -293,14 +359,11 @@ pub(super) fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Re
             v["class_name"] = Value::from("OrthogonalInitializer");
         }
     }
-    if class == "Bidirectional" {
-        // The wrapped layers are layer entries of their own.
-        for key in ["layer", "backward_layer"] {
-            if let Some(inner) = cfg.get_mut(key).filter(|v| v.is_object()) {
-                visit(inner, &format!("{path}/{key}"), out)?;
-            }
-        }
-    }
+}
+
+/// A mixed-precision `Policy` as the layer's `dtype` becomes Keras 3's
+/// `DTypePolicy` of the same name.
+fn dtype_policy(cfg: &mut Map<String, Value>, path: &str, out: &mut Vec<Rewrite>) {
     if let Some(d) = cfg.get_mut("dtype") {
         let is_policy = d.get("class_name").and_then(Value::as_str) == Some("Policy")
             && d.get("module").and_then(Value::as_str) == Some("keras.mixed_precision");
@@ -326,7 +389,6 @@ pub(super) fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Re
             *d = new;
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

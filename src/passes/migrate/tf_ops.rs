@@ -5,6 +5,9 @@
 
 use serde_json::Value;
 
+use super::{Refusal, Rewrite};
+use crate::plan::Rule;
+
 /// Is this layer entry a tf.keras `TFOpLambda` (a TensorFlow op applied to
 /// Keras tensors)? tf.keras 2.13+ writes its module, 2.12 none.
 pub(super) fn is_tf_op_lambda(entry: &Value) -> bool {
@@ -20,6 +23,28 @@ pub(super) fn is_tf_op_lambda(entry: &Value) -> bool {
 enum OpArg {
     Tensor(Value),
     Number(f64),
+}
+
+/// The rule `tf-op-arithmetic`: the `TFOpLambda` entry at `path` becomes
+/// the Keras 3 layer [`tf_op_layer`] gives, or is refused with its reason.
+pub(super) fn tf_op_arithmetic(
+    entry: &mut Value,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), Refusal> {
+    let new = tf_op_layer(entry).map_err(|reason| Refusal {
+        layer: path.to_string(),
+        reason,
+    })?;
+    out.push(Rewrite {
+        code: Rule::TfOpArithmetic,
+        layer: path.to_string(),
+        key: "(the layer entry)".into(),
+        old: entry.clone(),
+        new: Some(new.clone()),
+    });
+    *entry = new;
+    Ok(())
 }
 
 /// The Keras 3 layer entry that computes a tf.keras `TFOpLambda`'s
