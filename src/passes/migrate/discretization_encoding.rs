@@ -4,6 +4,8 @@
 //! `discretization-encoding`), and the checks that refuse a split that
 //! could move another layer's weights.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 
 use super::{child_path, Refusal, Rewrite};
@@ -29,138 +31,203 @@ pub(super) fn split_encoded_discretizations(
     let Some(layers) = cfg.get_mut("layers").and_then(Value::as_array_mut) else {
         return Ok(());
     };
-    let mut names: std::collections::HashSet<String> = layers
+    let mut names: HashSet<String> = layers
         .iter()
         .filter_map(|l| l.get("config")?.get("name")?.as_str().map(str::to_string))
         .collect();
     let mut renamed: Vec<(String, String)> = Vec::new();
     let mut i = 0;
     while i < layers.len() {
-        let l = &layers[i];
-        let is_disc = l.get("class_name").and_then(Value::as_str) == Some("Discretization")
-            && l.get("module").and_then(Value::as_str) == Some("keras.layers");
-        let mode = l
-            .get("config")
-            .and_then(|c| c.get("output_mode"))
-            .and_then(Value::as_str)
-            .unwrap_or("int")
-            .to_string();
-        if !is_disc || !ENCODED_MODES.contains(&mode.as_str()) {
+        let Some(mode) = encoded_mode(&layers[i]) else {
             i += 1;
             continue;
-        }
-        let layer = child_path(path, l);
-        let refuse = |reason: String| Refusal {
-            layer: layer.clone(),
-            reason,
         };
-        let c = &l["config"];
-        if c.get("sparse").is_some_and(|s| s != &Value::Bool(false)) {
-            return Err(refuse(format!("a {mode} Discretization with sparse output: Keras 3.0's CategoryEncoding has no sparse output, and 3.0 to 3.13 cannot build the layer's own")));
-        }
-        let name = c
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let mut enc_name = format!("{name}_encoding");
-        let mut n = 1;
-        while names.contains(&enc_name) {
-            enc_name = format!("{name}_encoding_{n}");
-            n += 1;
-        }
-        names.insert(enc_name.clone());
-        let tokens = match c.get("bin_boundaries") {
-            Some(Value::Array(b)) => Value::from(b.len() + 1),
-            _ => Value::Null,
-        };
-        let calls = l
-            .get("inbound_nodes")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
-        if !sequential && calls == 0 {
-            return Err(refuse(format!(
-                "a {mode} Discretization that the model never calls"
-            )));
-        }
-        if !sequential {
-            if let Some((x, class)) = renumbered_above(layers, i) {
-                return Err(refuse(format!(
-                    "a {mode} Discretization fed by `{x}` ({class}): splitting it deepens the graph above it, and Keras 3 numbers a Functional model's layers by graph depth, so `{x}` could take the weights of another {class} of the model; krepair refuses rather than risk that swap"
-                )));
-            }
-        }
-        // tf.keras one-hot encodes a (batch, 1) input as multi-hot does
-        // (it expands the last axis only when it is not 1, and then
-        // counts); Keras 3.0's CategoryEncoding one-hot keeps that axis
-        // at run time, so such a layer is encoded multi-hot.
-        let enc_mode = if mode == "one_hot" {
-            match discretization_input_shape(layers, i, sequential).as_deref() {
-                Some([_, Some(1)]) => "multi_hot",
-                Some([_]) => "one_hot",
-                Some(s) => {
-                    return Err(refuse(format!(
-                        "a one-hot Discretization on inputs of shape {}: tf.keras encodes only (batch,) and (batch, 1)",
-                        Value::from(s.iter().map(|d| d.map_or(Value::Null, Value::from)).collect::<Vec<_>>())
-                    )))
-                }
-                None => {
-                    return Err(refuse(
-                        "a one-hot Discretization whose input shape the config does not say (no build_config, no InputLayer feeding it)".into(),
-                    ))
-                }
-            }
-        } else {
-            mode.as_str()
-        };
-        let dtype = c.get("dtype").cloned().unwrap_or(Value::from("float32"));
-        let mut enc = serde_json::json!({
-            "module": "keras.layers",
-            "class_name": "CategoryEncoding",
-            "config": {
-                "name": enc_name,
-                "trainable": true,
-                "dtype": dtype,
-                "num_tokens": tokens,
-                "output_mode": enc_mode,
-            },
-            "registered_name": null,
-            "name": enc_name,
-        });
-        if let Some(b) = l.get("build_config") {
-            enc["build_config"] = b.clone();
-        }
-        if !sequential {
-            enc["inbound_nodes"] = Value::Array(
-                (0..calls)
-                    .map(|k| serde_json::json!([[name, k, 0, {}]]))
-                    .collect(),
-            );
-        }
-        let d = layers[i]["config"]
-            .as_object_mut()
-            .expect("checked: an object");
-        d.insert("output_mode".into(), Value::from("int"));
-        d.insert("dtype".into(), Value::from("int64"));
-        d.shift_remove("sparse");
-        d.insert("sparse".into(), Value::Bool(false));
-        out.push(Rewrite {
-            code: Rule::DiscretizationEncoding,
-            layer: layer.clone(),
-            key: "(the layer entry)".into(),
-            old: Value::from(mode.clone()),
-            new: Some(
-                serde_json::json!({"output_mode": "int", "then": enc_name, "encoding": enc_mode}),
-            ),
-        });
-        layers.insert(i + 1, enc);
-        renamed.push((name, enc_name));
+        renamed.push(split_at(
+            layers, i, &mode, path, sequential, &mut names, out,
+        )?);
         i += 2;
     }
     if sequential || renamed.is_empty() {
         return Ok(());
     }
-    // Every reference to a split Discretization now reads its encoding.
+    retarget_references(cfg, &renamed);
+    refuse_other_references(cfg, path, &renamed)
+}
+
+/// The output mode of a Keras Discretization entry that encodes its bin
+/// indices (one of [`ENCODED_MODES`]); None for any other entry.
+fn encoded_mode(l: &Value) -> Option<String> {
+    let is_disc = l.get("class_name").and_then(Value::as_str) == Some("Discretization")
+        && l.get("module").and_then(Value::as_str) == Some("keras.layers");
+    let mode = l
+        .get("config")
+        .and_then(|c| c.get("output_mode"))
+        .and_then(Value::as_str)
+        .unwrap_or("int")
+        .to_string();
+    (is_disc && ENCODED_MODES.contains(&mode.as_str())).then_some(mode)
+}
+
+/// Split the `mode` Discretization at `layers[i]` of the model at `path`:
+/// it becomes int-mode, and its CategoryEncoding is inserted after it,
+/// under a name not in `names`. Returns the Discretization's name and
+/// its encoding's, or why the split is refused.
+fn split_at(
+    layers: &mut Vec<Value>,
+    i: usize,
+    mode: &str,
+    path: &str,
+    sequential: bool,
+    names: &mut HashSet<String>,
+    out: &mut Vec<Rewrite>,
+) -> Result<(String, String), Refusal> {
+    let l = &layers[i];
+    let layer = child_path(path, l);
+    let refuse = |reason: String| Refusal {
+        layer: layer.clone(),
+        reason,
+    };
+    let c = &l["config"];
+    if c.get("sparse").is_some_and(|s| s != &Value::Bool(false)) {
+        return Err(refuse(format!("a {mode} Discretization with sparse output: Keras 3.0's CategoryEncoding has no sparse output, and 3.0 to 3.13 cannot build the layer's own")));
+    }
+    let name = c
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let enc_name = encoding_name(&name, names);
+    let calls = l
+        .get("inbound_nodes")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if !sequential && calls == 0 {
+        return Err(refuse(format!(
+            "a {mode} Discretization that the model never calls"
+        )));
+    }
+    if !sequential {
+        if let Some((x, class)) = renumbered_above(layers, i) {
+            return Err(refuse(format!(
+                "a {mode} Discretization fed by `{x}` ({class}): splitting it deepens the graph above it, and Keras 3 numbers a Functional model's layers by graph depth, so `{x}` could take the weights of another {class} of the model; krepair refuses rather than risk that swap"
+            )));
+        }
+    }
+    let enc_mode = encoding_mode(layers, i, sequential, mode).map_err(refuse)?;
+    let enc = encoding_entry(l, &name, &enc_name, enc_mode, calls, sequential);
+    to_int_mode(&mut layers[i]);
+    out.push(Rewrite {
+        code: Rule::DiscretizationEncoding,
+        layer: layer.clone(),
+        key: "(the layer entry)".into(),
+        old: Value::from(mode),
+        new: Some(
+            serde_json::json!({"output_mode": "int", "then": enc_name, "encoding": enc_mode}),
+        ),
+    });
+    layers.insert(i + 1, enc);
+    Ok((name, enc_name))
+}
+
+/// `{name}_encoding`, or `{name}_encoding_1`, ... : the first that is not
+/// in `names`, which then holds it.
+fn encoding_name(name: &str, names: &mut HashSet<String>) -> String {
+    let mut enc_name = format!("{name}_encoding");
+    let mut n = 1;
+    while names.contains(&enc_name) {
+        enc_name = format!("{name}_encoding_{n}");
+        n += 1;
+    }
+    names.insert(enc_name.clone());
+    enc_name
+}
+
+/// The CategoryEncoding mode for the `mode` Discretization at
+/// `layers[i]`, or why there is none.
+///
+/// tf.keras one-hot encodes a (batch, 1) input as multi-hot does (it
+/// expands the last axis only when it is not 1, and then counts); Keras
+/// 3.0's CategoryEncoding one-hot keeps that axis at run time, so such a
+/// layer is encoded multi-hot.
+fn encoding_mode<'a>(
+    layers: &[Value],
+    i: usize,
+    sequential: bool,
+    mode: &'a str,
+) -> Result<&'a str, String> {
+    if mode != "one_hot" {
+        return Ok(mode);
+    }
+    match discretization_input_shape(layers, i, sequential).as_deref() {
+        Some([_, Some(1)]) => Ok("multi_hot"),
+        Some([_]) => Ok("one_hot"),
+        Some(s) => Err(format!(
+            "a one-hot Discretization on inputs of shape {}: tf.keras encodes only (batch,) and (batch, 1)",
+            Value::from(s.iter().map(|d| d.map_or(Value::Null, Value::from)).collect::<Vec<_>>())
+        )),
+        None => Err(
+            "a one-hot Discretization whose input shape the config does not say (no build_config, no InputLayer feeding it)".into(),
+        ),
+    }
+}
+
+/// The CategoryEncoding entry `enc_name` (mode `enc_mode`) that follows
+/// the Discretization entry `l` named `name`: its dtype and build config,
+/// its tokens when the bin boundaries are known, and in a Functional one
+/// node per call of the Discretization (`calls`).
+fn encoding_entry(
+    l: &Value,
+    name: &str,
+    enc_name: &str,
+    enc_mode: &str,
+    calls: usize,
+    sequential: bool,
+) -> Value {
+    let c = &l["config"];
+    let tokens = match c.get("bin_boundaries") {
+        Some(Value::Array(b)) => Value::from(b.len() + 1),
+        _ => Value::Null,
+    };
+    let dtype = c.get("dtype").cloned().unwrap_or(Value::from("float32"));
+    let mut enc = serde_json::json!({
+        "module": "keras.layers",
+        "class_name": "CategoryEncoding",
+        "config": {
+            "name": enc_name,
+            "trainable": true,
+            "dtype": dtype,
+            "num_tokens": tokens,
+            "output_mode": enc_mode,
+        },
+        "registered_name": null,
+        "name": enc_name,
+    });
+    if let Some(b) = l.get("build_config") {
+        enc["build_config"] = b.clone();
+    }
+    if !sequential {
+        enc["inbound_nodes"] = Value::Array(
+            (0..calls)
+                .map(|k| serde_json::json!([[name, k, 0, {}]]))
+                .collect(),
+        );
+    }
+    enc
+}
+
+/// The Discretization entry `d` in int mode (dtype int64, not sparse).
+fn to_int_mode(d: &mut Value) {
+    let d = d["config"].as_object_mut().expect("checked: an object");
+    d.insert("output_mode".into(), Value::from("int"));
+    d.insert("dtype".into(), Value::from("int64"));
+    d.shift_remove("sparse");
+    d.insert("sparse".into(), Value::Bool(false));
+}
+
+/// In a Functional's config `cfg`, every reference to a split
+/// Discretization (`renamed`: its name, its encoding's) now reads its
+/// encoding, except the encoding's own.
+fn retarget_references(cfg: &mut Value, renamed: &[(String, String)]) {
     let retarget = |r: &mut Value, skip: &str| {
         if let Some(a) = r.as_array_mut() {
             if let Some(target) = a.first().and_then(Value::as_str) {
@@ -172,6 +239,7 @@ pub(super) fn split_encoded_discretizations(
             }
         }
     };
+    let layers = cfg["layers"].as_array_mut().expect("checked: an array");
     for l in layers.iter_mut() {
         let own = l
             .get("config")
@@ -198,9 +266,17 @@ pub(super) fn split_encoded_discretizations(
             retarget(r, "");
         }
     }
-    // Anything still naming a split layer (a Keras 3 style node, a
-    // reference inside call arguments) is not a form this rule rewrites.
-    for (d, _) in &renamed {
+}
+
+/// Anything still naming a split layer (a Keras 3 style node, a
+/// reference inside call arguments) is not a form this rule rewrites:
+/// the first layer of the model at `path` that does, refused.
+fn refuse_other_references(
+    cfg: &Value,
+    path: &str,
+    renamed: &[(String, String)],
+) -> Result<(), Refusal> {
+    for (d, _) in renamed {
         let layers = cfg["layers"].as_array().expect("checked: an array");
         for l in layers {
             let own = l.get("config").and_then(|c| c.get("name"));
