@@ -270,6 +270,9 @@ pub(super) fn compile_config(
     Ok(optimizer)
 }
 
+/// A tf.keras optimizer `o` (edited in place): its module, its arguments,
+/// and what its saved variables need (None when they are in Keras 3's
+/// layout already), or why it cannot be migrated.
 fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVariables>, String> {
     let class = o
         .get("class_name")
@@ -281,6 +284,50 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
+    let (own_keys, mapped) = optimizer_class(o, &class, &module)?;
+    let drop_state = !mapped;
+    let legacy = module == "keras.optimizers.legacy";
+    optimizer_module(o, &class, &module, out)?;
+    let Some(cfg) = o.get_mut("config").and_then(Value::as_object_mut) else {
+        return Err(format!("the optimizer `{class}` has no config"));
+    };
+    if legacy {
+        legacy_decay(cfg, &class, out)?;
+    }
+    let tf_layout = tf_keras_arguments(cfg, &class, out)?;
+    let allowed: Vec<&str> = OPTIMIZER_BASE_KEYS
+        .iter()
+        .chain(own_keys)
+        .copied()
+        .collect();
+    if let Some(extra) = unknown_keys(cfg, &allowed) {
+        return Err(format!(
+            "the optimizer `{class}` has arguments Keras 3 does not take: {extra}"
+        ));
+    }
+    if !tf_layout && !legacy {
+        return Ok(None);
+    }
+    let learning_rate = learning_rate(cfg, &class, out)?;
+    let (slots_per_variable, drop_slots) = slots(&class, cfg);
+    Ok(Some(OptimizerVariables {
+        class,
+        learning_rate,
+        slots_per_variable,
+        drop_slots,
+        legacy,
+        drop_state: drop_state && !legacy,
+    }))
+}
+
+/// The optimizer `o` of `class` is in [`KNOWN_OPTIMIZERS`] (its variables
+/// mapped: true) or [`UNMAPPED_OPTIMIZERS`] (false): the keys its Keras 3
+/// class takes beyond the base optimizer's, and which table it is in.
+fn optimizer_class(
+    o: &Value,
+    class: &str,
+    module: &str,
+) -> Result<(&'static [&'static str], bool), String> {
     let mapped = KNOWN_OPTIMIZERS.iter().find(|(c, _)| *c == class);
     let unmapped = UNMAPPED_OPTIMIZERS.iter().find(|(c, _)| *c == class);
     let Some(&(_, own_keys)) = mapped.or(unmapped) else {
@@ -299,15 +346,24 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
                 .join(", ")
         ));
     };
-    let drop_state = mapped.is_none();
-    let legacy = module == "keras.optimizers.legacy";
-    match module.as_str() {
+    Ok((own_keys, mapped.is_some()))
+}
+
+/// The optimizer's `module` becomes Keras 3's `keras.optimizers` (rules
+/// `legacy-optimizer` and `optimizer-module`); any other is refused.
+fn optimizer_module(
+    o: &mut Value,
+    class: &str,
+    module: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), String> {
+    match module {
         "keras.optimizers" => {}
         "keras.optimizers.legacy" => {
             out.push(compile_rewrite(
                 Rule::LegacyOptimizer,
                 "optimizer.module".into(),
-                Value::from(module.clone()),
+                Value::from(module),
                 Some(Value::from("keras.optimizers")),
             ));
             o["module"] = Value::from("keras.optimizers");
@@ -316,7 +372,7 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
             out.push(compile_rewrite(
                 Rule::OptimizerModule,
                 "optimizer.module".into(),
-                Value::from(module.clone()),
+                Value::from(module),
                 Some(Value::from("keras.optimizers")),
             ));
             o["module"] = Value::from("keras.optimizers");
@@ -327,30 +383,45 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
             ))
         }
     }
-    let Some(cfg) = o.get_mut("config").and_then(Value::as_object_mut) else {
-        return Err(format!("the optimizer `{class}` has no config"));
-    };
-    if legacy {
-        // OptimizerV2.get_config: name, decay, the hyperparameters, and
-        // clipnorm, global_clipnorm, clipvalue when set.
-        match cfg.get("decay") {
-            None => {}
-            Some(d) if d.as_f64() == Some(0.0) => {
-                let old = cfg.shift_remove("decay").unwrap_or(Value::Null);
-                out.push(compile_rewrite(
-                    Rule::LegacyOptimizer,
-                    "optimizer.config.decay".into(),
-                    old,
-                    None,
-                ));
-            }
-            Some(d) => {
-                return Err(format!(
-                    "the legacy optimizer `{class}` has decay {d}: Keras 3 optimizers take no decay (a schedule would stand for it; not verified)"
-                ))
-            }
+    Ok(())
+}
+
+/// A legacy optimizer's config (OptimizerV2.get_config: name, decay, the
+/// hyperparameters, and clipnorm, global_clipnorm, clipvalue when set):
+/// a `decay` of 0 is removed; any other is refused.
+fn legacy_decay(
+    cfg: &mut serde_json::Map<String, Value>,
+    class: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), String> {
+    match cfg.get("decay") {
+        None => {}
+        Some(d) if d.as_f64() == Some(0.0) => {
+            let old = cfg.shift_remove("decay").unwrap_or(Value::Null);
+            out.push(compile_rewrite(
+                Rule::LegacyOptimizer,
+                "optimizer.config.decay".into(),
+                old,
+                None,
+            ));
+        }
+        Some(d) => {
+            return Err(format!(
+                "the legacy optimizer `{class}` has decay {d}: Keras 3 optimizers take no decay (a schedule would stand for it; not verified)"
+            ))
         }
     }
+    Ok(())
+}
+
+/// Remove the arguments tf.keras writes and Keras 3 does not take
+/// (`jit_compile`, `is_legacy_optimizer`: rule `optimizer-arguments`).
+/// True when the variables are still in tf.keras's layout.
+fn tf_keras_arguments(
+    cfg: &mut serde_json::Map<String, Value>,
+    class: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<bool, String> {
     // tf.keras always writes is_legacy_optimizer; Keras 3 never does. Its
     // presence is what marks the variables as still in tf.keras's layout.
     let tf_layout = match cfg.get("is_legacy_optimizer") {
@@ -368,35 +439,37 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
             ));
         }
     }
-    let allowed: Vec<&str> = OPTIMIZER_BASE_KEYS
-        .iter()
-        .chain(own_keys)
-        .copied()
-        .collect();
-    if let Some(extra) = unknown_keys(cfg, &allowed) {
-        return Err(format!(
-            "the optimizer `{class}` has arguments Keras 3 does not take: {extra}"
-        ));
-    }
-    if !tf_layout && !legacy {
-        return Ok(None);
-    }
-    let learning_rate = match cfg.get_mut("learning_rate") {
-        Some(Value::Number(n)) => Some(n.as_f64().unwrap_or(f64::NAN) as f32),
+    Ok(tf_layout)
+}
+
+/// The learning rate, for Keras 3's `learning_rate` variable; None for a
+/// schedule (checked by [`schedule`]), for which Keras 3 tracks no such
+/// variable.
+fn learning_rate(
+    cfg: &mut serde_json::Map<String, Value>,
+    class: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<Option<f32>, String> {
+    match cfg.get_mut("learning_rate") {
+        Some(Value::Number(n)) => Ok(Some(n.as_f64().unwrap_or(f64::NAN) as f32)),
         Some(v) if v.is_object() => {
             schedule(v, out).map_err(|e| format!("the optimizer `{class}`: {e}"))?;
-            None
+            Ok(None)
         }
-        other => {
-            return Err(format!(
-                "the optimizer `{class}` has learning_rate {}",
-                other.map_or("missing".to_string(), |v| v.to_string())
-            ))
-        }
-    };
+        other => Err(format!(
+            "the optimizer `{class}` has learning_rate {}",
+            other.map_or("missing".to_string(), |v| v.to_string())
+        )),
+    }
+}
+
+/// The slot variables per trainable variable in tf.keras's layout of an
+/// optimizer of `class` with config `cfg` (its EMA copy included), and
+/// whether Keras 3 keeps none of them (SGD without momentum).
+fn slots(class: &str, cfg: &serde_json::Map<String, Value>) -> (usize, bool) {
     let flag = |k: &str| cfg.get(k).and_then(Value::as_bool).unwrap_or(false);
     let positive = |k: &str| cfg.get(k).and_then(Value::as_f64).is_some_and(|m| m > 0.0);
-    let (own_slots, drop_slots) = match class.as_str() {
+    let (own_slots, drop_slots) = match class {
         "Adam" => (2 + usize::from(flag("amsgrad")), false),
         // tf.keras's SGD keeps a momentum slot even without momentum (and
         // never reads it); Keras 3's keeps none.
@@ -406,14 +479,7 @@ fn optimizer(o: &mut Value, out: &mut Vec<Rewrite>) -> Result<Option<OptimizerVa
             false,
         ),
     };
-    Ok(Some(OptimizerVariables {
-        class,
-        learning_rate,
-        slots_per_variable: own_slots + usize::from(flag("use_ema")),
-        drop_slots,
-        legacy,
-        drop_state: drop_state && !legacy,
-    }))
+    (own_slots + usize::from(flag("use_ema")), drop_slots)
 }
 
 /// The name each learning-rate schedule takes when none is given
