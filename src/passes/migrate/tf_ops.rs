@@ -93,6 +93,14 @@ pub fn tf_op_layer(entry: &Value) -> Result<Value, String> {
     if function == "concat" {
         return tf_concat(entry, name, node, &what);
     }
+    let (first, second) = op_arguments(node, &what)?;
+    arithmetic_layer(entry, name, function, &what, &first, second.as_ref())
+}
+
+/// The arguments of the call `node` of the op `what` (any but
+/// `tf.concat`): its first argument and its `y`, each a tensor or a
+/// number.
+fn op_arguments(node: &Value, what: &str) -> Result<(OpArg, Option<OpArg>), String> {
     // tf.keras writes the call as [first argument (3 items), kwargs].
     let parts = node.as_array().map(Vec::as_slice).unwrap_or(&[]);
     let [a0, a1, a2, kwargs] = parts else {
@@ -131,6 +139,20 @@ pub fn tf_op_layer(entry: &Value) -> Result<Value, String> {
             ))
         }
     };
+    Ok((first, second))
+}
+
+/// The Keras 3 layer entry named `name` that computes `function` of the
+/// op `what` (the `TFOpLambda` entry `entry`) on `first` and `second`
+/// exactly, or why there is none.
+fn arithmetic_layer(
+    entry: &Value,
+    name: &str,
+    function: &str,
+    what: &str,
+    first: &OpArg,
+    second: Option<&OpArg>,
+) -> Result<Value, String> {
     let finite = |c: f64| c.is_finite();
     let rescaling = |x: &Value, scale: f64, offset: f64| -> Result<Value, String> {
         if !finite(scale) || !finite(offset) {
@@ -154,7 +176,7 @@ pub fn tf_op_layer(entry: &Value) -> Result<Value, String> {
         ))
     };
     use OpArg::{Number as N, Tensor as T};
-    match (function, &first, &second) {
+    match (function, first, second) {
         ("math.multiply", T(x), Some(N(c))) | ("math.multiply", N(c), Some(T(x))) => {
             rescaling(x, *c, 0.0)
         }
