@@ -44,10 +44,6 @@ pub(super) fn legacy_modules(
     path: &str,
     out: &mut Vec<Rewrite>,
 ) -> Result<(), Refusal> {
-    let refuse = |reason: String| Refusal {
-        layer: path.to_string(),
-        reason,
-    };
     let class = entry
         .get("class_name")
         .and_then(Value::as_str)
@@ -62,22 +58,7 @@ pub(super) fn legacy_modules(
         return Ok(());
     }
     if entry.get("module").is_none() {
-        if class.contains('>') {
-            return Err(refuse(format!("the custom class `{class}` is in tf.keras 2.12's legacy form, without its module: no migration rule for it yet")));
-        }
-        let module = match class.as_str() {
-            "Sequential" if is_model => "keras.engine.sequential",
-            _ if is_model => "keras.engine.functional",
-            _ => "keras.layers",
-        };
-        out.push(Rewrite {
-            code: Rule::LegacyModule,
-            layer: path.to_string(),
-            key: "module".into(),
-            old: Value::Null,
-            new: Some(Value::from(module)),
-        });
-        entry["module"] = Value::from(module);
+        entry_module(entry, &class, is_model, path, out)?;
     }
     if is_model {
         for l in entry["config"]["layers"]
@@ -93,62 +74,124 @@ pub(super) fn legacy_modules(
         return Ok(());
     };
     for (key, v) in cfg.iter_mut() {
-        let Some(obj) = v.as_object_mut() else {
-            continue;
-        };
-        if obj.contains_key("module") || !obj.contains_key("class_name") {
-            continue;
-        }
-        let inner = obj
-            .get("class_name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if matches!(key.as_str(), "layer" | "backward_layer") {
-            legacy_modules(v, &format!("{path}/{key}"), out)?;
-            continue;
-        }
-        if inner == "__numpy__" {
-            let scalar = obj
-                .get("config")
-                .and_then(|c| c.get("value"))
-                .filter(|v| v.is_number())
-                .cloned();
-            let dtype = obj
-                .get("config")
-                .and_then(|c| c.get("dtype"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let Some(number) = scalar.filter(|_| NUMPY_SCALARS.contains(&dtype)) else {
-                return Err(refuse(format!(
-                    "`config.{key}` is a NumPy value {} that is not a float or int scalar: no migration rule for it",
-                    Value::Object(obj.clone())
-                )));
-            };
-            out.push(Rewrite {
-                code: Rule::NumpyScalar,
-                layer: path.to_string(),
-                key: format!("config.{key}"),
-                old: v.clone(),
-                new: Some(number.clone()),
-            });
-            *v = number;
-            continue;
-        }
-        let Some(module) = legacy_object_module(key, &inner) else {
-            return Err(refuse(format!(
-                "`config.{key}` is a `{inner}` in tf.keras 2.12's legacy form: no migration rule for it"
-            )));
-        };
-        out.push(Rewrite {
-            code: Rule::LegacyModule,
-            layer: path.to_string(),
-            key: format!("config.{key}.module"),
-            old: Value::Null,
-            new: Some(Value::from(module)),
-        });
-        obj.insert("module".into(), Value::from(module));
+        config_object(key, v, path, out)?;
     }
+    Ok(())
+}
+
+/// The module tf.keras 2.13 writes for the entry at `path` of class
+/// `class` (a model when `is_model`), which 2.12 leaves out; refused for a
+/// custom class, whose module is not known.
+fn entry_module(
+    entry: &mut Value,
+    class: &str,
+    is_model: bool,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), Refusal> {
+    if class.contains('>') {
+        return Err(Refusal {
+            layer: path.to_string(),
+            reason: format!("the custom class `{class}` is in tf.keras 2.12's legacy form, without its module: no migration rule for it yet"),
+        });
+    }
+    let module = match class {
+        "Sequential" if is_model => "keras.engine.sequential",
+        _ if is_model => "keras.engine.functional",
+        _ => "keras.layers",
+    };
+    out.push(Rewrite {
+        code: Rule::LegacyModule,
+        layer: path.to_string(),
+        key: "module".into(),
+        old: Value::Null,
+        new: Some(Value::from(module)),
+    });
+    entry["module"] = Value::from(module);
+    Ok(())
+}
+
+/// The value `v` under `key` of the config of the layer at `path`, when
+/// it is an object in the legacy form (a `class_name` without a
+/// `module`): a wrapped layer, a NumPy scalar, or an object that gets the
+/// module of its kind.
+fn config_object(
+    key: &str,
+    v: &mut Value,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), Refusal> {
+    let Some(obj) = v.as_object_mut() else {
+        return Ok(());
+    };
+    if obj.contains_key("module") || !obj.contains_key("class_name") {
+        return Ok(());
+    }
+    let inner = obj
+        .get("class_name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if matches!(key, "layer" | "backward_layer") {
+        return legacy_modules(v, &format!("{path}/{key}"), out);
+    }
+    if inner == "__numpy__" {
+        return numpy_scalar(key, v, path, out);
+    }
+    let Some(module) = legacy_object_module(key, &inner) else {
+        return Err(Refusal {
+            layer: path.to_string(),
+            reason: format!(
+                "`config.{key}` is a `{inner}` in tf.keras 2.12's legacy form: no migration rule for it"
+            ),
+        });
+    };
+    out.push(Rewrite {
+        code: Rule::LegacyModule,
+        layer: path.to_string(),
+        key: format!("config.{key}.module"),
+        old: Value::Null,
+        new: Some(Value::from(module)),
+    });
+    obj.insert("module".into(), Value::from(module));
+    Ok(())
+}
+
+/// The NumPy value `v` (`{"class_name": "__numpy__", ...}`) under `key`
+/// of the config of the layer at `path` becomes its number (rule
+/// `numpy-scalar`); anything but a float or int scalar is refused.
+fn numpy_scalar(
+    key: &str,
+    v: &mut Value,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), Refusal> {
+    let scalar = v
+        .get("config")
+        .and_then(|c| c.get("value"))
+        .filter(|v| v.is_number())
+        .cloned();
+    let dtype = v
+        .get("config")
+        .and_then(|c| c.get("dtype"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let Some(number) = scalar.filter(|_| NUMPY_SCALARS.contains(&dtype)) else {
+        return Err(Refusal {
+            layer: path.to_string(),
+            reason: format!(
+                "`config.{key}` is a NumPy value {v} that is not a float or int scalar: no migration rule for it"
+            ),
+        });
+    };
+    out.push(Rewrite {
+        code: Rule::NumpyScalar,
+        layer: path.to_string(),
+        key: format!("config.{key}"),
+        old: v.clone(),
+        new: Some(number.clone()),
+    });
+    *v = number;
     Ok(())
 }
 
