@@ -99,6 +99,9 @@ pub fn legacy_layout(
     Ok(out)
 }
 
+/// The renames for the model `model` at config path `path`, whose weights
+/// group is `old` in tf.keras's layout and `new` in Keras 3's: its
+/// container, its layers, then the models inside it.
 fn container_layout(
     model: &Value,
     old: &str,
@@ -108,60 +111,105 @@ fn container_layout(
     tree: &dyn WeightsTree,
     out: &mut Vec<Rename>,
 ) -> Result<(), Refusal> {
-    let refuse = |layer: &str, reason: String| Refusal {
-        layer: layer.to_string(),
-        reason,
-    };
     let old_c = join_path(old, LEGACY_CONTAINER);
     let new_c = join_path(new, "layers");
-    let sequential = model.get("class_name").and_then(Value::as_str) == Some("Sequential");
-    let layers = model["config"]["layers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let children: Vec<&Value> = layers
-        .iter()
-        .filter(|l| {
-            !(sequential && l.get("class_name").and_then(Value::as_str) == Some("InputLayer"))
-        })
-        .collect();
-    if !tree.is_group(&old_c) {
-        if children.is_empty() {
-            return Ok(());
-        }
-        return Err(refuse(
-            path,
-            format!("no `{old_c}` group in the weights, where tf.keras keeps this model's layers"),
-        ));
-    }
-    if tree.is_group(&join_path(old, "layers")) {
-        return Err(refuse(
-            path,
-            format!(
-                "the weights hold both `{old_c}` and `{}`",
-                join_path(old, "layers")
-            ),
-        ));
-    }
-    if tree.links(&old_c) != children.len() {
-        return Err(refuse(
-            path,
-            format!(
-                "`{old_c}` holds {} groups, but the config lists {} layers",
-                tree.links(&old_c),
-                children.len()
-            ),
-        ));
+    let children = container_children(model);
+    if !has_container(old, &old_c, children.len(), path, tree)? {
+        return Ok(());
     }
     out.push(Rename {
         parent: new.to_string(),
         from: LEGACY_CONTAINER.into(),
         to: "layers".into(),
     });
+    let nested = layer_renames(&children, &old_c, &new_c, path, numbering, tree, out)?;
+    for m in nested {
+        container_layout(m.model, &m.old, &m.new, &m.path, numbering, tree, out)?;
+    }
+    Ok(())
+}
+
+/// The layers of `model` that tf.keras lists in its container: all but a
+/// Sequential's InputLayer.
+fn container_children(model: &Value) -> Vec<&Value> {
+    let sequential = model.get("class_name").and_then(Value::as_str) == Some("Sequential");
+    model["config"]["layers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|l| {
+            !(sequential && l.get("class_name").and_then(Value::as_str) == Some("InputLayer"))
+        })
+        .collect()
+}
+
+/// Do the weights hold the container `old_c` of the model at `path`
+/// (weights group `old`), with one group for each of its `children`
+/// layers? False when there is no container and no layer to hold; refused
+/// when the container is missing, stands beside a `layers` group, or
+/// holds another number of groups.
+fn has_container(
+    old: &str,
+    old_c: &str,
+    children: usize,
+    path: &str,
+    tree: &dyn WeightsTree,
+) -> Result<bool, Refusal> {
+    let refuse = |reason: String| Refusal {
+        layer: path.to_string(),
+        reason,
+    };
+    if !tree.is_group(old_c) {
+        if children == 0 {
+            return Ok(false);
+        }
+        return Err(refuse(format!(
+            "no `{old_c}` group in the weights, where tf.keras keeps this model's layers"
+        )));
+    }
+    if tree.is_group(&join_path(old, "layers")) {
+        return Err(refuse(format!(
+            "the weights hold both `{old_c}` and `{}`",
+            join_path(old, "layers")
+        )));
+    }
+    if tree.links(old_c) != children {
+        return Err(refuse(format!(
+            "`{old_c}` holds {} groups, but the config lists {} layers",
+            tree.links(old_c),
+            children
+        )));
+    }
+    Ok(true)
+}
+
+/// A model nested in a container: its config entry, its weights group in
+/// tf.keras's layout and in Keras 3's, and its config path.
+struct NestedModel<'a> {
+    model: &'a Value,
+    old: String,
+    new: String,
+    path: String,
+}
+
+/// The renames of the layers `children` of the model at `path`, from
+/// their names in the container `old_c` (numbered per class by
+/// `numbering`) to their Keras 3 names in `new_c` (numbered per class by
+/// ones). Returns the models among them, for their own layout.
+fn layer_renames<'a>(
+    children: &[&'a Value],
+    old_c: &str,
+    new_c: &str,
+    path: &str,
+    numbering: Numbering,
+    tree: &dyn WeightsTree,
+    out: &mut Vec<Rename>,
+) -> Result<Vec<NestedModel<'a>>, Refusal> {
     // Per class: the next tf.keras number and the next Keras 3 number.
     let mut counters: std::collections::HashMap<String, (u32, u32)> = Default::default();
     let mut nested = Vec::new();
-    for l in children {
+    for &l in children {
         let class = l.get("class_name").and_then(Value::as_str).unwrap_or("");
         let base = crate::view::config::to_snake_case(class);
         let (tf_n, k3_n) = counters.entry(base.clone()).or_insert((0, 0));
@@ -174,12 +222,12 @@ fn container_layout(
         };
         let (tf_name, k3_name) = (name(*tf_n), name(*k3_n));
         let layer = child_path(path, l);
-        let old_g = join_path(&old_c, &tf_name);
+        let old_g = join_path(old_c, &tf_name);
         if !tree.is_group(&old_g) {
-            return Err(refuse(
-                &layer,
-                format!("no weights group `{old_g}`, where tf.keras numbers this layer"),
-            ));
+            return Err(Refusal {
+                layer,
+                reason: format!("no weights group `{old_g}`, where tf.keras numbers this layer"),
+            });
         }
         *tf_n += match numbering {
             Numbering::Doubled if tree.has_datasets(&old_g) => 2,
@@ -188,7 +236,7 @@ fn container_layout(
         *k3_n += 1;
         if tf_name != k3_name {
             out.push(Rename {
-                parent: new_c.clone(),
+                parent: new_c.to_string(),
                 from: tf_name,
                 to: k3_name.clone(),
             });
@@ -197,13 +245,15 @@ fn container_layout(
             .and_then(|c| c.get("layers"))
             .is_some_and(Value::is_array)
         {
-            nested.push((l, old_g, join_path(&new_c, &k3_name), layer));
+            nested.push(NestedModel {
+                model: l,
+                old: old_g,
+                new: join_path(new_c, &k3_name),
+                path: layer,
+            });
         }
     }
-    for (l, old_g, new_g, layer) in nested {
-        container_layout(l, &old_g, &new_g, &layer, numbering, tree, out)?;
-    }
-    Ok(())
+    Ok(nested)
 }
 
 #[cfg(test)]
