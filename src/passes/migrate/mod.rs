@@ -32,8 +32,9 @@
 //! - `weights_layout.rs`: the renames that give a tf.keras 2.13 or 2.14
 //!   weights file Keras 3's layout ([`legacy_layout`]).
 //!
-//! This file holds what they share ([`Rewrite`], [`Refusal`], [`Plan`])
-//! and [`plan`], which runs them in order.
+//! This file holds what they share ([`Rewrite`], [`Refusal`], [`Plan`],
+//! a layer's config path) and [`plan`], which runs them in order; every
+//! public item of the pass is re-exported here.
 
 mod compile;
 mod discretization_encoding;
