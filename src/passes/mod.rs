@@ -8,7 +8,7 @@
 //!
 //! - [`migrate`]: tf.keras 2.12-2.15 to Keras 3 (issue #10); pure, a JSON
 //!   tree in, rewrites or a refusal out; its weights rules see the weights
-//!   through [`migrate::WeightsTree`].
+//!   through [`crate::weights::WeightsTree`].
 //! - [`normalization`]: the Normalization state repair (keras #20147).
 //! - [`discretization`]: the Discretization state repair (issue #15): the
 //!   bin boundaries tf.keras computes from the stored summary, embedded.

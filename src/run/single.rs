@@ -183,32 +183,7 @@ fn run_inner(opts: &Options, report: &mut Report, opened: Option<archive::Archiv
     if let Some(out) = &opts.output {
         check_output(&opts.input, out, opts.force)?;
     }
-    let check = if opts.output.is_some() {
-        inspect::Check::REPAIR
-    } else {
-        inspect::Check::DRY_RUN
-    }
-    .migrating(opts.migrate);
-    // The structure of the weights is walked on the other core while the
-    // archive is read (a dry run too), and a repair hashes the whole input
-    // there as well; a dry run reads only what it needs.
-    let a = match opened {
-        Some(a) => a,
-        None => {
-            crate::progress::step("reading the zip container");
-            archive::Archive::open(&opts.input)?
-        }
-    };
-    let walk = a.in_place(archive::WEIGHTS).map(|(file, range)| {
-        let label = format!("{}!{}", opts.input.display(), archive::WEIGHTS);
-        inspect::Walk::spawn(file, range, label)
-    });
-    let input_scan = opts
-        .output
-        .as_ref()
-        .and_then(|_| crate::sink::scan::scan_in_background(&a));
-    // The weights are opened for editing only once the walk has passed.
-    let mut insp = inspect::inspect_walked(a, opts.policy, check, walk)?;
+    let (mut insp, input_scan) = inspect_input(opts, opened)?;
     record_inspection(report, &insp)?;
     let refusal = insp.refusal().map(|(layer, reason)| Error::Refused {
         path: opts.input.clone(),
@@ -280,6 +255,40 @@ fn run_inner(opts: &Options, report: &mut Report, opened: Option<archive::Archiv
         Outcome::NothingToRepair
     };
     Ok(())
+}
+
+/// Open the input (unless the caller did), and inspect it. The structure
+/// of the weights is walked on the other core while the archive is read
+/// (a dry run too), and a repair hashes the whole input there as well; a
+/// dry run reads only what it needs. The weights are opened for editing
+/// only once the walk has passed.
+fn inspect_input(
+    opts: &Options,
+    opened: Option<archive::Archive>,
+) -> Result<(inspect::Inspection, Option<crate::sink::scan::Scan>)> {
+    let check = if opts.output.is_some() {
+        inspect::Check::REPAIR
+    } else {
+        inspect::Check::DRY_RUN
+    }
+    .migrating(opts.migrate);
+    let a = match opened {
+        Some(a) => a,
+        None => {
+            crate::progress::step("reading the zip container");
+            archive::Archive::open(&opts.input)?
+        }
+    };
+    let walk = a.in_place(archive::WEIGHTS).map(|(file, range)| {
+        let label = format!("{}!{}", opts.input.display(), archive::WEIGHTS);
+        inspect::Walk::spawn(file, range, label)
+    });
+    let input_scan = opts
+        .output
+        .as_ref()
+        .and_then(|_| crate::sink::scan::scan_in_background(&a));
+    let insp = inspect::inspect_walked(a, opts.policy, check, walk)?;
+    Ok((insp, input_scan))
 }
 
 /// What the inspection found, into the report.

@@ -237,19 +237,7 @@ pub fn inspect_walked(
     if let Some(numbering) =
         numbering.filter(|_| check.migrate || !sites.is_empty() || !discs.is_empty())
     {
-        // The layout is matched against the config as saved: the tree the
-        // migration kept aside, or (a repair) the text parsed into the
-        // form the matcher reads.
-        let config = match saved {
-            Some(v) => v,
-            None => serde_json::from_str(&config_text).map_err(|e| {
-                Error::format(
-                    path,
-                    crate::error::Malformed::Config,
-                    format!("config.json: {e}"),
-                )
-            })?,
-        };
+        let config = saved_config(saved, &config_text, path)?;
         let layout = Layout {
             path,
             config: &config,
@@ -293,6 +281,22 @@ pub fn inspect_walked(
         actions,
         weights: Some(weights),
     })
+}
+
+/// The config as saved, which the weights layout is matched against: the
+/// tree the migration kept aside, or (a repair) the text parsed into the
+/// form the matcher reads.
+fn saved_config(saved: Option<Value>, text: &str, path: &std::path::Path) -> Result<Value> {
+    match saved {
+        Some(v) => Ok(v),
+        None => serde_json::from_str(text).map_err(|e| {
+            Error::format(
+                path,
+                crate::error::Malformed::Config,
+                format!("config.json: {e}"),
+            )
+        }),
+    }
 }
 
 /// Refuse an archive without `config.json` (a directory without it, and

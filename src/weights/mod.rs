@@ -891,7 +891,19 @@ impl Weights {
     }
 }
 
-impl crate::passes::migrate::WeightsTree for Weights {
+/// What a pass needs to know of a weights file's tree, by path (the
+/// weights-layout match of `passes::migrate::legacy_layout` reads it; its
+/// tests stand in a tree of their own).
+pub trait WeightsTree {
+    /// Is there a group at `path`?
+    fn is_group(&self, path: &str) -> bool;
+    /// Does the group at `path` hold a dataset anywhere below it?
+    fn has_datasets(&self, path: &str) -> bool;
+    /// How many links the group at `path` holds.
+    fn links(&self, path: &str) -> usize;
+}
+
+impl WeightsTree for Weights {
     fn is_group(&self, path: &str) -> bool {
         Weights::is_group(self, path)
     }

@@ -51,8 +51,7 @@ pub use compile::{
 pub use layers::KNOWN_LAYERS;
 pub use tf_ops::tf_op_layer;
 pub use weights_layout::{
-    join_path, legacy_layout, legacy_path, numbering_of, Numbering, Rename, WeightsTree,
-    LEGACY_CONTAINER,
+    join_path, legacy_layout, legacy_path, numbering_of, Numbering, Rename, LEGACY_CONTAINER,
 };
 
 use serde::{Deserialize, Serialize};

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::{child_path, Refusal};
 use crate::plan::Version;
+use crate::weights::WeightsTree;
 
 /// How tf.keras 2.13 and 2.14 name the weights groups of a model's
 /// layers, under `_layer_checkpoint_dependencies` where 2.15 and Keras 3
@@ -21,16 +22,6 @@ pub enum Numbering {
     /// `layer-i`), and the second listing uses up a number although it is
     /// skipped (keras #18830): `dense`, `dense_2`, `dense_4`, ...
     Doubled,
-}
-
-/// What [`legacy_layout`] needs to know of the weights file, by path.
-pub trait WeightsTree {
-    /// Is there a group at `path`?
-    fn is_group(&self, path: &str) -> bool;
-    /// Does the group at `path` hold a dataset anywhere below it?
-    fn has_datasets(&self, path: &str) -> bool;
-    /// How many links the group at `path` holds.
-    fn links(&self, path: &str) -> usize;
 }
 
 /// One rename in the weights file: the link `from` in the group `parent`
