@@ -309,22 +309,24 @@ fn stage_zip(
     let g = crate::os::cleanup::register(t.path());
     // Every later handle on the output is a duplicate of this one: it is
     // created once and opened once more, for nothing.
-    let dup = |t: &tempfile::NamedTempFile| {
+    let dup = |t: &tempfile::NamedTempFile, op| {
         t.as_file()
             .try_clone()
-            .map_err(|e| Error::io(t.path(), "open", e))
+            .map_err(|e| Error::io(t.path(), op, e))
     };
-    let (follow, handle) = crate::hash::follow_open(dup(&t)?, t.path())?;
+    let (follow, handle) = crate::hash::follow_open(dup(&t, "read")?, t.path())?;
     let scan = Scan {
         handle: Some(handle),
         stop: Default::default(),
         follow: Some(follow.clone()),
     };
     write(&t, &follow)?;
-    let written = archive::Archive::open_file(t.path(), dup(&t)?).map_err(|e| Error::Verify {
-        path: output.to_path_buf(),
-        problem: e.to_string(),
-    })?;
+    let written = dup(&t, "open")
+        .and_then(|f| archive::Archive::open_file(t.path(), f))
+        .map_err(|e| Error::Verify {
+            path: output.to_path_buf(),
+            problem: e.to_string(),
+        })?;
     let len = t
         .as_file()
         .metadata()

@@ -403,8 +403,11 @@ impl Archive {
         if meta.is_dir() {
             return Self::open_dir(path);
         }
-        let f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
-        Self::open_file(path, f)
+        let mut f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+        // A fresh handle is at the start: no seek, so an input that cannot
+        // seek (a pipe) still gets the sniff's verdict on what it is.
+        sniff(path, &mut f)?;
+        Self::open_zip(path, f)
     }
 
     /// [`Archive::open`] on the file at `path`, opened already (not a
@@ -426,10 +429,13 @@ impl Archive {
                 format!("{declared} members, more than the limit of {MAX_MEMBERS}"),
             ));
         }
-        f.seek(SeekFrom::Start(0))
+        // The length the zip reader seeks from, as the file's own end says
+        // (a block device's metadata says 0).
+        let end = f
+            .seek(SeekFrom::End(0))
             .map_err(|e| Error::io(path, "read", e))?;
         let file = std::sync::Arc::new(f);
-        let mut zip = ZipArchive::new(SharedFile::new(file.clone(), file_len)).map_err(|e| {
+        let mut zip = ZipArchive::new(SharedFile::new(file.clone(), end)).map_err(|e| {
             Error::format(
                 path,
                 crate::error::Malformed::Container,

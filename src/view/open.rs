@@ -283,20 +283,17 @@ pub fn inspect_walked(
     })
 }
 
-/// The config as saved, which the weights layout is matched against: the
-/// tree the migration kept aside, or (a repair) the text parsed into the
-/// form the matcher reads.
-fn saved_config(saved: Option<Value>, text: &str, path: &std::path::Path) -> Result<Value> {
-    match saved {
-        Some(v) => Ok(v),
-        None => serde_json::from_str(text).map_err(|e| {
-            Error::format(
-                path,
-                crate::error::Malformed::Config,
-                format!("config.json: {e}"),
-            )
-        }),
-    }
+/// The config as saved, which the weights layout is matched against, in
+/// the form the matcher reads: the text the migration kept aside, or (a
+/// repair) the config's own text.
+fn saved_config(saved: Option<String>, text: &str, path: &std::path::Path) -> Result<Value> {
+    serde_json::from_str(saved.as_deref().unwrap_or(text)).map_err(|e| {
+        Error::format(
+            path,
+            crate::error::Malformed::Config,
+            format!("config.json: {e}"),
+        )
+    })
 }
 
 /// Refuse an archive without `config.json` (a directory without it, and
@@ -351,9 +348,11 @@ struct Config {
     /// No object of `text` names a key twice (see
     /// [`Inspection::config_keys_unique`]).
     keys_unique: bool,
-    /// The config as saved, where the weights layout must be matched
-    /// against it (tf.keras 2.12-2.14, migrating).
-    saved: Option<Value>,
+    /// The text as saved, where the weights layout must be matched against
+    /// it (tf.keras 2.12-2.14, migrating): kept as text, and parsed once
+    /// the migrated tree is gone, so the two trees never coexist (a tree
+    /// takes about ten times its text).
+    saved: Option<String>,
     /// The migration's rewrites.
     migration: Vec<crate::passes::migrate::Rewrite>,
     /// The optimizer whose variables the migration must lay out.
@@ -421,11 +420,11 @@ fn migrate_config(
             format!("config.json: {e}"),
         )
     };
-    let mut config = parse_json(text.as_bytes(), "config.json", archive)?;
     // tf.keras named the weights groups of 2.12-2.14 after the classes it
     // saved, which migration may change (TFOpLambda): the layout is
     // matched against the config as saved, kept aside here.
-    let saved = crate::passes::migrate::numbering_of(keras_version).map(|_| config.clone());
+    let saved = crate::passes::migrate::numbering_of(keras_version).map(|_| text.clone());
+    let mut config = parse_json(text.as_bytes(), "config.json", archive)?;
     // The shapes the config declares for Normalization layers without a
     // build_config (tf.keras 2.12), before migration removes their
     // batch_input_shape.
