@@ -401,25 +401,6 @@ fn inputs_that_are_not_keras_archives() {
 }
 
 #[test]
-fn the_human_summary_says_what_and_why() {
-    let tmp = tempfile::tempdir().unwrap();
-    let f = fixture("3.5", "efficientnet_stem");
-    let out = tmp.path().join("o.keras");
-    let o = krepair(&[&f.archive(), &out]);
-    assert_eq!(code(&o), OK);
-    let s = String::from_utf8(o.stdout).unwrap();
-    assert!(
-        s.contains("saved by Keras 3.5.0, 1 Normalization layer"),
-        "{s}"
-    );
-    assert!(s.contains("identity"), "{s}");
-    assert!(s.contains("legacy-weights-signature"), "{s}");
-    assert!(s.contains("repaired 1 layer"), "{s}");
-    let q = krepair(&[&"-q", &"--force", &f.archive(), &out]);
-    assert!(q.stdout.is_empty() && q.stderr.is_empty());
-}
-
-#[test]
 fn timings_name_every_step_with_its_time_and_peak_memory() {
     let tmp = tempfile::tempdir().unwrap();
     let f = fixture("3.5", "axis_last");

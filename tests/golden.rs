@@ -101,6 +101,21 @@ fn repair_summary_and_audit_report() {
 }
 
 #[test]
+fn the_human_summary_says_what_and_why() {
+    let d = workdir();
+    let p = d.path();
+    golden(
+        "human-summary-stem.txt",
+        &run(p, &["in/stem.keras", "stem-fixed.keras"]),
+    );
+    // --quiet: nothing at all, the same exit code.
+    golden(
+        "quiet.txt",
+        &run(p, &["-q", "--force", "in/stem.keras", "stem-fixed.keras"]),
+    );
+}
+
+#[test]
 fn migrate_summary_and_report() {
     let d = workdir();
     let p = d.path();
