@@ -228,28 +228,39 @@ fn category_encoding_sparse(
     path: &str,
     out: &mut Vec<Rewrite>,
 ) -> Result<(), Refusal> {
-    match cfg.get("sparse") {
-        None => {}
+    drop_false(cfg, "sparse", Rule::CategoryEncodingSparse, path, out).map_err(|v| Refusal {
+        layer: path.to_string(),
+        reason: format!(
+            "CategoryEncoding with sparse {v}: Keras 3.0 has no sparse CategoryEncoding"
+        ),
+    })
+}
+
+/// Remove `key` from the layer config at `path` when it holds `false`
+/// (a rewrite by `rule`); any other value is handed back for the caller
+/// to refuse.
+fn drop_false(
+    cfg: &mut Map<String, Value>,
+    key: &str,
+    rule: Rule,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), Value> {
+    match cfg.get(key) {
+        None => Ok(()),
         Some(Value::Bool(false)) => {
-            let old = cfg.shift_remove("sparse").unwrap_or(Value::Null);
+            let old = cfg.shift_remove(key).unwrap_or(Value::Null);
             out.push(Rewrite {
-                code: Rule::CategoryEncodingSparse,
+                code: rule,
                 layer: path.to_string(),
-                key: "config.sparse".into(),
+                key: format!("config.{key}"),
                 old,
                 new: None,
             });
+            Ok(())
         }
-        Some(v) => {
-            return Err(Refusal {
-                layer: path.to_string(),
-                reason: format!(
-                    "CategoryEncoding with sparse {v}: Keras 3.0 has no sparse CategoryEncoding"
-                ),
-            })
-        }
+        Some(v) => Err(v.clone()),
     }
-    Ok(())
 }
 
 /// A BatchNormalization's `axis` given as a list: one axis becomes the
@@ -320,26 +331,10 @@ fn rnn_time_major(
     path: &str,
     out: &mut Vec<Rewrite>,
 ) -> Result<(), Refusal> {
-    match cfg.get("time_major") {
-        None => {}
-        Some(Value::Bool(false)) => {
-            let old = cfg.shift_remove("time_major").unwrap_or(Value::Null);
-            out.push(Rewrite {
-                code: Rule::RnnTimeMajor,
-                layer: path.to_string(),
-                key: "config.time_major".into(),
-                old,
-                new: None,
-            });
-        }
-        Some(v) => {
-            return Err(Refusal {
-                layer: path.to_string(),
-                reason: format!("{class} with time_major {v}: Keras 3 RNNs are batch-major only"),
-            })
-        }
-    }
-    Ok(())
+    drop_false(cfg, "time_major", Rule::RnnTimeMajor, path, out).map_err(|v| Refusal {
+        layer: path.to_string(),
+        reason: format!("{class} with time_major {v}: Keras 3 RNNs are batch-major only"),
+    })
 }
 
 /// Every `Orthogonal` initializer in the layer config at `path` becomes
@@ -484,6 +479,37 @@ mod tests {
             .unwrap_err()
             .reason
             .contains("batch-major"));
+    }
+
+    #[test]
+    fn a_false_flag_is_dropped_and_a_true_one_refused() {
+        let mut cfg = json!({"name": "enc", "num_tokens": 3, "sparse": false});
+        let mut out = Vec::new();
+        category_encoding_sparse(cfg.as_object_mut().unwrap(), "enc", &mut out).unwrap();
+        assert_eq!(cfg, json!({"name": "enc", "num_tokens": 3}));
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].code, out[0].key.as_str(), &out[0].old, &out[0].new),
+            (
+                Rule::CategoryEncodingSparse,
+                "config.sparse",
+                &json!(false),
+                &None
+            )
+        );
+        let mut cfg = json!({"name": "enc", "sparse": true});
+        let err =
+            category_encoding_sparse(cfg.as_object_mut().unwrap(), "enc", &mut out).unwrap_err();
+        assert_eq!(err.layer, "enc");
+        assert!(err.reason.contains("sparse true"), "{}", err.reason);
+        assert_eq!(
+            cfg["sparse"],
+            json!(true),
+            "a refused config is left as it was"
+        );
+        let mut cfg = json!({"name": "lstm"});
+        rnn_time_major("LSTM", cfg.as_object_mut().unwrap(), "lstm", &mut out).unwrap();
+        assert_eq!(out.len(), 1, "no key, no rewrite");
     }
 
     #[test]
