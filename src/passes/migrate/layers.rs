@@ -222,13 +222,26 @@ fn drop_key(
     }
 }
 
+/// `false`, the one value of a tf.keras flag Keras 3 computes without it.
+fn is_false(v: &Value) -> bool {
+    *v == Value::Bool(false)
+}
+
 /// A CategoryEncoding's `sparse`: false is removed; true is refused.
 fn category_encoding_sparse(
     cfg: &mut Map<String, Value>,
     path: &str,
     out: &mut Vec<Rewrite>,
 ) -> Result<(), Refusal> {
-    drop_false(cfg, "sparse", Rule::CategoryEncodingSparse, path, out).map_err(|v| Refusal {
+    drop_if(
+        cfg,
+        "sparse",
+        is_false,
+        Rule::CategoryEncodingSparse,
+        path,
+        out,
+    )
+    .map_err(|v| Refusal {
         layer: path.to_string(),
         reason: format!(
             "CategoryEncoding with sparse {v}: Keras 3.0 has no sparse CategoryEncoding"
@@ -236,30 +249,23 @@ fn category_encoding_sparse(
     })
 }
 
-/// Remove `key` from the layer config at `path` when it holds `false`
-/// (a rewrite by `rule`); any other value is handed back for the caller
-/// to refuse.
-fn drop_false(
+/// Remove `key` from the layer config at `path` (a rewrite by `rule`,
+/// as [`drop_key`]) when its value passes `droppable`; any other value is
+/// handed back, the config untouched, for the caller to refuse.
+fn drop_if(
     cfg: &mut Map<String, Value>,
     key: &str,
+    droppable: impl Fn(&Value) -> bool,
     rule: Rule,
     path: &str,
     out: &mut Vec<Rewrite>,
 ) -> Result<(), Value> {
     match cfg.get(key) {
-        None => Ok(()),
-        Some(Value::Bool(false)) => {
-            let old = cfg.shift_remove(key).unwrap_or(Value::Null);
-            out.push(Rewrite {
-                code: rule,
-                layer: path.to_string(),
-                key: format!("config.{key}"),
-                old,
-                new: None,
-            });
+        Some(v) if !droppable(v) => Err(v.clone()),
+        _ => {
+            drop_key(cfg, key, rule, path, out);
             Ok(())
         }
-        Some(v) => Err(v.clone()),
     }
 }
 
@@ -301,26 +307,11 @@ fn depthwise_groups(
     path: &str,
     out: &mut Vec<Rewrite>,
 ) -> Result<(), Refusal> {
-    match cfg.get("groups") {
-        None => {}
-        Some(g) if g.as_i64() == Some(1) => {
-            let old = cfg.shift_remove("groups").unwrap_or(Value::Null);
-            out.push(Rewrite {
-                code: Rule::DepthwiseGroups,
-                layer: path.to_string(),
-                key: "config.groups".into(),
-                old,
-                new: None,
-            });
-        }
-        Some(g) => {
-            return Err(Refusal {
-                layer: path.to_string(),
-                reason: format!("DepthwiseConv2D with groups {g}: Keras 3 has no such argument"),
-            })
-        }
-    }
-    Ok(())
+    let one = |g: &Value| g.as_i64() == Some(1);
+    drop_if(cfg, "groups", one, Rule::DepthwiseGroups, path, out).map_err(|g| Refusal {
+        layer: path.to_string(),
+        reason: format!("DepthwiseConv2D with groups {g}: Keras 3 has no such argument"),
+    })
 }
 
 /// An LSTM's or GRU's (`class`) `time_major`: false is removed; true is
@@ -331,7 +322,7 @@ fn rnn_time_major(
     path: &str,
     out: &mut Vec<Rewrite>,
 ) -> Result<(), Refusal> {
-    drop_false(cfg, "time_major", Rule::RnnTimeMajor, path, out).map_err(|v| Refusal {
+    drop_if(cfg, "time_major", is_false, Rule::RnnTimeMajor, path, out).map_err(|v| Refusal {
         layer: path.to_string(),
         reason: format!("{class} with time_major {v}: Keras 3 RNNs are batch-major only"),
     })
