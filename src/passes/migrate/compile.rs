@@ -162,6 +162,78 @@ const KNOWN_METRIC_NAMES: &[&str] = &[
     "sparse_top_k_categorical_accuracy",
 ];
 
+/// The optimizer names tf.keras's `optimizers.get` resolves (their case
+/// ignored: it lowercases a name that matches a class), with the class
+/// and the arguments that class's get_config writes beyond the base
+/// optimizer's, at their defaults. Read off tf.keras 2.12 to 2.15 and
+/// tf_keras 2.21 (`optimizers.get(name).get_config()`: the same in each;
+/// AdamW has a name in tf_keras only, and its default weight_decay).
+const OPTIMIZER_NAMES: &[(&str, &str, &str)] = &[
+    ("adadelta", "Adadelta", r#"{"rho": 0.95, "epsilon": 1e-07}"#),
+    (
+        "adagrad",
+        "Adagrad",
+        r#"{"initial_accumulator_value": 0.1, "epsilon": 1e-07}"#,
+    ),
+    (
+        "adam",
+        "Adam",
+        r#"{"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07, "amsgrad": false}"#,
+    ),
+    (
+        "adamw",
+        "AdamW",
+        r#"{"weight_decay": 0.004, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07, "amsgrad": false}"#,
+    ),
+    (
+        "adamax",
+        "Adamax",
+        r#"{"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07}"#,
+    ),
+    (
+        "ftrl",
+        "Ftrl",
+        r#"{"learning_rate_power": -0.5, "initial_accumulator_value": 0.1, "l1_regularization_strength": 0.0, "l2_regularization_strength": 0.0, "l2_shrinkage_regularization_strength": 0.0, "beta": 0.0}"#,
+    ),
+    (
+        "nadam",
+        "Nadam",
+        r#"{"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07}"#,
+    ),
+    (
+        "rmsprop",
+        "RMSprop",
+        r#"{"ema_overwrite_frequency": 100, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-07, "centered": false}"#,
+    ),
+    ("sgd", "SGD", r#"{"momentum": 0.0, "nesterov": false}"#),
+];
+
+/// The config tf.keras's optimizer of `name` writes with its defaults
+/// (tf.keras's base keys first, then the learning rate, then the
+/// class's own, as get_config orders them), or None for a name tf.keras
+/// does not resolve.
+fn optimizer_by_name(name: &str) -> Option<Value> {
+    let lower = name.to_ascii_lowercase();
+    let &(_, class, own) = OPTIMIZER_NAMES.iter().find(|n| n.0 == lower)?;
+    let own: serde_json::Map<String, Value> = serde_json::from_str(own).expect("a JSON object");
+    // tf.keras stores the learning rate as a float32 variable and writes
+    // its value widened to a double.
+    let lr = if class == "SGD" { 0.01f32 } else { 0.001f32 };
+    let mut cfg = serde_json::json!({
+        "name": class, "weight_decay": null, "clipnorm": null, "global_clipnorm": null,
+        "clipvalue": null, "use_ema": false, "ema_momentum": 0.99,
+        "ema_overwrite_frequency": null, "jit_compile": false, "is_legacy_optimizer": false,
+        "learning_rate": f64::from(lr),
+    });
+    let map = cfg.as_object_mut().expect("an object");
+    for (k, v) in own {
+        map.insert(k, v);
+    }
+    Some(serde_json::json!({
+        "module": "keras.optimizers", "class_name": class, "config": cfg, "registered_name": null,
+    }))
+}
+
 /// What the optimizer's saved variables need (`optimizer/vars` in
 /// model.weights.h5), planned from the config alone.
 #[derive(Clone, Debug, PartialEq)]
@@ -232,7 +304,24 @@ pub(super) fn compile_config(
     }
     let optimizer = match cc.get_mut("optimizer") {
         None | Some(Value::Null) => None,
-        Some(o) => optimizer(o, out)?,
+        Some(o) => {
+            if let Value::String(name) = o {
+                let config = optimizer_by_name(name).ok_or_else(|| {
+                    format!(
+                        "no migration rule for the optimizer {o} (krepair migrate knows the names {})",
+                        OPTIMIZER_NAMES.iter().map(|n| n.0).collect::<Vec<_>>().join(", ")
+                    )
+                })?;
+                out.push(compile_rewrite(
+                    Rule::OptimizerByName,
+                    "optimizer".into(),
+                    o.clone(),
+                    Some(config.clone()),
+                ));
+                *o = config;
+            }
+            optimizer(o, out)?
+        }
     };
     if let Some(loss) = cc.get_mut("loss") {
         losses(loss, "loss", out)?;
@@ -699,7 +788,43 @@ mod tests {
     use super::*;
     use crate::passes::migrate::fixtures::{plan, tf212, tf215_compile, tf215_nested};
     use crate::passes::migrate::{self, Plan};
+
+    fn plan_full(c: &mut serde_json::Value, v: Option<&str>) -> Result<Plan, migrate::Refusal> {
+        migrate::plan(c, v)
+    }
     use serde_json::json;
+
+    #[test]
+    fn an_optimizer_given_by_name_is_tf_kerass_optimizer_with_its_defaults() {
+        let mut c = tf215_nested();
+        c["compile_config"] = json!({"optimizer": "Adam", "loss": "mse", "metrics": ["mae"], "loss_weights": null, "weighted_metrics": null, "run_eagerly": null, "steps_per_execution": null, "jit_compile": null});
+        let mut want_c = tf215_nested();
+        want_c["compile_config"] = tf215_compile(
+            "Adam",
+            json!({"learning_rate": 0.0010000000474974513, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07, "amsgrad": false}),
+        );
+        let by_name = plan_full(&mut c, Some("2.15.0")).unwrap();
+        let explicit = plan_full(&mut want_c, Some("2.15.0")).unwrap();
+        assert!(by_name
+            .rewrites
+            .iter()
+            .any(|r| r.code == Rule::OptimizerByName));
+        assert_eq!(
+            by_name.optimizer, explicit.optimizer,
+            "the same variables' layout"
+        );
+        assert_eq!(
+            c["compile_config"]["optimizer"],
+            want_c["compile_config"]["optimizer"]
+        );
+        let sgd = optimizer_by_name("sgd").unwrap();
+        assert_eq!(sgd["config"]["learning_rate"], 0.009999999776482582);
+        let rms = optimizer_by_name("RMSprop").unwrap();
+        assert_eq!(rms["config"]["ema_overwrite_frequency"], 100);
+        c["compile_config"]["optimizer"] = json!("yogi");
+        let e = plan_full(&mut c, Some("2.15.0")).unwrap_err();
+        assert!(e.reason.contains("\"yogi\""), "{}", e.reason);
+    }
 
     #[test]
     fn legacy_optimizers_become_keras_3_ones_without_state() {

@@ -9,48 +9,20 @@
 use serde_json::{Map, Value};
 
 use super::discretization_encoding::split_encoded_discretizations;
+use super::keyword_tensors::keyword_tensors;
+use super::layer_table::{layer_class, migrated_classes, LayerClass, Replacement};
 use super::nested_nodes::renumber_nested_calls;
 use super::tf_ops::{is_tf_op_lambda, tf_op_arithmetic};
 use super::{child_path, Refusal, Rewrite};
 use crate::plan::Rule;
 
-/// Layer classes (module `keras.layers`) whose tf.keras 2.15 config Keras
-/// 3.0 to 3.15 read as it is, once the rules below have run. Checked by
-/// loading real archives (scripts/check_migrate.py).
-pub const KNOWN_LAYERS: &[&str] = &[
-    "InputLayer",
-    "Normalization",
-    "Dense",
-    "Activation",
-    "Flatten",
-    "Rescaling",
-    "Conv2D",
-    "DepthwiseConv2D",
-    "BatchNormalization",
-    "LayerNormalization",
-    "MaxPooling2D",
-    "GlobalAveragePooling2D",
-    "ReLU",
-    "Dropout",
-    "Add",
-    "Subtract",
-    "Multiply",
-    "Concatenate",
-    "ZeroPadding2D",
-    "Reshape",
-    "Embedding",
-    "LSTM",
-    "GRU",
-    "Bidirectional",
-    "Discretization",
-    "CategoryEncoding",
-];
-
 /// Model classes: their configs hold `layers`.
 pub(super) const MODELS: &[&str] = &["Functional", "Sequential", "Model"];
 
 fn is_engine_module(m: &str) -> bool {
-    m.starts_with("keras.engine.") || m.starts_with("keras.src.engine.")
+    m.starts_with("keras.engine.")
+        || m.starts_with("keras.src.engine.")
+        || m.starts_with("tf_keras.src.engine.")
 }
 
 /// A layer entry (a model, a layer, or a layer config nested in a custom
@@ -88,19 +60,118 @@ pub(super) fn visit(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Re
         }
         return visit_custom(entry, path, out);
     }
-    if module != "keras.layers" || !KNOWN_LAYERS.contains(&class.as_str()) {
+    let known = (module == "keras.layers")
+        .then(|| layer_class(&class))
+        .flatten();
+    let Some(known) = known else {
         return Err(Refusal {
             layer: path.to_string(),
             reason: format!(
-                "no migration rule for `{module}.{class}` yet (krepair migrate knows {})",
-                KNOWN_LAYERS.join(", ")
+                "no migration rule for `{module}.{class}` yet (docs/layers.md lists the {} classes krepair migrate knows)",
+                migrated_classes().count()
             ),
         });
+    };
+    if let Some(why) = &known.refuse {
+        return Err(Refusal {
+            layer: path.to_string(),
+            reason: format!("`{class}` is not migrated: {why}"),
+        });
     }
+    if let Some(r) = &known.replacement {
+        replace_class(entry, &class, r, path, out);
+    }
+    if known.code_rules.contains(&Rule::AttentionBuildShapes) {
+        attention_build_shapes(entry, path, out);
+    }
+    if known.code_rules.contains(&Rule::DotBuildConfig) {
+        if let Some(old) = entry
+            .as_object_mut()
+            .and_then(|e| e.shift_remove("build_config"))
+        {
+            out.push(Rewrite {
+                code: Rule::DotBuildConfig,
+                layer: path.to_string(),
+                key: "build_config".into(),
+                old,
+                new: None,
+            });
+        }
+    }
+    let class = entry["class_name"].as_str().unwrap_or("").to_string();
     let Some(cfg) = entry.get_mut("config").and_then(Value::as_object_mut) else {
         return Ok(());
     };
-    layer_rules(&class, cfg, path, out)
+    layer_rules(&class, known, cfg, path, out)
+}
+
+/// A MultiHeadAttention's `query_shape`, `value_shape` and `key_shape`
+/// leave its config for its `build_config`, as the `shapes_dict` Keras 3
+/// builds it from (rule `attention-build-shapes`).
+fn attention_build_shapes(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) {
+    let Some(cfg) = entry.get_mut("config").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mut shapes = Map::new();
+    for key in ["query_shape", "value_shape", "key_shape"] {
+        if let Some(v) = cfg.shift_remove(key) {
+            if !v.is_null() {
+                shapes.insert(key.into(), v);
+            }
+        }
+    }
+    if shapes.is_empty() {
+        return;
+    }
+    let new = serde_json::json!({ "shapes_dict": shapes });
+    let old = entry.get("build_config").cloned().unwrap_or(Value::Null);
+    out.push(Rewrite {
+        code: Rule::AttentionBuildShapes,
+        layer: path.to_string(),
+        key: "build_config".into(),
+        old,
+        new: Some(new.clone()),
+    });
+    entry["build_config"] = new;
+}
+
+/// A class Keras 3 does not have becomes the class `become` names: the
+/// keys it keeps, renames and sets (rule `r.rule`).
+fn replace_class(
+    entry: &mut Value,
+    class: &str,
+    r: &Replacement,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) {
+    let old_cfg = entry
+        .get("config")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut cfg = Map::new();
+    for key in &r.keep {
+        if let Some(v) = old_cfg.get(key) {
+            cfg.insert(key.clone(), v.clone());
+        }
+    }
+    for (from, to) in &r.rename {
+        if let Some(v) = old_cfg.get(from) {
+            cfg.insert(to.clone(), v.clone());
+        }
+    }
+    for (k, v) in &r.set {
+        cfg.insert(k.clone(), v.clone());
+    }
+    out.push(Rewrite {
+        code: r.rule,
+        layer: path.to_string(),
+        key: "class_name".into(),
+        old: serde_json::json!({"class_name": class, "config": Value::Object(old_cfg)}),
+        new: Some(serde_json::json!({"class_name": r.class, "config": Value::Object(cfg.clone())})),
+    });
+    entry["class_name"] = Value::from(r.class.as_str());
+    entry["config"] = Value::Object(cfg);
 }
 
 /// A model of class `class` from `module` at `path`: its own module (rule
@@ -131,6 +202,7 @@ fn visit_model(
     }
     if class != "Sequential" && from_tf_keras {
         renumber_nested_calls(entry, path, out)?;
+        keyword_tensors(entry, path, out)?;
     }
     let layers = entry["config"]["layers"]
         .as_array_mut()
@@ -155,10 +227,12 @@ fn visit_custom(entry: &mut Value, path: &str, out: &mut Vec<Rewrite>) -> Result
     Ok(())
 }
 
-/// The rules over the config of a Keras layer of class `class` at `path`,
-/// in the order their rewrites are listed.
+/// The rules over the config of a Keras layer of class `class` at `path`
+/// (what the table says of it in `known`), in the order their rewrites
+/// are listed.
 fn layer_rules(
     class: &str,
+    known: &LayerClass,
     cfg: &mut Map<String, Value>,
     path: &str,
     out: &mut Vec<Rewrite>,
@@ -166,40 +240,101 @@ fn layer_rules(
     if class != "InputLayer" {
         drop_key(cfg, "batch_input_shape", Rule::BatchInputShape, path, out);
     }
-    if class == "CategoryEncoding" {
-        category_encoding_sparse(cfg, path, out)?;
+    hard_sigmoid(class, cfg, path)?;
+    for (key, d) in known.drop.iter() {
+        drop_if(cfg, key, |v| d.when.admits(v), d.rule, path, out).map_err(|v| Refusal {
+            layer: path.to_string(),
+            reason: format!(
+                "{class} with {key} {v}: {}",
+                d.otherwise
+                    .as_deref()
+                    .unwrap_or("Keras 3 has no such argument")
+            ),
+        })?;
     }
-    if class == "Discretization" {
-        drop_key(cfg, "trainable", Rule::DiscretizationTrainable, path, out);
+    for (from, r) in known.rename.iter() {
+        rename_key(cfg, from, &r.to, r.rule, path, out);
     }
-    if class == "BatchNormalization" {
+    if known.code_rules.contains(&Rule::OneElementAxis) {
         one_element_axis(cfg, path, out)?;
     }
-    if class == "DepthwiseConv2D" {
-        depthwise_groups(cfg, path, out)?;
-    }
-    if matches!(class, "LSTM" | "GRU") {
-        rnn_time_major(class, cfg, path, out)?;
-    }
-    for (class_of, key, code) in [
-        ("GRU", "implementation", Rule::GruImplementation),
-        ("Embedding", "input_length", Rule::EmbeddingInputLength),
-    ] {
-        if class == class_of {
-            drop_key(cfg, key, code, path, out);
-        }
-    }
     orthogonal_initializers(cfg, path, out);
-    if class == "Bidirectional" {
-        // The wrapped layers are layer entries of their own.
-        for key in ["layer", "backward_layer"] {
-            if let Some(inner) = cfg.get_mut(key).filter(|v| v.is_object()) {
-                visit(inner, &format!("{path}/{key}"), out)?;
-            }
-        }
-    }
+    nested_layers(cfg, path, out)?;
     dtype_policy(cfg, path, out);
     Ok(())
+}
+
+/// tf.keras's `hard_sigmoid` is clip(0.2 x + 0.5, 0, 1) and Keras 3's
+/// relu6(x + 3) / 6: a layer that names it as an activation (a ConvLSTM's
+/// default recurrent_activation) is refused, no Keras 3 activation
+/// computing tf.keras's.
+fn hard_sigmoid(class: &str, cfg: &Map<String, Value>, path: &str) -> Result<(), Refusal> {
+    let named = cfg
+        .iter()
+        .find(|(k, v)| k.ends_with("activation") && v.as_str() == Some("hard_sigmoid"));
+    match named {
+        Some((key, _)) => Err(Refusal {
+            layer: path.to_string(),
+            reason: format!(
+                "{class} with {key} \"hard_sigmoid\": tf.keras's hard_sigmoid is clip(0.2 x + 0.5, 0, 1), Keras 3's is relu6(x + 3) / 6, and no Keras 3 activation computes tf.keras's"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The layer entries a wrapper or RNN holds in its config (`layer`,
+/// `backward_layer`, `cell`, or the list `cells`), each migrated as a
+/// layer of its own at `path/key` (`path/cells/i`).
+fn nested_layers(
+    cfg: &mut Map<String, Value>,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) -> Result<(), Refusal> {
+    let is_entry = |v: &Value| v.get("class_name").is_some() && v.get("config").is_some();
+    for key in ["layer", "backward_layer", "cell"] {
+        if let Some(inner) = cfg.get_mut(key).filter(|v| is_entry(v)) {
+            visit(inner, &format!("{path}/{key}"), out)?;
+        }
+    }
+    if let Some(Value::Array(cells)) = cfg.get_mut("cells") {
+        for (i, c) in cells.iter_mut().enumerate().filter(|(_, c)| is_entry(c)) {
+            visit(c, &format!("{path}/cells/{i}"), out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rename `from` to `to` in the layer config at `path`, when it is there
+/// (rule `rule`); the key keeps its place.
+fn rename_key(
+    cfg: &mut Map<String, Value>,
+    from: &str,
+    to: &str,
+    rule: Rule,
+    path: &str,
+    out: &mut Vec<Rewrite>,
+) {
+    let Some(v) = cfg.get(from).cloned() else {
+        return;
+    };
+    out.push(Rewrite {
+        code: rule,
+        layer: path.to_string(),
+        key: format!("config.{from}"),
+        old: serde_json::json!({ from: v.clone() }),
+        new: Some(serde_json::json!({ to: v })),
+    });
+    *cfg = std::mem::take(cfg)
+        .into_iter()
+        .map(|(k, v)| {
+            if k == from {
+                (to.to_string(), v)
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
 }
 
 /// Remove `key` from the layer config at `path`, when it is there (rule
@@ -220,33 +355,6 @@ fn drop_key(
             new: None,
         });
     }
-}
-
-/// `false`, the one value of a tf.keras flag Keras 3 computes without it.
-fn is_false(v: &Value) -> bool {
-    *v == Value::Bool(false)
-}
-
-/// A CategoryEncoding's `sparse`: false is removed; true is refused.
-fn category_encoding_sparse(
-    cfg: &mut Map<String, Value>,
-    path: &str,
-    out: &mut Vec<Rewrite>,
-) -> Result<(), Refusal> {
-    drop_if(
-        cfg,
-        "sparse",
-        is_false,
-        Rule::CategoryEncodingSparse,
-        path,
-        out,
-    )
-    .map_err(|v| Refusal {
-        layer: path.to_string(),
-        reason: format!(
-            "CategoryEncoding with sparse {v}: Keras 3.0 has no sparse CategoryEncoding"
-        ),
-    })
 }
 
 /// Remove `key` from the layer config at `path` (a rewrite by `rule`,
@@ -301,48 +409,32 @@ fn one_element_axis(
     Ok(())
 }
 
-/// A DepthwiseConv2D's `groups`: 1 is removed; any other is refused.
-fn depthwise_groups(
-    cfg: &mut Map<String, Value>,
-    path: &str,
-    out: &mut Vec<Rewrite>,
-) -> Result<(), Refusal> {
-    let one = |g: &Value| g.as_i64() == Some(1);
-    drop_if(cfg, "groups", one, Rule::DepthwiseGroups, path, out).map_err(|g| Refusal {
-        layer: path.to_string(),
-        reason: format!("DepthwiseConv2D with groups {g}: Keras 3 has no such argument"),
-    })
-}
-
-/// An LSTM's or GRU's (`class`) `time_major`: false is removed; true is
-/// refused.
-fn rnn_time_major(
-    class: &str,
-    cfg: &mut Map<String, Value>,
-    path: &str,
-    out: &mut Vec<Rewrite>,
-) -> Result<(), Refusal> {
-    drop_if(cfg, "time_major", is_false, Rule::RnnTimeMajor, path, out).map_err(|v| Refusal {
-        layer: path.to_string(),
-        reason: format!("{class} with time_major {v}: Keras 3 RNNs are batch-major only"),
-    })
-}
-
-/// Every `Orthogonal` initializer in the layer config at `path` becomes
-/// Keras 3's `OrthogonalInitializer`.
+/// Every `Orthogonal` initializer with tf.keras's defaults (gain 1.0, no
+/// seed) in the layer config at `path` becomes the name `"orthogonal"`,
+/// which every Keras 3 resolves to its orthogonal initializer with those
+/// defaults (3.0.5 knows no class `Orthogonal`, keras-nightly 3.16 no
+/// `OrthogonalInitializer`). One with other arguments stays as it is.
 fn orthogonal_initializers(cfg: &mut Map<String, Value>, path: &str, out: &mut Vec<Rewrite>) {
     for (key, v) in cfg.iter_mut() {
         let orthogonal = v.get("module").and_then(Value::as_str) == Some("keras.initializers")
             && v.get("class_name").and_then(Value::as_str) == Some("Orthogonal");
-        if orthogonal {
+        let defaults = v.get("config").and_then(Value::as_object).is_some_and(|c| {
+            c.iter().all(|(k, a)| match k.as_str() {
+                "gain" => a.as_f64() == Some(1.0),
+                "seed" => a.is_null(),
+                _ => false,
+            })
+        });
+        if orthogonal && defaults {
+            let new = Value::from("orthogonal");
             out.push(Rewrite {
                 code: Rule::OrthogonalInitializer,
                 layer: path.to_string(),
-                key: format!("config.{key}.class_name"),
-                old: Value::from("Orthogonal"),
-                new: Some(Value::from("OrthogonalInitializer")),
+                key: format!("config.{key}"),
+                old: v.clone(),
+                new: Some(new.clone()),
             });
-            v["class_name"] = Value::from("OrthogonalInitializer");
+            *v = new;
         }
     }
 }
@@ -446,7 +538,7 @@ mod tests {
                 (
                     Rule::OrthogonalInitializer,
                     "bi/layer",
-                    "config.recurrent_initializer.class_name"
+                    "config.recurrent_initializer"
                 ),
                 (Rule::RnnTimeMajor, "gru", "config.time_major"),
                 (Rule::GruImplementation, "gru", "config.implementation"),
@@ -455,13 +547,9 @@ mod tests {
         );
         let inner = &c["config"]["layers"][2]["config"]["layer"]["config"];
         // An LSTM keeps its implementation (Keras 3 takes it); the
-        // initializer keeps its arguments and shared_object_id.
+        // initializer with tf.keras's defaults becomes the name.
         assert_eq!(inner["implementation"], 2);
-        assert_eq!(
-            inner["recurrent_initializer"]["class_name"],
-            "OrthogonalInitializer"
-        );
-        assert_eq!(inner["recurrent_initializer"]["shared_object_id"], 7);
+        assert_eq!(inner["recurrent_initializer"], "orthogonal");
         assert_eq!(plan(&mut c, Some("2.15.0")).unwrap(), vec![], "idempotent");
 
         let mut c = tf215_nested();
@@ -472,11 +560,17 @@ mod tests {
             .contains("batch-major"));
     }
 
+    /// The table's rules for `class` over `cfg` at path `p`.
+    fn rules(class: &str, cfg: &mut Value, p: &str, out: &mut Vec<Rewrite>) -> Result<(), Refusal> {
+        let known = layer_class(class).expect("in the table");
+        layer_rules(class, known, cfg.as_object_mut().unwrap(), p, out)
+    }
+
     #[test]
     fn a_false_flag_is_dropped_and_a_true_one_refused() {
         let mut cfg = json!({"name": "enc", "num_tokens": 3, "sparse": false});
         let mut out = Vec::new();
-        category_encoding_sparse(cfg.as_object_mut().unwrap(), "enc", &mut out).unwrap();
+        rules("CategoryEncoding", &mut cfg, "enc", &mut out).unwrap();
         assert_eq!(cfg, json!({"name": "enc", "num_tokens": 3}));
         assert_eq!(out.len(), 1);
         assert_eq!(
@@ -489,8 +583,7 @@ mod tests {
             )
         );
         let mut cfg = json!({"name": "enc", "sparse": true});
-        let err =
-            category_encoding_sparse(cfg.as_object_mut().unwrap(), "enc", &mut out).unwrap_err();
+        let err = rules("CategoryEncoding", &mut cfg, "enc", &mut out).unwrap_err();
         assert_eq!(err.layer, "enc");
         assert!(err.reason.contains("sparse true"), "{}", err.reason);
         assert_eq!(
@@ -499,8 +592,138 @@ mod tests {
             "a refused config is left as it was"
         );
         let mut cfg = json!({"name": "lstm"});
-        rnn_time_major("LSTM", cfg.as_object_mut().unwrap(), "lstm", &mut out).unwrap();
+        rules("LSTM", &mut cfg, "lstm", &mut out).unwrap();
         assert_eq!(out.len(), 1, "no key, no rewrite");
+        // A transposed convolution's groups: 1 goes, 2 is refused.
+        let mut cfg = json!({"name": "up", "filters": 2, "groups": 1});
+        rules("Conv2DTranspose", &mut cfg, "up", &mut out).unwrap();
+        assert_eq!(cfg, json!({"name": "up", "filters": 2}));
+        assert_eq!(out.last().unwrap().code, Rule::ConvGroups);
+        let mut cfg = json!({"name": "up", "groups": 2});
+        let err = rules("Conv2DTranspose", &mut cfg, "up", &mut out).unwrap_err();
+        assert!(
+            err.reason.contains("no grouped transposed"),
+            "{}",
+            err.reason
+        );
+    }
+
+    #[test]
+    fn a_renamed_argument_keeps_its_place() {
+        let mut cfg = json!({"name": "lr", "alpha": 0.2, "trainable": true});
+        let mut out = Vec::new();
+        rules("LeakyReLU", &mut cfg, "lr", &mut out).unwrap();
+        let keys: Vec<&str> = cfg
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["name", "negative_slope", "trainable"]);
+        assert_eq!(cfg["negative_slope"], 0.2);
+        assert_eq!(out[0].code, Rule::RenamedArgument);
+    }
+
+    #[test]
+    fn a_class_keras_3_lacks_becomes_its_exact_equivalent() {
+        let mut c = tf215_nested();
+        c["config"]["layers"][2] = json!({"module": "keras.layers", "class_name": "ThresholdedReLU", "config": {"name": "thr", "trainable": true, "dtype": "float32", "theta": 0.3}, "registered_name": null, "inbound_nodes": [[["block", 1, 0, {}]]]});
+        let rw = plan(&mut c, Some("2.15.0")).unwrap();
+        assert!(rw
+            .iter()
+            .any(|r| r.code == Rule::ThresholdedRelu && r.layer == "thr"));
+        let l = &c["config"]["layers"][2];
+        assert_eq!(l["class_name"], "ReLU");
+        assert_eq!(
+            l["config"],
+            json!({"name": "thr", "trainable": true, "dtype": "float32", "threshold": 0.3, "negative_slope": 0.0, "max_value": null})
+        );
+        assert_eq!(plan(&mut c, Some("2.15.0")).unwrap(), vec![], "idempotent");
+        // Augmentation Keras 3 lacks is the identity it is at inference.
+        c["config"]["layers"][2] = json!({"module": "keras.layers", "class_name": "RandomWidth", "config": {"name": "rw", "trainable": true, "dtype": "float32", "factor": 0.2, "interpolation": "bilinear", "seed": null}, "registered_name": null, "inbound_nodes": [[["block", 1, 0, {}]]]});
+        let rw = plan(&mut c, Some("2.15.0")).unwrap();
+        assert!(rw.iter().any(|r| r.code == Rule::AugmentationIdentity));
+        assert_eq!(c["config"]["layers"][2]["class_name"], "Identity");
+        assert_eq!(
+            c["config"]["layers"][2]["config"],
+            json!({"name": "rw", "trainable": true, "dtype": "float32"})
+        );
+    }
+
+    #[test]
+    fn refused_classes_and_activations_say_why() {
+        let mut c = tf215_nested();
+        c["config"]["layers"][2] = json!({"module": "keras.layers", "class_name": "Lambda", "config": {"name": "lam"}, "registered_name": null, "inbound_nodes": []});
+        let e = plan(&mut c, Some("2.15.0")).unwrap_err();
+        assert_eq!(e.layer, "lam");
+        assert!(e.reason.contains("bytecode"), "{}", e.reason);
+        c["config"]["layers"][2] = json!({"module": "keras.layers", "class_name": "ConvLSTM2D", "config": {"name": "cl", "activation": "tanh", "recurrent_activation": "hard_sigmoid"}, "registered_name": null, "inbound_nodes": []});
+        let e = plan(&mut c, Some("2.15.0")).unwrap_err();
+        assert!(
+            e.reason.contains("recurrent_activation \"hard_sigmoid\""),
+            "{}",
+            e.reason
+        );
+        c["config"]["layers"][2] = json!({"module": "keras.layers", "class_name": "NoSuchLayer", "config": {"name": "x"}, "registered_name": null, "inbound_nodes": []});
+        let e = plan(&mut c, Some("2.15.0")).unwrap_err();
+        assert!(e.reason.contains("docs/layers.md"), "{}", e.reason);
+    }
+
+    #[test]
+    fn cells_and_wrapped_layers_are_layers_of_their_own() {
+        let orth = json!({"module": "keras.initializers", "class_name": "Orthogonal", "config": {"gain": 1.0, "seed": null}, "registered_name": null});
+        let mut cfg = json!({"name": "rnn", "time_major": false, "cell": {"module": "keras.layers", "class_name": "StackedRNNCells", "config": {"name": "s", "cells": [
+            {"module": "keras.layers", "class_name": "GRUCell", "config": {"name": "g", "implementation": 2, "recurrent_initializer": orth}, "registered_name": null},
+            {"module": "keras.layers", "class_name": "Lambda", "config": {"name": "l"}, "registered_name": null}
+        ]}, "registered_name": null}});
+        let mut out = Vec::new();
+        let mut refused = cfg.clone();
+        let e = rules("RNN", &mut refused, "rnn", &mut out).unwrap_err();
+        assert_eq!(e.layer, "rnn/cell/cells/1");
+        cfg["cell"]["config"]["cells"].as_array_mut().unwrap().pop();
+        out.clear();
+        rules("RNN", &mut cfg, "rnn", &mut out).unwrap();
+        let got: Vec<(Rule, &str)> = out.iter().map(|r| (r.code, r.layer.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (Rule::RnnTimeMajor, "rnn"),
+                (Rule::OrthogonalInitializer, "rnn/cell/cells/0"),
+            ]
+        );
+        assert_eq!(
+            cfg["cell"]["config"]["cells"][0]["config"]["recurrent_initializer"],
+            "orthogonal"
+        );
+    }
+
+    #[test]
+    fn an_orthogonal_initializer_with_other_arguments_stays() {
+        let mut cfg = json!({"name": "d", "kernel_initializer": {"module": "keras.initializers", "class_name": "Orthogonal", "config": {"gain": 2.0, "seed": null}, "registered_name": null}});
+        let before = cfg.clone();
+        let mut out = Vec::new();
+        rules("Dense", &mut cfg, "d", &mut out).unwrap();
+        assert_eq!((cfg, out.len()), (before, 0));
+    }
+
+    #[test]
+    fn attention_shapes_move_to_build_config_and_dot_loses_its_own() {
+        let mut c = tf215_nested();
+        c["config"]["layers"][2] = json!({"module": "keras.layers", "class_name": "MultiHeadAttention", "config": {"name": "mha", "num_heads": 2, "key_dim": 3, "query_shape": [null, 4, 6], "key_shape": [null, 5, 6], "value_shape": [null, 5, 6], "softmax_robust_masking": false}, "registered_name": null, "build_config": {"input_shape": [null, 4, 6]}, "inbound_nodes": [[["block", 1, 0, {}]]]});
+        plan(&mut c, Some("2.15.0")).unwrap();
+        let l = &c["config"]["layers"][2];
+        assert_eq!(
+            l["config"],
+            json!({"name": "mha", "num_heads": 2, "key_dim": 3})
+        );
+        assert_eq!(
+            l["build_config"],
+            json!({"shapes_dict": {"query_shape": [null, 4, 6], "value_shape": [null, 5, 6], "key_shape": [null, 5, 6]}})
+        );
+        c["config"]["layers"][2] = json!({"module": "keras.layers", "class_name": "Dot", "config": {"name": "dot", "axes": 1}, "registered_name": null, "build_config": {"input_shape": [[null, 4], [null, 4]]}, "inbound_nodes": [[["block", 1, 0, {}], ["block", 1, 0, {}]]]});
+        let rw = plan(&mut c, Some("2.15.0")).unwrap();
+        assert!(rw.iter().any(|r| r.code == Rule::DotBuildConfig));
+        assert!(c["config"]["layers"][2].get("build_config").is_none());
     }
 
     #[test]

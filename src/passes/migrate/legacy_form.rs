@@ -121,6 +121,15 @@ fn config_object(
     path: &str,
     out: &mut Vec<Rewrite>,
 ) -> Result<(), Refusal> {
+    if let (Value::Array(cells), "cells") = (&mut *v, key) {
+        // StackedRNNCells: its cells are layer entries.
+        for (i, c) in cells.iter_mut().enumerate() {
+            if c.get("class_name").is_some() && c.get("module").is_none() {
+                legacy_modules(c, &format!("{path}/cells/{i}"), out)?;
+            }
+        }
+        return Ok(());
+    }
     let Some(obj) = v.as_object_mut() else {
         return Ok(());
     };
@@ -132,7 +141,7 @@ fn config_object(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    if matches!(key, "layer" | "backward_layer") {
+    if matches!(key, "layer" | "backward_layer" | "cell") {
         return legacy_modules(v, &format!("{path}/{key}"), out);
     }
     if inner == "__numpy__" {

@@ -2,7 +2,8 @@
 //! JSON tree in, rewrites and a refusal out; no files).
 //!
 //! `krepair migrate` (issue #10) handles archives written by tf.keras
-//! 2.12 to 2.15 whose layers are in [`KNOWN_LAYERS`] (and
+//! 2.12 to 2.15 (and tf_keras 2.16 to 2.21) whose layers the layer table
+//! migrates ([`layer_class`], from `layers.json`; docs/layers.md) (and
 //! registered custom classes, which bring their own code). Every rule here
 //! was found necessary by loading real tf.keras 2.15 archives in Keras
 //! 3.0.5 and 3.15.1 with and without it, and is listed with the Keras
@@ -18,7 +19,9 @@
 //! One file per seam, each holding its rules and their tables:
 //!
 //! - `layers.rs`: the walk over a config's layer entries (models, custom
-//!   layers, wrappers) and the rules of each class in [`KNOWN_LAYERS`];
+//!   layers, wrappers, cells) and the rules the layer table gives each
+//!   class;
+//! - `layer_table.rs`: the layer table, read from `layers.json`;
 //! - `legacy_form.rs`: tf.keras 2.12's legacy form (entries without a
 //!   `module`, NumPy scalars), given what 2.13 writes before the other
 //!   rules run;
@@ -38,6 +41,8 @@
 
 mod compile;
 mod discretization_encoding;
+mod keyword_tensors;
+mod layer_table;
 mod layers;
 mod legacy_form;
 mod nested_nodes;
@@ -48,7 +53,10 @@ pub use compile::{
     OptimizerVariables, KNOWN_LOSSES, KNOWN_METRICS, KNOWN_OPTIMIZERS, KNOWN_SCHEDULES,
     SCHEDULE_NAMES, UNMAPPED_OPTIMIZERS,
 };
-pub use layers::KNOWN_LAYERS;
+pub use layer_table::{
+    all_classes, layer_class, migrated_classes, Drop, LayerClass, Replacement, When,
+    LAYER_TABLE_JSON,
+};
 pub use tf_ops::tf_op_layer;
 pub use weights_layout::{
     join_path, legacy_layout, legacy_path, numbering_of, Numbering, Rename, LEGACY_CONTAINER,
@@ -112,11 +120,14 @@ pub fn plan(config: &mut Value, keras_version: Option<&str>) -> Result<Plan, Ref
     // [`numbering_of`] the version), once the weights are open.
     let legacy_form = match keras_version.and_then(Version::parse) {
         Some(Version(2, 12)) => true,
-        Some(Version(2, 13..=15)) => false,
+        // tf_keras 2.16 to 2.21 (TensorFlow's Keras 2 once Keras 3 took
+        // its place) write what tf.keras 2.15 writes, the module of a
+        // model's class under tf_keras.src.engine.
+        Some(Version(2, 13..=21)) => false,
         Some(Version(2, m)) => {
             return Err(refuse(
                 "",
-                format!("saved by tf.keras 2.{m}: krepair migrate handles tf.keras 2.12 to 2.15 archives (2.11 and older write no .keras archive Keras 3 can read)"),
+                format!("saved by tf.keras 2.{m}: krepair migrate handles tf.keras 2.12 to 2.15 and tf_keras 2.16 to 2.21 archives (2.11 and older write no .keras archive Keras 3 can read)"),
             ))
         }
         _ => return Ok(Plan::default()),
@@ -266,12 +277,12 @@ mod tests {
     #[test]
     fn what_has_no_rule_is_refused_with_the_layer() {
         let mut c = tf215_nested();
-        c["config"]["layers"][2]["class_name"] = "Conv3D".into();
+        c["config"]["layers"][2]["class_name"] = "FancyDense".into();
         let e = plan(&mut c, Some("2.15.0")).unwrap_err();
         assert_eq!(e.layer, "out");
         assert!(
             e.reason
-                .contains("no migration rule for `keras.layers.Conv3D`"),
+                .contains("no migration rule for `keras.layers.FancyDense`"),
             "{}",
             e.reason
         );
@@ -311,11 +322,23 @@ mod tests {
             .contains("without an InputLayer"));
 
         let mut c = tf215_nested();
-        c["compile_config"] = json!({"optimizer": "adam"});
+        c["compile_config"] = json!({"optimizer": "yogi"});
         assert!(plan(&mut c, Some("2.15.0"))
             .unwrap_err()
             .reason
-            .contains("no migration rule for the optimizer \"adam\""));
+            .contains("no migration rule for the optimizer \"yogi\""));
+
+        // tf_keras 2.16 to 2.21 are migrated; a later Keras 2 is not.
+        let mut c = tf215_nested();
+        c["module"] = "tf_keras.src.engine.functional".into();
+        let rw = plan(&mut c, Some("2.21.0")).unwrap();
+        assert_eq!(rw[0].code, Rule::ModelModule);
+        assert_eq!(c["module"], "keras.src.models.functional");
+        let mut c = tf215_nested();
+        assert!(plan(&mut c, Some("2.22.0"))
+            .unwrap_err()
+            .reason
+            .contains("tf_keras 2.16 to 2.21"));
 
         let mut c = tf215_nested();
         assert!(plan(&mut c, Some("2.11.0"))
