@@ -215,11 +215,13 @@ fn encoding_entry(
     enc
 }
 
-/// The Discretization entry `d` in int mode (dtype int64, not sparse).
+/// The Discretization entry `d` in int mode (without a dtype: each Keras
+/// 3 its own int-mode default, as `discretization-dtype` leaves a tf.keras
+/// int-mode layer; not sparse).
 fn to_int_mode(d: &mut Value) {
     let d = d["config"].as_object_mut().expect("checked: an object");
     d.insert("output_mode".into(), Value::from("int"));
-    d.insert("dtype".into(), Value::from("int64"));
+    d.shift_remove("dtype");
     d.shift_remove("sparse");
     d.insert("sparse".into(), Value::Bool(false));
 }
@@ -478,7 +480,7 @@ mod tests {
             .collect();
         assert_eq!(names, ["in", "d", "d_encoding", "a", "b", "plain"]);
         assert_eq!(layers[1]["config"]["output_mode"], "int");
-        assert_eq!(layers[1]["config"]["dtype"], "int64");
+        assert!(layers[1]["config"].get("dtype").is_none());
         let enc = &layers[2];
         assert_eq!(enc["class_name"], "CategoryEncoding");
         assert_eq!(enc["config"]["output_mode"], "multi_hot");

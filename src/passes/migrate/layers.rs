@@ -258,6 +258,18 @@ fn layer_rules(
     if known.code_rules.contains(&Rule::OneElementAxis) {
         one_element_axis(cfg, path, out)?;
     }
+    let int_mode = cfg.get("output_mode").is_none_or(|m| m == "int");
+    if known.code_rules.contains(&Rule::DiscretizationDtype) && int_mode {
+        drop_if(
+            cfg,
+            "dtype",
+            |d| d == "int64",
+            Rule::DiscretizationDtype,
+            path,
+            out,
+        )
+        .ok();
+    }
     orthogonal_initializers(cfg, path, out);
     nested_layers(cfg, path, out)?;
     dtype_policy(cfg, path, out);
