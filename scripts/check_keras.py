@@ -69,8 +69,20 @@ def finalize_disabled():
 
 
 def model_input(model, x):
-    """A model with several inputs takes x (their stack) as a list."""
+    """A model with several inputs takes x (their stack, or a list of
+    arrays of different shapes) as a list."""
+    if isinstance(x, list):
+        return x
     return list(x) if len(model.inputs) > 1 else x
+
+
+def load_x(case_dir):
+    """A case's model input: x.npy, or x.npz with one array per input."""
+    path = os.path.join(case_dir, "x.npy")
+    if os.path.isfile(path):
+        return np.load(path)
+    z = np.load(os.path.join(case_dir, "x.npz"))
+    return [z[f"arr_{i}"] for i in range(len(z.files))]
 
 
 def load_predict(path, x):

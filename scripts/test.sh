@@ -10,7 +10,12 @@
 #      and 2.14 fixtures repaired and loaded in tf.keras 2.12, 2.13, 2.14
 #      (with the Discretization cases: the unrepaired reload loses the
 #      bins, the repaired one predicts the in-memory model);
-#   3b. the migration check: every tf.keras 2.12 to 2.15 fixture
+#   3b. the migration check: the layer zoo (testdata/zoo.py: one model
+#      per layer class, written by tf.keras 2.12 to 2.15 and tf_keras
+#      2.21) migrated and loaded in Keras 3.0.5, 3.15.1 and the pinned
+#      pre-release keras-nightly, and in 3.15.1 on TensorFlow; the layer
+#      table (scripts/layer_table.py) checked against every writer and
+#      reader and docs/layers.md against its output; and every tf.keras 2.12 to 2.15 fixture
 #      (made by testdata/generate.py with the pins keras-tf2.1x.txt;
 #      regenerate with scripts/python-env.sh tf2.13), and MobileNetV2
 #      and EfficientNetB0 generated with tf.keras 2.15, migrated by the
@@ -165,8 +170,35 @@ for v in 3.5 3.15; do
 done
 rm -rf "$gen/migrate-tf2.15"
 job target/generate-tf2.15.log "${py[tf2.15]}" testdata/generate.py --applications --out "$gen/migrate-tf2.15"
+# The layer zoo (testdata/zoo.py): one small model per layer class, by
+# every Keras 2 writer krepair migrates.
+zoo_writers=(tf2.12 tf2.13 tf2.14 tf2.15 tfk2.21)
+for v in "${zoo_writers[@]}"; do
+  keras_env "$v"
+  rm -rf "$gen/zoo-$v"
+  job "target/generate-zoo-$v.log" "${py[$v]}" testdata/zoo.py --out "$gen/zoo-$v"
+done
 settle
 [ "$status" = 0 ] || { echo "generating the test models failed" >&2; exit 1; }
+
+step "the layer table: what every writer's get_config writes for each class, what every Keras 3 takes (scripts/layer_table.py), against src/passes/migrate/layers.json and docs/layers.md"
+lt=target/layer-table
+rm -rf "$lt"
+mkdir -p "$lt"
+for v in "${zoo_writers[@]}"; do
+  job "$lt/dump-$v.log" "${py[$v]}" scripts/layer_table.py dump --out "$lt/dump-$v.json"
+done
+settle
+for v in 3.0 3.5 3.6 3.10 3.13 3.15 nightly; do
+  keras_env "$v"
+  job "$lt/probe-$v.log" env KERAS_BACKEND=jax JAX_PLATFORMS=cpu "${py[$v]}" scripts/layer_table.py probe \
+    --dump "$lt"/dump-*.json --out "$lt/probe-$v.json"
+done
+job "$lt/probe-3.15-tensorflow.log" env KERAS_BACKEND=tensorflow "${py[tfk2.21]}" scripts/layer_table.py probe \
+  --dump "$lt"/dump-*.json --out "$lt/probe-3.15-tensorflow.json"
+settle
+python3 scripts/layer_table.py write --check --dump "$lt"/dump-*.json --probe "$lt"/probe-*.json \
+  --table src/passes/migrate/layers.json --out docs/layers.md || status=1
 
 step "real-Keras check"
 for v in "${versions[@]}"; do
@@ -184,16 +216,29 @@ settle checks
 echo
 echo "real-keras: $total_passed passed, $total_failed failed"
 
-step "migration check (tf.keras 2.12 to 2.15 fixtures and applications in Keras 3.0 to 3.15)"
-migrate_versions=(3.0 3.5 3.6 3.10 3.13 3.15)
+step "migration check (the fixtures, applications and committed zoo cases in every Keras 3 and the pre-release; the whole zoo of every writer in 3.0, 3.15 and the pre-release, and in 3.15 on TensorFlow)"
+migrate_versions=(3.0 3.5 3.6 3.10 3.13 3.15 nightly)
 for v in "${migrate_versions[@]}"; do
   keras_env "$v"
 done
 for v in "${migrate_versions[@]}"; do
   job "target/migrate-check-$v.log" jax "migrate-$v" "${py[$v]}" scripts/check_migrate.py --krepair "$bin" \
     --work "target/migrate-check/$v" testdata/fixtures/keras-tf2.15 testdata/fixtures/migrate-tf2.12 \
-    testdata/fixtures/migrate-tf2.13 testdata/fixtures/migrate-tf2.14 "$gen/migrate-tf2.15"
+    testdata/fixtures/migrate-tf2.13 testdata/fixtures/migrate-tf2.14 "$gen/migrate-tf2.15" \
+    testdata/fixtures/migrate-zoo-tf2.15 testdata/fixtures/migrate-zoo-tfk2.21
 done
+zoo=()
+for w in "${zoo_writers[@]}"; do
+  zoo+=("$gen/zoo-$w")
+done
+for v in 3.0 3.15 nightly; do
+  job "target/zoo-check-$v.log" jax "zoo-$v" "${py[$v]}" scripts/check_migrate.py --krepair "$bin" \
+    --work "target/zoo-check/$v" "${zoo[@]}"
+done
+# Keras 3.15.1 beside TensorFlow 2.21 (the tf_keras 2.21 venv) on its
+# TensorFlow backend: the lookup and hashing layers run only there.
+job target/zoo-check-tf-backend.log env KERAS_BACKEND=tensorflow "${py[tfk2.21]}" scripts/check_migrate.py \
+  --krepair "$bin" --work target/zoo-check/tf-backend "$gen/zoo-tf2.15" "$gen/zoo-tfk2.21"
 settle checks
 
 step "inspect check (krepair inspect against what each Keras builds and loads)"
