@@ -170,6 +170,12 @@ for v in 3.5 3.15; do
 done
 rm -rf "$gen/migrate-tf2.15"
 job target/generate-tf2.15.log "${py[tf2.15]}" testdata/generate.py --applications --out "$gen/migrate-tf2.15"
+# The same by tf.keras 2.12, whose EfficientNet Normalization (axis 3, no
+# build_config) takes its input's rank from the InputLayer behind the
+# Rescaling.
+keras_env tf2.12
+rm -rf "$gen/migrate-apps-tf2.12"
+job target/generate-apps-tf2.12.log "${py[tf2.12]}" testdata/generate.py --applications --out "$gen/migrate-apps-tf2.12"
 # The layer zoo (testdata/zoo.py): one small model per layer class, by
 # every Keras 2 writer krepair migrates.
 zoo_writers=(tf2.12 tf2.13 tf2.14 tf2.15 tfk2.21)
@@ -233,7 +239,7 @@ for w in "${zoo_writers[@]}"; do
 done
 for v in 3.0 3.15 nightly; do
   job "target/zoo-check-$v.log" jax "zoo-$v" "${py[$v]}" scripts/check_migrate.py --krepair "$bin" \
-    --work "target/zoo-check/$v" "${zoo[@]}"
+    --work "target/zoo-check/$v" "${zoo[@]}" "$gen/migrate-apps-tf2.12"
 done
 # Keras 3.15.1 beside TensorFlow 2.21 (the tf_keras 2.21 venv) on its
 # TensorFlow backend: the lookup and hashing layers run only there.

@@ -94,7 +94,7 @@ code_enum! {
         CodeInConfig = "code-in-config", Warning => "a layer config carries code (Lambda, TorchModuleWrapper, TFSMLayer) that Keras would run on load; krepair never evaluates it",
         CustomClass = "custom-class", Info => "a layer or object comes from a module outside Keras; loading the model needs that code",
         NoVariables = "no-variables", Warning => "adapt-mode layer that was never built (no build_config, no variables); left alone",
-        InputShapeDerived = "input-shape-derived", Info => "the config declares no build_config (tf.keras 2.12): the layer's input shape is taken from its batch_input_shape or feeding InputLayer and completed from the stored statistics' shape",
+        InputShapeDerived = "input-shape-derived", Info => "the config declares no build_config (tf.keras 2.12): the layer's input shape is taken from its batch_input_shape or the InputLayer feeding it (directly or through layers that keep their input's shape) and completed from the stored statistics' shape",
         InconsistentConfig = "inconsistent-config", Error => "only one of mean and variance is set in the config",
         ShapeUnknown = "shape-unknown", Error => "the config does not say the layer's input shape, or it contradicts the axis",
         WeightsNotFound = "weights-not-found", Error => "no weights group for the layer where Keras would store it",

@@ -109,6 +109,21 @@ def nested():
     return keras.Model(inp, L.GlobalMaxPooling2D()(h)), floats((6, 6, 2))
 
 
+def efficientnet_stem():
+    """EfficientNet's stem: Rescaling, then a Normalization adapted over
+    axis 3 of a rank-4 input (tf.keras 2.12 writes no build_config: its
+    rank comes from the InputLayer, through the Rescaling)."""
+    inp = keras.Input((8, 8, 3))
+    h = L.Rescaling(1.0 / 255.0)(inp)
+    n = L.Normalization(axis=3)
+    n.adapt(np.random.default_rng(SEED).uniform(0, 1, size=(16, 8, 8, 3)).astype("float32"))
+    h = n(h)
+    h = L.Conv2D(4, 3, strides=2, padding="same", use_bias=False)(h)
+    h = L.Activation("swish")(L.BatchNormalization(axis=3)(h))
+    x = np.random.default_rng(SEED).uniform(0, 255, size=(4, 8, 8, 3)).astype("float32")
+    return keras.Model(inp, L.GlobalAveragePooling2D()(h)), x
+
+
 def embedding_lstm():
     inp = keras.Input((7,), dtype="int64")
     h = L.Embedding(20, 4, mask_zero=True)(inp)
@@ -235,6 +250,7 @@ CASES = {
     "model_shared_layer": shared_layer,
     "model_nested": nested,
     "model_embedding_lstm": embedding_lstm,
+    "model_efficientnet_stem": efficientnet_stem,
     "model_sequential_input_shape": lambda: seq(
         [L.Conv2D(4, 3, input_shape=(6, 6, 3), activation="relu"), L.MaxPooling2D(), L.Flatten(), L.Dense(2)], (6, 6, 3)),
 }
@@ -261,9 +277,14 @@ NEEDS_TENSORFLOW = {"Hashing", "IntegerLookup"}
 
 def perturb(model, seed):
     """Move every float variable away from its initial value (variances
-    and other non-trainable statistics stay positive)."""
+    and other non-trainable statistics stay positive), but an adapted
+    Normalization's statistics, which the model computes only as
+    finalize_state() left them."""
     r = np.random.default_rng(SEED + seed)
+    adapted = {id(w) for l in model.layers if isinstance(l, L.Normalization) for w in l.weights}
     for w in model.weights:
+        if id(w) in adapted:
+            continue
         if not w.dtype.is_floating:
             continue
         v = w.numpy()

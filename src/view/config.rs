@@ -124,7 +124,8 @@ pub enum ShapeFrom {
     BuildConfig,
     /// The layer's own `batch_input_shape` (it was given an input shape).
     BatchInputShape,
-    /// The `batch_input_shape` of the InputLayer that feeds it.
+    /// The `batch_input_shape` of the InputLayer that feeds it, directly
+    /// or through layers that keep their input's shape.
     InputLayer,
     /// Nowhere.
     Unknown,
@@ -554,23 +555,29 @@ pub(crate) fn input_layer_shape<J: Json>(
 ) -> Option<Vec<Option<u64>>> {
     let input = if sequential {
         let before = &layers[..i];
-        if !before.iter().all(|l| class_name(l) == Some("InputLayer")) {
+        let (first, rest) = before.split_first()?;
+        if class_name(first) != Some("InputLayer") || !rest.iter().all(keeps_shape) {
             return None;
         }
-        before.last()?
+        first
     } else {
-        let nodes = layers[i].get("inbound_nodes")?.as_array()?;
-        let [node] = nodes else {
-            return None;
-        };
-        let [r] = node.as_array()? else {
-            return None;
-        };
-        let source = r.as_array()?.first()?.as_str()?;
-        if source == name {
-            return None;
+        // Back through the layers that keep their input's shape (the
+        // Rescaling in front of EfficientNet's Normalization), at most
+        // once per layer.
+        let mut at = &layers[i];
+        let mut seen = vec![name.to_string()];
+        loop {
+            let source = single_source(at)?;
+            if seen.iter().any(|s| s == source) || seen.len() > layers.len() {
+                return None;
+            }
+            seen.push(source.to_string());
+            let next = layers.iter().find(|l| layer_name(*l) == source)?;
+            if class_name(next) == Some("InputLayer") || !keeps_shape(next) {
+                break next;
+            }
+            at = next;
         }
-        layers.iter().find(|l| layer_name(*l) == source)?
     };
     if class_name(input) != Some("InputLayer") {
         return None;
@@ -579,6 +586,43 @@ pub(crate) fn input_layer_shape<J: Json>(
         .get("config")?
         .get("batch_input_shape")
         .and_then(parse_shape)
+}
+
+/// The one layer a Functional's layer entry `l` is called on, once.
+fn single_source<J: Json>(l: &J) -> Option<&str> {
+    let nodes = l.get("inbound_nodes")?.as_array()?;
+    let [node] = nodes else {
+        return None;
+    };
+    let [r] = node.as_array()? else {
+        return None;
+    };
+    r.as_array()?.first()?.as_str()
+}
+
+/// Layer classes whose output has their input's shape, whatever their
+/// config (elementwise maps, dropout and noise, normalizations).
+const SHAPE_KEEPING: &[&str] = &[
+    "Rescaling",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "ELU",
+    "Softmax",
+    "Dropout",
+    "AlphaDropout",
+    "GaussianDropout",
+    "GaussianNoise",
+    "BatchNormalization",
+    "LayerNormalization",
+    "UnitNormalization",
+    "Normalization",
+    "Identity",
+    "ActivityRegularization",
+];
+
+fn keeps_shape<J: Json>(l: &J) -> bool {
+    class_name(l).is_some_and(|c| SHAPE_KEEPING.contains(&c))
 }
 
 fn consumer_of<J: Json>(l: &J) -> Consumer {
@@ -850,6 +894,11 @@ mod tests {
             }
             l
         };
+        let called = |class: &str, name: &str, source: &str| {
+            let mut l = layer(class, name, json!({}));
+            l["inbound_nodes"] = json!([[[source, 0, 0, {}]]]);
+            l
+        };
         let mut own = legacy("own", json!({}));
         own["config"]["batch_input_shape"] = json!([null, null, 3]);
         let cfg = json!({"class_name": "Functional", "config": {"name": "m", "layers": [
@@ -859,6 +908,14 @@ mod tests {
             legacy("after_dense", json!({"inbound_nodes": [[["d", 0, 0, {}]]]})),
             own,
             legacy("built", json!({"build_config": {"input_shape": [null, 7]}, "inbound_nodes": [[["in", 0, 0, {}]]]})),
+            // EfficientNet's stem: Input -> Rescaling -> Normalization.
+            layer("InputLayer", "img", json!({"batch_input_shape": [null, 8, 8, 3]})),
+            called("Rescaling", "scale", "img"),
+            legacy("stem", json!({"inbound_nodes": [[["scale", 0, 0, {}]]]})),
+            // A cycle of shape-keeping layers leads nowhere.
+            called("Activation", "a1", "a2"),
+            called("Activation", "a2", "a1"),
+            legacy("looped", json!({"inbound_nodes": [[["a1", 0, 0, {}]]]})),
             {"class_name": "Sequential", "config": {"name": "s", "layers": [
                 layer("InputLayer", "i2", json!({"batch_input_shape": [null, 2, 6]})),
                 legacy("first", json!({})),
@@ -891,6 +948,12 @@ mod tests {
                     Some(vec![None, Some(7)]),
                     ShapeFrom::BuildConfig
                 ),
+                (
+                    "stem".into(),
+                    Some(vec![None, Some(8), Some(8), Some(3)]),
+                    ShapeFrom::InputLayer
+                ),
+                ("looped".into(), None, ShapeFrom::Unknown),
                 (
                     "s/first".into(),
                     Some(vec![None, Some(2), Some(6)]),
