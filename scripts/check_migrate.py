@@ -48,6 +48,12 @@ from check_keras import check, config_boundaries, f32, finalize_disabled, load_x
 
 
 def load_predict(path, x):
+    if getattr(x, "dtype", None) is not None and x.dtype.kind == "U":
+        # Keras 3 takes strings only as TensorFlow tensors (a NumPy str or
+        # object array has no Keras dtype): the TensorFlow backend only.
+        import tensorflow as tf
+
+        x = tf.constant(x)
     model = keras.models.load_model(path)
     return np.asarray(model.predict(model_input(model, x), verbose=0), dtype="float32")
 
@@ -59,10 +65,11 @@ def sha(path):
 # Behaviour of a pinned pre-release that differs from every release and
 # that no config can change: the check asserts the difference is still
 # there (so that its end is noticed), instead of the equality.
+MASK_DROPPED = ("keras-nightly's Bidirectional drops the mask an Embedding(mask_zero=True) attaches "
+                "(\"does not support masking and will therefore destroy the mask information\")")
 KNOWN_REGRESSIONS = {
-    ("3.16.0.dev2026102704", "model_embedding_lstm"):
-        "keras-nightly's Bidirectional drops the mask an Embedding(mask_zero=True) attaches "
-        "(\"does not support masking and will therefore destroy the mask information\")",
+    ("3.16.0.dev2026102704", "model_embedding_lstm"): MASK_DROPPED,
+    ("3.16.0.dev2026102704", "text"): MASK_DROPPED,
 }
 
 
@@ -131,7 +138,7 @@ def run_case(krepair, case_dir, work, tag):
 
     if expected.get("needs_tensorflow") and not has_tensorflow():
         try:
-            load_predict(out, x)
+            keras.models.load_model(out)
             check(f"{label}: without tensorflow installed Keras 3 says it needs it", False, "it loaded")
         except Exception as e:  # noqa: BLE001
             check(f"{label}: without tensorflow installed Keras 3 says it needs it",

@@ -82,8 +82,9 @@ def instance(layer, entry, case):
     variables."""
     node = layer._inbound_nodes[0] if getattr(layer, "_inbound_nodes", None) else None
     call = {"args": call_spec(node.call_args), "kwargs": call_spec(node.call_kwargs)} if node else None
+    # A lookup's vocabulary handle is in `weights` but is no variable.
     variables = [[w.name.split("/")[-1].split(":")[0], w.shape.as_list(), bool(w.trainable)]
-                 for w in layer.weights]
+                 for w in layer.weights if hasattr(w, "shape") and hasattr(w, "name")]
     return {"case": case, "config": jsonable(entry["config"]), "build_config": jsonable(entry.get("build_config")),
             "call": call, "input_shape": jsonable(getattr(layer, "_build_input_shape", None)), "variables": variables}
 
@@ -197,7 +198,7 @@ def dict_keys(text):
 
 
 REJECTIONS = (
-    (r"Unrecognized keyword arguments(?: passed to \w+)?: (\{.*)", dict_keys),
+    (r"Unrecognized keyword argument(?:s|\(s\))(?: passed to \w+)?: (\{.*)", dict_keys),
     (r"Argument\(s\) not recognized: (\{.*)", dict_keys),
     (r"unexpected keyword argument '(\w+)'", lambda s: [s]),
     (r"Keyword argument not understood:',? '(\w+)'", lambda s: [s]),

@@ -72,6 +72,16 @@ def cells(cell):
     return one(L.RNN(cell, return_sequences=True), (5, 3))
 
 
+WORDS = np.array([["a", "c"], ["b", "a"], ["z", "b"], ["c", "c"]])
+
+
+def adapted(layer, data):
+    """`layer` adapted to `data` (its vocabulary then lives in the
+    archive's assets, not in its config)."""
+    layer.adapt(np.array(data))
+    return layer
+
+
 def mha():
     q, v = keras.Input((4, 6)), keras.Input((5, 6))
     out = L.MultiHeadAttention(num_heads=2, key_dim=3)(q, v)
@@ -244,6 +254,11 @@ CASES = {
     "ZeroPadding2D": lambda: one(L.ZeroPadding2D(((1, 0), (2, 1))), (4, 4, 3)),
     "ZeroPadding3D": lambda: one(L.ZeroPadding3D(1), (2, 2, 2, 2)),
     "ThresholdedReLU_zero": lambda: one(L.ThresholdedReLU(theta=0.0), (5,)),
+    "StringLookup": lambda: one(L.StringLookup(vocabulary=["a", "b", "c"]), (2,), WORDS, "string"),
+    "StringLookup_adapted": lambda: one(adapted(L.StringLookup(), ["a", "b", "b", "c", "c", "c"]), (2,), WORDS, "string"),
+    "TextVectorization": lambda: one(
+        adapted(L.TextVectorization(max_tokens=10, output_sequence_length=4), ["the cat sat", "the dog ran", "a cat"]),
+        (), np.array(["the cat ran", "a dog sat on", "zebra", ""]), "string"),
     # Models as people write them.
     "model_transformer_block": transformer_block,
     "model_time_series": time_series,
@@ -262,8 +277,6 @@ REFUSED = {
         lambda: one(L.ConvLSTM2D(2, 3, padding="same"), (3, 5, 5, 2)), "hard_sigmoid"),
     "refused_Lambda": (lambda: one(L.Lambda(lambda t: t * 2.0), (5,)), "Lambda layer holds Python bytecode"),
     "refused_RandomCrop": (lambda: one(L.RandomCrop(4, 4), (6, 6, 3)), "smart_resize"),
-    "refused_StringLookup": (
-        lambda: one(L.StringLookup(vocabulary=["a", "b"]), (2,), np.array([["a", "c"]] * 4), "string"), "strings"),
     "refused_LocallyConnected1D": (
         lambda: one(L.LocallyConnected1D(2, 3), (6, 3)), "LocallyConnected"),
 }
@@ -272,7 +285,12 @@ CASES.update({name: build for name, (build, _) in REFUSED.items()})
 # Classes Keras 3 runs through TensorFlow whatever its backend
 # ("Layer Hashing requires TensorFlow"): their cases load only where
 # tensorflow is installed.
-NEEDS_TENSORFLOW = {"Hashing", "IntegerLookup"}
+NEEDS_TENSORFLOW = {"Hashing", "IntegerLookup", "StringLookup", "StringLookup_adapted", "TextVectorization"}
+
+# tf.keras 2.12 to 2.14 save an adapted vocabulary as an asset under their
+# weights layout (assets/_layer_checkpoint_dependencies/...), which
+# krepair does not move yet: refused, saying so.
+LEGACY_LAYOUT_ASSETS = {"StringLookup_adapted", "TextVectorization"}
 
 
 def perturb(model, seed):
@@ -285,7 +303,7 @@ def perturb(model, seed):
     for w in model.weights:
         if id(w) in adapted:
             continue
-        if not w.dtype.is_floating:
+        if not getattr(getattr(w, "dtype", None), "is_floating", False):  # a lookup's vocabulary handle
             continue
         v = w.numpy()
         scale = r.uniform(0.5, 1.5, size=v.shape)
@@ -337,6 +355,8 @@ def record(name, out_dir):
                 "inputs": len(xs), "layers": [], "discretizations": []}
     if name in REFUSED:
         expected["refused"] = REFUSED[name][1]
+    if name in LEGACY_LAYOUT_ASSETS and VERSION.startswith(("2.12.", "2.13.", "2.14.")):
+        expected["refused"] = "an asset in tf.keras"
     if name in NEEDS_TENSORFLOW:
         expected["needs_tensorflow"] = True
     with open(os.path.join(case_dir, "expected.json"), "w") as f:

@@ -221,6 +221,20 @@ fn what_has_no_rule_is_refused_and_nothing_is_written() {
             .into_bytes();
     });
     refuses(&p, &["migrate"], "refusing to migrate: layer `dense");
+    // An asset under tf.keras 2.13's weights layout (an adapted lookup's
+    // vocabulary), which Keras 3 would not find.
+    let p = t.path().join("assets.keras");
+    derive(
+        &root().join("testdata/fixtures/migrate-tf2.13/axis_last/model.keras"),
+        &p,
+        |m| {
+            m.push((
+                "assets/_layer_checkpoint_dependencies/string_lookup/vocabulary.txt".into(),
+                b"a\nb\n".to_vec(),
+            ))
+        },
+    );
+    refuses(&p, &["migrate"], "is an asset in tf.keras 2.13.1's layout");
     // tf.keras 2.11 wrote no archive Keras 3 can read.
     let p = t.path().join("old.keras");
     derive(&fixture("tf2.15", "axis_last").archive(), &p, |m| {

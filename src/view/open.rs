@@ -245,6 +245,7 @@ pub fn inspect_walked(
             keras_version: keras_version.as_deref(),
         };
         if check.migrate {
+            legacy_assets(&archive, &layout)?;
             migrate_layout(&layout, &mut weights, &mut migration, &mut actions)?;
         } else {
             legacy = repair_layout(&layout, &weights, &discs)?;
@@ -596,6 +597,29 @@ fn migrate_layout(
         });
     }
     Ok(())
+}
+
+/// Assets (an adapted lookup layer's vocabulary) that tf.keras 2.12 to
+/// 2.14 saved under their weights layout (`assets/_layer_checkpoint_dependencies/...`),
+/// where Keras 3 does not look: refused, their renaming not done yet.
+fn legacy_assets(archive: &Archive, layout: &Layout) -> Result<()> {
+    let legacy = archive
+        .members
+        .iter()
+        .find(|m| m.name.starts_with("assets/_layer_checkpoint_dependencies/"));
+    match legacy {
+        Some(m) => Err(Error::Refused {
+            path: layout.path.to_path_buf(),
+            verb: Verb::Migrate,
+            layer: "(the model)".into(),
+            reason: format!(
+                "`{}` is an asset in tf.keras {}'s layout, which Keras 3 does not read; moving assets into Keras 3's layout is not supported yet",
+                m.name,
+                layout.keras_version.unwrap_or("2.x")
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Repairing: keep the saved layout (the renames say where each layer's
