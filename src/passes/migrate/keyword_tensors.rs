@@ -132,7 +132,10 @@ fn keras3_node(
     let mut args = Vec::new();
     let mut kwargs = Map::new();
     for r in refs {
-        let a = r.as_array().ok_or("a node entry that is not a list")?;
+        let a = r
+            .as_array()
+            .filter(|a| a.len() >= 3)
+            .ok_or("a node entry that is not a [layer, node, tensor] list")?;
         let shape = sources
             .get(a.first().and_then(Value::as_str).unwrap_or(""))
             .and_then(|s| s.input_shape.clone())
@@ -182,7 +185,9 @@ fn keras_tensor(
     what: &str,
 ) -> Result<Value, String> {
     let name = r[0].as_str().unwrap_or("");
-    let src = &sources[name];
+    let src = sources
+        .get(name)
+        .ok_or_else(|| format!("a call on `{name}`, which is no layer of this model"))?;
     if src.nested {
         return Err(format!("a tensor from the nested model `{name}` passed as {what}: how tf.keras numbered that call is not verified yet"));
     }
@@ -238,6 +243,20 @@ mod tests {
             json!({"args": [tensor("q", json!([null, 4, 6]))], "kwargs": {"value": tensor("v", json!([null, 5, 6])), "use_causal_mask": false}})
         );
         assert_eq!(plan(&mut c, Some("2.15.0")).unwrap(), vec![], "idempotent");
+    }
+
+    #[test]
+    fn a_malformed_node_is_refused_not_a_panic() {
+        let mut c = attention_model("v");
+        c["config"]["layers"][2]["inbound_nodes"] =
+            json!([[["q", 0], ["v", 0, 0, {"value": ["v", 0, 0]}]]]);
+        let e = plan(&mut c, Some("2.15.0")).unwrap_err();
+        assert!(e.reason.contains("[layer, node, tensor]"), "{}", e.reason);
+        let mut c = attention_model("v");
+        c["config"]["layers"][2]["inbound_nodes"] =
+            json!([[["nowhere", 0, 0, {"value": ["v", 0, 0]}]]]);
+        let e = plan(&mut c, Some("2.15.0")).unwrap_err();
+        assert!(e.reason.contains("no layer of this model"), "{}", e.reason);
     }
 
     #[test]
