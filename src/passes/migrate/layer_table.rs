@@ -146,11 +146,6 @@ pub fn migrated_classes() -> impl Iterator<Item = &'static str> {
         .map(|(k, _)| k.as_str())
 }
 
-/// Every class the table lists, with its entry.
-pub fn all_classes() -> impl Iterator<Item = (&'static str, &'static LayerClass)> {
-    table().iter().map(|(k, c)| (k.as_str(), c))
-}
-
 /// Maps that keep the order of their keys in the file (serde_json's
 /// `preserve_order` keeps `Map` in insertion order).
 pub mod ordered {

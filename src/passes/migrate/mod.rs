@@ -53,10 +53,7 @@ pub use compile::{
     OptimizerVariables, KNOWN_LOSSES, KNOWN_METRICS, KNOWN_OPTIMIZERS, KNOWN_SCHEDULES,
     SCHEDULE_NAMES, UNMAPPED_OPTIMIZERS,
 };
-pub use layer_table::{
-    all_classes, layer_class, migrated_classes, Drop, LayerClass, Replacement, When,
-    LAYER_TABLE_JSON,
-};
+pub use layer_table::{layer_class, migrated_classes, Drop, LayerClass, Replacement, When};
 pub use tf_ops::tf_op_layer;
 pub use weights_layout::{
     join_path, legacy_layout, legacy_path, numbering_of, Numbering, Rename, LEGACY_CONTAINER,
