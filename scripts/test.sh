@@ -54,7 +54,20 @@ step() {
   end_step
   step_name=$*
   step_start=$SECONDS
-  printf '\n== [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"
+  printf '\n== [%d:%02d] %s (disk free: %s)\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" "$(disk_free)"
+}
+# disk_free: what is free on the disk of the working tree. A whole run
+# needs about 14 GB (the venvs 7.5, target/ 6); a CI run that ran out
+# of disk (a pip cache and pip's separate copies took 16 GB) is how this
+# came to be printed.
+disk_free() {
+  df -h --output=avail . 2>/dev/null | tail -1 | tr -d ' '
+}
+# tidy DIR...: on CI, remove what only this run reads, once read, so
+# that the run's disk use stays near its peak step's rather than the sum.
+tidy() {
+  [ "${CI:-}" = true ] || return 0
+  rm -rf "$@"
 }
 summary() {
   local code=$?
@@ -62,7 +75,7 @@ summary() {
   step_name=""
   printf '\n== wall time of each step\n'
   printf '%s\n' "${times[@]}"
-  printf '%5d s  in all (exit %d)\n' "$SECONDS" "$code"
+  printf '%5d s  in all (exit %d), disk free at the end: %s\n' "$SECONDS" "$code" "$(disk_free)"
 }
 trap summary EXIT
 
@@ -75,6 +88,8 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 step "cargo test (the fuzzer runs KREPAIR_FUZZ_SECONDS, 60 by default here)"
 KREPAIR_FUZZ_SECONDS=${KREPAIR_FUZZ_SECONDS:-60} cargo test --locked
+# The debug build (2.4 GB) has done its work.
+tidy target/debug
 
 if [ "${KREPAIR_SKIP_KERAS:-0}" = 1 ]; then
   echo "KREPAIR_SKIP_KERAS=1: real-Keras check not run"
@@ -221,6 +236,7 @@ done
 settle checks
 echo
 echo "real-keras: $total_passed passed, $total_failed failed"
+tidy target/keras-check
 
 step "migration check (the fixtures, applications and committed zoo cases in every Keras 3 and the pre-release; the whole zoo of every writer in 3.0, 3.15 and the pre-release, and in 3.15 on TensorFlow)"
 migrate_versions=(3.0 3.5 3.6 3.10 3.13 3.15 nightly)
@@ -246,6 +262,7 @@ done
 job target/zoo-check-tf-backend.log env KERAS_BACKEND=tensorflow "${py[tfk2.21]}" scripts/check_migrate.py \
   --krepair "$bin" --work target/zoo-check/tf-backend "$gen/zoo-tf2.15" "$gen/zoo-tfk2.21"
 settle checks
+tidy target/migrate-check target/zoo-check
 
 step "inspect check (krepair inspect against what each Keras builds and loads)"
 job target/inspect-check-3.15.log jax inspect-3.15 "${py[3.15]}" scripts/check_inspect.py --krepair "$bin" \
