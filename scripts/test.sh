@@ -199,6 +199,18 @@ for v in "${zoo_writers[@]}"; do
   rm -rf "$gen/zoo-$v"
   job "target/generate-zoo-$v.log" "${py[$v]}" testdata/zoo.py --out "$gen/zoo-$v"
 done
+# The same zoo as legacy HDF5 model files (model.save("m.h5")), by the
+# first and last tf.keras and by tf_keras 2.21, and tf.keras 2.12's HDF5
+# under a .keras name (what its model.save("m.keras") writes).
+h5_writers=(tf2.12 tf2.15 tfk2.21)
+for v in "${h5_writers[@]}"; do
+  rm -rf "$gen/zoo-h5-$v"
+  job "target/generate-zoo-h5-$v.log" "${py[$v]}" testdata/zoo.py --format h5 --out "$gen/zoo-h5-$v"
+done
+rm -rf "$gen/zoo-h5-named-keras-tf2.12"
+job target/generate-zoo-h5-named-keras-tf2.12.log "${py[tf2.12]}" testdata/zoo.py --format h5-named-keras \
+  --out "$gen/zoo-h5-named-keras-tf2.12" Dense LSTM Bidirectional_GRU MultiHeadAttention BatchNormalization \
+  model_nested model_shared_layer compiled_by_name_adam
 settle
 [ "$status" = 0 ] || { echo "generating the test models failed" >&2; exit 1; }
 
@@ -257,12 +269,22 @@ for v in 3.0 3.15 nightly; do
   job "target/zoo-check-$v.log" jax "zoo-$v" "${py[$v]}" scripts/check_migrate.py --krepair "$bin" \
     --work "target/zoo-check/$v" "${zoo[@]}" "$gen/migrate-apps-tf2.12"
 done
+# The legacy HDF5 zoos, migrated, in the oldest and newest Keras 3 and
+# the pre-release.
+h5zoo=("$gen/zoo-h5-named-keras-tf2.12")
+for w in "${h5_writers[@]}"; do
+  h5zoo+=("$gen/zoo-h5-$w")
+done
+for v in 3.0 3.15 nightly; do
+  job "target/h5-check-$v.log" jax "h5-$v" "${py[$v]}" scripts/check_migrate.py --krepair "$bin" \
+    --work "target/h5-check/$v" "${h5zoo[@]}"
+done
 # Keras 3.15.1 beside TensorFlow 2.21 (the tf_keras 2.21 venv) on its
 # TensorFlow backend: the lookup and hashing layers run only there.
 job target/zoo-check-tf-backend.log env KERAS_BACKEND=tensorflow "${py[tfk2.21]}" scripts/check_migrate.py \
   --krepair "$bin" --work target/zoo-check/tf-backend "$gen/zoo-tf2.15" "$gen/zoo-tfk2.21"
 settle checks
-tidy target/migrate-check target/zoo-check
+tidy target/migrate-check target/zoo-check target/h5-check
 
 step "inspect check (krepair inspect against what each Keras builds and loads)"
 job target/inspect-check-3.15.log jax inspect-3.15 "${py[3.15]}" scripts/check_inspect.py --krepair "$bin" \

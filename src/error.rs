@@ -222,6 +222,30 @@ pub enum WorkerFault {
 }
 
 impl Error {
+    /// The same error, naming `to` where it named a path under `from`
+    /// (the archive krepair made from an input names the input).
+    pub fn renamed(mut self, from: &std::path::Path, to: &std::path::Path) -> Error {
+        match &mut self {
+            Error::Io { path, .. }
+            | Error::Format { path, .. }
+            | Error::Refused { path, .. }
+            | Error::Internal { path, .. } => {
+                let s = path.to_string_lossy().into_owned();
+                let f = from.to_string_lossy().into_owned();
+                if let Some(rest) = s.strip_prefix(&f) {
+                    let rest = rest.split_once('!').map_or("", |x| x.1);
+                    *path = if rest.is_empty() {
+                        to.to_path_buf()
+                    } else {
+                        std::path::PathBuf::from(format!("{}!{rest}", to.display()))
+                    };
+                }
+            }
+            _ => {}
+        }
+        self
+    }
+
     /// An I/O error on `path` while doing `op`.
     pub fn io(path: impl AsRef<Path>, op: &'static str, source: io::Error) -> Self {
         Error::Io {

@@ -292,6 +292,16 @@ NEEDS_TENSORFLOW = {"Hashing", "IntegerLookup", "StringLookup", "StringLookup_ad
 # krepair does not move yet: refused, saying so.
 LEGACY_LAYOUT_ASSETS = {"StringLookup_adapted", "TextVectorization"}
 
+# What each --format writes, and the form expected.json names.
+# h5-named-keras: what tf.keras 2.12 writes for model.save("model.keras")
+# without save_format (an HDF5 file under a .keras name).
+ARCHIVES = {"keras": "model.keras", "h5": "model.h5", "h5-named-keras": "model.keras"}
+FORMS = {"keras": "zip", "h5": "hdf5", "h5-named-keras": "hdf5"}
+
+# The legacy HDF5 cases krepair refuses (beyond REFUSED, whose classes
+# it refuses whatever the format), with what the refusal says.
+H5_REFUSED = {}
+
 
 def perturb(model, seed):
     """Move every float variable away from its initial value (variances
@@ -326,7 +336,7 @@ BY_NAME = {
 }
 
 
-def record(name, out_dir):
+def record(name, out_dir, fmt="keras"):
     case_dir = os.path.join(out_dir, name)
     shutil.rmtree(case_dir, ignore_errors=True)
     keras.utils.set_random_seed(SEED)
@@ -339,8 +349,22 @@ def record(name, out_dir):
     perturb(model, len(name))
     if name in BY_NAME:
         fit_by_name(model, name, case_dir)
-    archive = os.path.join(case_dir, "model.keras")
-    if VERSION.startswith("2.12."):
+    archive = os.path.join(case_dir, ARCHIVES[fmt])
+    if fmt == "h5-named-keras":
+        model.save(archive)
+        with open(archive, "rb") as f:
+            if f.read(8) != b"\x89HDF\r\n\x1a\n":
+                print(f"{name}: skipped (keras {VERSION} writes a zip under a .keras name)")
+                shutil.rmtree(case_dir)
+                return
+    elif fmt == "h5":
+        try:
+            model.save(archive, save_format="h5")
+        except NotImplementedError as e:  # tf.keras cannot write it as HDF5 (lookup tables)
+            print(f"{name}: skipped (tf.keras does not save it as HDF5: {str(e).splitlines()[0][:100]})")
+            shutil.rmtree(case_dir)
+            return
+    elif VERSION.startswith("2.12."):
         model.save(archive, save_format="keras_v3")
     else:
         model.save(archive)
@@ -351,11 +375,13 @@ def record(name, out_dir):
         np.savez(os.path.join(case_dir, "x.npz"), *xs)
     pred = predict(model, x)
     np.save(os.path.join(case_dir, "pred_memory.npy"), pred)
-    expected = {"case": name, "keras_version": VERSION, "archive": "model.keras", "form": "zip",
+    expected = {"case": name, "keras_version": VERSION, "archive": ARCHIVES[fmt], "form": FORMS[fmt],
                 "inputs": len(xs), "layers": [], "discretizations": []}
     if name in REFUSED:
         expected["refused"] = REFUSED[name][1]
-    if name in LEGACY_LAYOUT_ASSETS and VERSION.startswith(("2.12.", "2.13.", "2.14.")):
+    if FORMS[fmt] == "hdf5" and name in H5_REFUSED:
+        expected["refused"] = H5_REFUSED[name]
+    elif FORMS[fmt] != "hdf5" and name in LEGACY_LAYOUT_ASSETS and VERSION.startswith(("2.12.", "2.13.", "2.14.")):
         expected["refused"] = "an asset in tf.keras"
     if name in NEEDS_TENSORFLOW:
         expected["needs_tensorflow"] = True
@@ -385,12 +411,12 @@ def fit_by_name(model, name, case_dir):
     model._krepair_after = (xs, ys)
 
 
-def after_step(name, case_dir, x):
+def after_step(name, case_dir, x, fmt="keras"):
     """The reloaded archive's prediction after one more training step."""
     if name not in BY_NAME:
         return
     step = np.load(os.path.join(case_dir, "train_step.npz"))
-    again = keras.models.load_model(os.path.join(case_dir, "model.keras"))
+    again = keras.models.load_model(os.path.join(case_dir, ARCHIVES[fmt]))
     again.train_on_batch(step["x"], step["y"])
     np.save(os.path.join(case_dir, "pred_step.npy"), predict(again, x))
 
@@ -399,6 +425,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", help="folder to write the cases into")
     p.add_argument("--list", action="store_true", help="print the case names")
+    p.add_argument("--format", choices=sorted(ARCHIVES), default="keras",
+                   help="keras: a .keras archive (model.keras); h5: the legacy HDF5 model file (model.h5)")
     p.add_argument("cases", nargs="*", help="case names (default: all)")
     a = p.parse_args()
     names = a.cases or list(CASES) + list(BY_NAME)
@@ -408,10 +436,11 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     print(f"writer: keras {VERSION} (tensorflow {tf.__version__})")
     for name in names:
-        record(name, a.out)
+        record(name, a.out, a.format)
         case_dir = os.path.join(a.out, name)
         if os.path.isdir(case_dir):
-            after_step(name, case_dir, np.load(os.path.join(case_dir, "x.npy")) if name in BY_NAME else None)
+            after_step(name, case_dir, np.load(os.path.join(case_dir, "x.npy")) if name in BY_NAME else None,
+                       a.format)
 
 
 if __name__ == "__main__":

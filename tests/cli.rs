@@ -373,7 +373,7 @@ fn inputs_that_are_not_keras_archives() {
         (
             "legacy.keras",
             b"\x89HDF\r\n\x1a\n\0\0\0\0".to_vec(),
-            "legacy HDF5",
+            "an HDF5 file (a legacy Keras model",
         ),
         (
             "truncated.keras",

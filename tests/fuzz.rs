@@ -467,3 +467,73 @@ fn fuzz_inspect_diff() {
     eprintln!("fuzz: inspect and diff of {rounds} inputs in {secs} s, no crash, no panic");
     assert!(rounds > 0);
 }
+
+/// Legacy HDF5 model files (the committed `.h5` cases and a weights-only
+/// file), mutated as whole files, migrated by the binary: as for
+/// archives, exit 0 with a complete output or 1 with one line and nothing
+/// written, never a crash, a hang or a leftover (the attribute reader,
+/// the mapping of weights and `H5Ocopy` see the garbage).
+#[test]
+fn fuzz_legacy_h5() {
+    let dir = common::root().join("testdata/fixtures/migrate-h5-tf2.15");
+    let mut seeds: Vec<Vec<u8>> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| fs::read(e.unwrap().path().join("model.h5")).unwrap())
+        .collect();
+    seeds.push(fs::read(common::root().join("testdata/legacy-h5/weights-only.h5")).unwrap());
+    assert!(seeds.len() >= 7);
+    let budget = Duration::from_secs(fuzz_seconds().div_ceil(2));
+    let start = Instant::now();
+    let mut round = 0u64;
+    let mut exits = [0usize; 2];
+    while start.elapsed() < budget {
+        let (round_seed, mut rng) = round_rng(round ^ 0x4835);
+        let mut bytes = seeds[rng.below(seeds.len())].clone();
+        let other = seeds[rng.below(seeds.len())].clone();
+        mutate(&mut rng, &mut bytes, &other);
+        let label = format!("h5-{round_seed}");
+        let t = tempfile::tempdir().unwrap();
+        let input = t.path().join("fuzz.h5");
+        let out = t.path().join("out.keras");
+        fs::write(&input, &bytes).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_krepair"));
+        cmd.env("TMPDIR", t.path())
+            .args(["migrate", "-q", "--timeout", TIMEOUT])
+            .arg(&input)
+            .arg(&out);
+        let (status, err) = bounded(cmd, &bytes, &label);
+        let fail = |why: &str| -> ! {
+            panic!(
+                "{label}: {why}: {err}; input saved to {}",
+                save(&bytes, &label).display()
+            )
+        };
+        match status.code() {
+            Some(0) if out.exists() => exits[0] += 1,
+            Some(0) => fail("exit 0 without an output"),
+            Some(1) => {
+                if err.lines().count() != 1 {
+                    fail("not exactly one line on stderr");
+                }
+                if err.contains("killed by") || err.contains("internal error") {
+                    fail("the worker process crashed");
+                }
+                if out.exists() {
+                    fail("an output after a failure");
+                }
+                exits[1] += 1;
+            }
+            Some(c) => fail(&format!("exit code {c}")),
+            None => fail("killed by a signal (a crash)"),
+        }
+        if leftovers(t.path()) {
+            fail("temporary files left behind");
+        }
+        round += 1;
+    }
+    eprintln!(
+        "fuzz_legacy_h5: {round} files: {} migrated, {} refused or malformed",
+        exits[0], exits[1]
+    );
+    assert!(round > 0);
+}

@@ -250,7 +250,7 @@ fn batch(b: Batch) -> u8 {
         Mode::Out(d) => Some(d.as_path()),
         _ => b.check_out.as_deref(),
     };
-    let mut walk = batch::walk(&b.paths, b.follow_links, exclude);
+    let mut walk = batch::walk(&b.paths, b.follow_links, exclude, b.migrate);
     if matches!(&b.mode, Mode::Out(_)) || b.check_out.is_some() {
         // Two archives that would land on the same output: refuse the run
         // before anything is written.

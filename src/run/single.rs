@@ -183,8 +183,16 @@ fn run_inner(opts: &Options, report: &mut Report, opened: Option<archive::Archiv
     if let Some(out) = &opts.output {
         check_output(&opts.input, out, opts.force)?;
     }
-    let (mut insp, input_scan) = inspect_input(opts, opened)?;
+    let (opened, h5) = open_legacy_h5(opts, opened)?;
+    let (mut insp, input_scan) =
+        inspect_input(opts, opened, h5.is_some()).map_err(|e| match &h5 {
+            Some(c) => e.renamed(c.dir(), &opts.input),
+            None => e,
+        })?;
     record_inspection(report, &insp)?;
+    if let Some(c) = &h5 {
+        record_h5(report, &opts.input, c)?;
+    }
     let refusal = insp.refusal().map(|(layer, reason)| Error::Refused {
         path: opts.input.clone(),
         verb: crate::error::Verb::Repair,
@@ -192,7 +200,9 @@ fn run_inner(opts: &Options, report: &mut Report, opened: Option<archive::Archiv
         reason: reason.to_string(),
     });
     let Some(output) = opts.output.clone() else {
-        fill_members(report, &insp.archive);
+        if h5.is_none() {
+            fill_members(report, &insp.archive);
+        }
         if let Some(e) = refusal {
             return Err(e);
         }
@@ -219,6 +229,12 @@ fn run_inner(opts: &Options, report: &mut Report, opened: Option<archive::Archiv
     crate::progress::step("waiting for the input's hash");
     report.input.sha256 = crate::sink::scan::finish_scan(input_scan, &insp.archive)?;
     fill_members(report, &insp.archive);
+    if h5.is_some() {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let scanned = crate::hash::scan_file(&opts.input, None, &stop)?;
+        report.input.sha256 = Some(scanned.0);
+        report.members.clear();
+    }
     if let Some(e) = refusal {
         return Err(e);
     }
@@ -257,6 +273,23 @@ fn run_inner(opts: &Options, report: &mut Report, opened: Option<archive::Archiv
     Ok(())
 }
 
+/// A legacy HDF5 model file is migrated through the archive made from it
+/// ([`crate::view::legacy_h5`]; the report names the file itself): that
+/// archive, opened, and the conversion, when `opts` migrates one.
+fn open_legacy_h5(
+    opts: &Options,
+    opened: Option<archive::Archive>,
+) -> Result<(
+    Option<archive::Archive>,
+    Option<crate::view::legacy_h5::Converted>,
+)> {
+    if opened.is_some() || !opts.migrate || !archive::is_hdf5(&opts.input) {
+        return Ok((opened, None));
+    }
+    let (a, c) = crate::view::legacy_h5::convert(&opts.input)?;
+    Ok((Some(a), Some(c)))
+}
+
 /// Open the input (unless the caller did), and inspect it. The structure
 /// of the weights is walked on the other core while the archive is read
 /// (a dry run too), and a repair hashes the whole input there as well; a
@@ -265,13 +298,15 @@ fn run_inner(opts: &Options, report: &mut Report, opened: Option<archive::Archiv
 fn inspect_input(
     opts: &Options,
     opened: Option<archive::Archive>,
+    from_h5: bool,
 ) -> Result<(inspect::Inspection, Option<crate::sink::scan::Scan>)> {
     let check = if opts.output.is_some() {
         inspect::Check::REPAIR
     } else {
         inspect::Check::DRY_RUN
     }
-    .migrating(opts.migrate);
+    .migrating(opts.migrate)
+    .of_h5(from_h5);
     let a = match opened {
         Some(a) => a,
         None => {
@@ -296,7 +331,7 @@ fn record_inspection(report: &mut Report, insp: &inspect::Inspection) -> Result<
     let input = &insp.archive.path;
     report.input.form = insp.archive.form;
     report.input.size = match insp.archive.form {
-        Form::Zip => fs::metadata(input)
+        Form::Zip | Form::Hdf5 => fs::metadata(input)
             .map_err(|e| Error::io(input, "stat", e))?
             .len(),
         Form::Directory => insp.archive.members.iter().map(|m| m.size).sum(),
@@ -306,6 +341,26 @@ fn record_inspection(report: &mut Report, insp: &inspect::Inspection) -> Result<
     report.layers = insp.layers.clone();
     report.discretizations = insp.discretizations.clone();
     report.migration = insp.migration.clone();
+    Ok(())
+}
+
+/// A legacy HDF5 input, into the report: the file itself (not the
+/// archive made from it), and the conversion's rewrites and findings
+/// before the migration's.
+fn record_h5(
+    report: &mut Report,
+    input: &Path,
+    c: &crate::view::legacy_h5::Converted,
+) -> Result<()> {
+    report.input.form = Form::Hdf5;
+    report.input.size = fs::metadata(input)
+        .map_err(|e| Error::io(input, "stat", e))?
+        .len();
+    report.keras_version = Some(c.keras_version.clone());
+    let mut migration = c.rewrites.clone();
+    migration.append(&mut report.migration);
+    report.migration = migration;
+    report.findings.extend(c.findings.iter().cloned());
     Ok(())
 }
 
@@ -338,7 +393,7 @@ fn record_output(
         path: output.display().to_string(),
         form,
         size: match form {
-            Form::Zip => fs::metadata(output)
+            Form::Zip | Form::Hdf5 => fs::metadata(output)
                 .map_err(|e| Error::io(output, "stat", e))?
                 .len(),
             Form::Directory => after.iter().map(|x| x.size).sum(),

@@ -117,7 +117,7 @@ pub(crate) fn stage(
     if !insp.changes() {
         // Nothing to repair: an exact copy.
         return match insp.archive.form {
-            Form::Zip => stage_zip(parent, output, |t, _| {
+            Form::Zip | Form::Hdf5 => stage_zip(parent, output, |t, _| {
                 exact_copy(&insp.archive, t.as_file()).map_err(|e| Error::io(output, "write", e))
             }),
             Form::Directory => stage_dir(parent, |d| write::copy_dir(&insp.archive, d)),
@@ -174,7 +174,7 @@ fn stage_edited(
     output: &Path,
 ) -> Result<(Staged, Option<Scan>)> {
     match archive.form {
-        Form::Zip => stage_zip(parent, output, |t, follow| {
+        Form::Zip | Form::Hdf5 => stage_zip(parent, output, |t, follow| {
             let f = t
                 .as_file()
                 .try_clone()
@@ -378,7 +378,9 @@ pub(crate) fn verify(
         path: output.to_path_buf(),
         problem,
     };
-    let check = inspect::Check::VERIFY.migrating(migrate);
+    let check = inspect::Check::VERIFY
+        .migrating(migrate)
+        .of_h5(before.from_h5);
     // A zip output is read through the handle it was opened with once
     // written; a directory is opened here.
     let after = match staged.take_written() {

@@ -52,6 +52,10 @@ pub enum Form {
     Zip,
     /// A directory (what `model.save("m", zipped=False)` writes).
     Directory,
+    /// A legacy HDF5 model file (`model.save("m.h5")`), which only
+    /// `krepair migrate` reads (never an [`Archive`]'s form: the report's
+    /// name for such an input).
+    Hdf5,
 }
 
 /// One member of the archive.
@@ -216,7 +220,7 @@ fn sniff(path: &Path, f: &mut File) -> Result<()> {
     if head.starts_with(HDF5_MAGIC) {
         return Err(Error::format(
             path, crate::error::Malformed::NotAnArchive,
-            "this is a legacy HDF5 model file (tf.keras `save_format=\"h5\"`), not a .keras zip archive; Keras 3 refuses it as well; krepair repairs .keras archives only",
+            "this is an HDF5 file (a legacy Keras model, `model.save(\"m.h5\")`, whatever its name), not a .keras zip archive: `krepair migrate IN OUT.keras` turns a Keras 2 one into a Keras 3 archive",
         ));
     }
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
@@ -227,6 +231,29 @@ fn sniff(path: &Path, f: &mut File) -> Result<()> {
         crate::error::Malformed::NotAnArchive,
         "not a .keras archive (no zip signature)",
     ))
+}
+
+/// Is the file at `path` an HDF5 file, by its content (the signature at
+/// its start, or after a user block of 512, 1024 or 2048 bytes, where the
+/// HDF5 specification allows it)? False for a directory or what cannot be
+/// read: the archive reader then says what it is.
+pub fn is_hdf5(path: &Path) -> bool {
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    for at in [0u64, 512, 1024, 2048] {
+        let mut head = [0u8; 8];
+        if f.seek(SeekFrom::Start(at)).is_err() || read_up_to(&mut f, &mut head).ok() != Some(8) {
+            return false;
+        }
+        if &head == HDF5_MAGIC {
+            return true;
+        }
+    }
+    false
 }
 
 pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -641,7 +668,8 @@ impl Archive {
         let m = self.member(name)?;
         match (self.form, &self.file) {
             (Form::Zip, Some(f)) => m.stored_at.clone().map(|r| (InPlace::Shared(f.clone()), r)),
-            (Form::Zip, None) => None,
+            (Form::Zip | Form::Hdf5, None) => None,
+            (Form::Hdf5, Some(_)) => None,
             (Form::Directory, _) => Some((InPlace::File(self.path.join(name)), 0..m.size)),
         }
     }

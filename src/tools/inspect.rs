@@ -205,9 +205,10 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
     m.file.form = match archive.form {
         Form::Zip => "zip".into(),
         Form::Directory => "directory".into(),
+        Form::Hdf5 => "hdf5".into(),
     };
     m.file.size = match archive.form {
-        Form::Zip => std::fs::metadata(path)
+        Form::Zip | Form::Hdf5 => std::fs::metadata(path)
             .map_err(|e| Error::io(path, "stat", e))?
             .len(),
         Form::Directory => archive.members.iter().map(|x| x.size).sum(),

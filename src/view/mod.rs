@@ -13,4 +13,5 @@
 pub mod config;
 pub mod json_span;
 pub mod json_tree;
+pub mod legacy_h5;
 pub mod open;

@@ -44,6 +44,8 @@ pub struct Inspection {
     pub actions: Vec<Action>,
     /// model.weights.h5, open (for editing when [`Check::editable`]).
     pub weights: Option<Weights>,
+    /// Made from a legacy HDF5 model file ([`Check::from_h5`]).
+    pub from_h5: bool,
 }
 
 /// How thoroughly to inspect.
@@ -61,6 +63,10 @@ pub struct Check {
     pub editable: bool,
     /// Migrate a tf.keras 2.x config to Keras 3 ([`crate::passes::migrate`]).
     pub migrate: bool,
+    /// The archive was made from a legacy HDF5 model file
+    /// ([`crate::view::legacy_h5`]): its config is in the legacy form
+    /// whatever Keras 2 wrote it, and its weights in Keras 3's layout.
+    pub from_h5: bool,
 }
 
 impl Check {
@@ -70,6 +76,7 @@ impl Check {
         structure: true,
         editable: false,
         migrate: false,
+        from_h5: false,
     };
     /// The input of a repair (which walks the structure beside its work).
     pub const REPAIR: Check = Check {
@@ -77,6 +84,7 @@ impl Check {
         structure: false,
         editable: true,
         migrate: false,
+        from_h5: false,
     };
     /// A repair's own output, re-read to verify it.
     pub const VERIFY: Check = Check {
@@ -84,6 +92,7 @@ impl Check {
         structure: false,
         editable: false,
         migrate: false,
+        from_h5: false,
     };
 }
 
@@ -91,6 +100,11 @@ impl Check {
     /// The same check, migrating or not.
     pub const fn migrating(self, migrate: bool) -> Check {
         Check { migrate, ..self }
+    }
+
+    /// The same check, of an archive made from a legacy HDF5 file or not.
+    pub const fn of_h5(self, from_h5: bool) -> Check {
+        Check { from_h5, ..self }
     }
 }
 
@@ -214,8 +228,10 @@ pub fn inspect_walked(
     } = read_config(&mut archive, keras_version.as_deref(), check, &mut findings)?;
 
     // tf.keras 2.13 and 2.14 keep their layers' weights in another layout
-    // (see [`crate::passes::migrate::legacy_layout`]).
-    let numbering = crate::passes::migrate::numbering_of(keras_version.as_deref());
+    // (see [`crate::passes::migrate::legacy_layout`]); an archive made
+    // from a legacy HDF5 file has Keras 3's.
+    let numbering =
+        crate::passes::migrate::numbering_of(keras_version.as_deref()).filter(|_| !check.from_h5);
     let editable = check.editable || (check.migrate && numbering.is_some());
     let (mut weights, walked) = open_weights(&mut archive, editable, walk.as_mut())?;
     if check.members {
@@ -281,6 +297,7 @@ pub fn inspect_walked(
         findings,
         actions,
         weights: Some(weights),
+        from_h5: check.from_h5,
     })
 }
 
@@ -401,7 +418,7 @@ fn read_config(
             text,
         });
     }
-    migrate_config(archive, text, keras_version, findings)
+    migrate_config(archive, text, keras_version, check.from_h5, findings)
 }
 
 /// [`read_config`] when migrating: the migration rewrites the tree (a
@@ -411,6 +428,7 @@ fn migrate_config(
     archive: &Archive,
     mut text: String,
     keras_version: Option<&str>,
+    from_h5: bool,
     findings: &mut Vec<Finding>,
 ) -> Result<Config> {
     let path = archive.path.as_path();
@@ -424,7 +442,9 @@ fn migrate_config(
     // tf.keras named the weights groups of 2.12-2.14 after the classes it
     // saved, which migration may change (TFOpLambda): the layout is
     // matched against the config as saved, kept aside here.
-    let saved = crate::passes::migrate::numbering_of(keras_version).map(|_| text.clone());
+    let saved = crate::passes::migrate::numbering_of(keras_version)
+        .filter(|_| !from_h5)
+        .map(|_| text.clone());
     let mut config = parse_json(text.as_bytes(), "config.json", archive)?;
     // The shapes the config declares for Normalization layers without a
     // build_config (tf.keras 2.12), before migration removes their
@@ -436,7 +456,7 @@ fn migrate_config(
         }
     }
     crate::progress::step("planning the migration of config.json");
-    let plan = crate::passes::migrate::plan(&mut config, keras_version)
+    let plan = crate::passes::migrate::plan_from(&mut config, keras_version, from_h5)
         .map_err(|r| refused(path, r, Verb::Migrate, None))?;
     let mut keys_unique = false;
     if !plan.rewrites.is_empty() {

@@ -237,6 +237,7 @@ pub const MAX_DATASET_RATIO: u64 = 1000;
 
 pub(crate) mod headers;
 mod image;
+pub mod legacy;
 mod raw;
 
 pub use image::{Image, Run};

@@ -160,6 +160,13 @@ const KNOWN_METRIC_NAMES: &[&str] = &[
     "sparse_categorical_accuracy",
     "top_k_categorical_accuracy",
     "sparse_top_k_categorical_accuracy",
+    // The functions a legacy HDF5 file's MeanMetricWrapper names (rule
+    // training-config); Keras 3's metrics.get resolves each to the
+    // metric class of that snake-case name.
+    "mean_squared_error",
+    "mean_absolute_error",
+    "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error",
 ];
 
 /// The optimizer names tf.keras's `optimizers.get` resolves (their case

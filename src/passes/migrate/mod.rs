@@ -41,6 +41,8 @@
 
 mod compile;
 mod discretization_encoding;
+mod h5_layout;
+mod h5_training;
 mod keyword_tensors;
 mod layer_table;
 mod layers;
@@ -53,6 +55,8 @@ pub use compile::{
     OptimizerVariables, KNOWN_LOSSES, KNOWN_METRICS, KNOWN_OPTIMIZERS, KNOWN_SCHEDULES,
     SCHEDULE_NAMES, UNMAPPED_OPTIMIZERS,
 };
+pub use h5_layout::{h5_layout, model_layers, to_snake_case, H5Layout};
+pub use h5_training::compile_config_of;
 pub use layer_table::{layer_class, migrated_classes, Drop, LayerClass, Replacement, When};
 pub use tf_ops::tf_op_layer;
 pub use weights_layout::{
@@ -109,6 +113,16 @@ pub fn is_tf_keras(keras_version: Option<&str>) -> bool {
 /// Plan the migration of `config` (edited in place) written by tf.keras
 /// `keras_version`.
 pub fn plan(config: &mut Value, keras_version: Option<&str>) -> Result<Plan, Refusal> {
+    plan_from(config, keras_version, false)
+}
+
+/// [`plan`] for a config read from a legacy HDF5 model file (`from_h5`):
+/// every Keras 2 writes it in the legacy form.
+pub fn plan_from(
+    config: &mut Value,
+    keras_version: Option<&str>,
+    from_h5: bool,
+) -> Result<Plan, Refusal> {
     let refuse = |layer: &str, reason: String| Refusal {
         layer: layer.to_string(),
         reason,
@@ -116,6 +130,7 @@ pub fn plan(config: &mut Value, keras_version: Option<&str>) -> Result<Plan, Ref
     // 2.13 and 2.14 weights also need [`legacy_layout`] (by
     // [`numbering_of`] the version), once the weights are open.
     let legacy_form = match keras_version.and_then(Version::parse) {
+        Some(Version(2, _)) if from_h5 => true,
         Some(Version(2, 12)) => true,
         // tf_keras 2.16 to 2.21 (TensorFlow's Keras 2 once Keras 3 took
         // its place) write what tf.keras 2.15 writes, the module of a

@@ -86,6 +86,8 @@ pub struct Walk {
     /// Archives that would be written to the same path under OUTDIR: the
     /// relative path and the two inputs.
     pub collisions: Vec<(PathBuf, PathBuf, PathBuf)>,
+    /// HDF5 files are inputs too ([`walk`]).
+    hdf5: bool,
 }
 
 impl Walk {
@@ -135,8 +137,14 @@ fn is_keras_file(p: &Path) -> bool {
 
 /// Walk `paths` (sorted, recursive) for archives, never entering
 /// `exclude` (the output directory, when it lies inside a walked path).
-pub fn walk(paths: &[PathBuf], follow_links: bool, exclude: Option<&Path>) -> Walk {
-    let mut w = Walk::default();
+/// With `hdf5` (`batch --migrate`), a file that is HDF5 by its content
+/// is an input too, whatever its name (a legacy model file; one that
+/// holds no model is refused when it is run), written as `NAME.keras`.
+pub fn walk(paths: &[PathBuf], follow_links: bool, exclude: Option<&Path>, hdf5: bool) -> Walk {
+    let mut w = Walk {
+        hdf5,
+        ..Walk::default()
+    };
     let mut seen_dirs = HashSet::new();
     if let Some(x) = exclude.and_then(|x| fs::canonicalize(x).ok()) {
         seen_dirs.insert(x);
@@ -186,6 +194,14 @@ fn push_job(w: &mut Walk, p: &Path, relative: PathBuf, meta: &fs::Metadata) {
             size,
         });
     } else if is_keras_file(p) {
+        w.jobs.push(Job {
+            input: p.to_path_buf(),
+            relative,
+            size: meta.len(),
+        });
+    } else if w.hdf5 && crate::source::keras::is_hdf5(p) {
+        // `model.h5` is written as `model.keras`.
+        let relative = relative.with_extension("keras");
         w.jobs.push(Job {
             input: p.to_path_buf(),
             relative,
@@ -277,6 +293,23 @@ pub fn in_process(_slot: usize, opts: &Options) -> repair::Run {
 }
 
 /// Run one archive in place: repair into a hidden sibling, then swap it in.
+/// A legacy HDF5 model file is never migrated in place: its name would
+/// then hold a `.keras` archive.
+fn not_in_place(input: &Path, policy: Policy) -> repair::Run {
+    let o = Options {
+        input: input.to_path_buf(),
+        output: None,
+        policy,
+        force: false,
+        migrate: true,
+    };
+    let e = Error::Output {
+        path: input.to_path_buf(),
+        problem: "a legacy HDF5 model file is not migrated in place (its name would hold a .keras archive): give --out DIR".into(),
+    };
+    repair::Run::failed(&o, e)
+}
+
 fn in_place(
     job: &Job,
     policy: Policy,
@@ -286,6 +319,9 @@ fn in_place(
     exec: &Exec,
 ) -> (repair::Run, Option<PathBuf>) {
     let input = &job.input;
+    if migrate && crate::source::keras::is_hdf5(input) {
+        return (not_in_place(input, policy), None);
+    }
     let name = input
         .file_name()
         .unwrap_or_default()

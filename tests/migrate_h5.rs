@@ -1,0 +1,289 @@
+//! `krepair migrate` on legacy HDF5 model files (the committed cases of
+//! the layer zoo saved by tf.keras 2.15 with `save_format="h5"`): the
+//! format is found by content, the weights land where Keras 3 reads
+//! them, the report names the file itself, and what is not a whole model
+//! is refused with the reason and nothing written. Whether the outputs
+//! load and predict right is the real-Keras check's job
+//! (scripts/check_migrate.py over the whole HDF5 zoo, in scripts/test.sh).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+fn fixture(case: &str) -> std::path::PathBuf {
+    common::root()
+        .join("testdata/fixtures/migrate-h5-tf2.15")
+        .join(case)
+        .join("model.h5")
+}
+
+fn migrate_report(input: &Path, out: &Path) -> Value {
+    let o = krepair(&[&"migrate", &"--report", &"-", &input, &out]);
+    assert_eq!(code(&o), 0, "{}: {}", input.display(), stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The names of a zip's members, and the datasets of its weights, as
+/// `krepair inspect --json` lists them.
+fn weights_paths(archive: &Path) -> Vec<String> {
+    let o = krepair(&[&"inspect", &"--json", &archive]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let m: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut out = Vec::new();
+    for l in m["layers"].as_array().unwrap() {
+        for v in l["variables"].as_array().unwrap() {
+            out.push(v["path"].as_str().unwrap().to_string());
+        }
+    }
+    for v in m["other_variables"].as_array().unwrap() {
+        out.push(v["path"].as_str().unwrap().to_string());
+    }
+    out
+}
+
+#[test]
+fn every_committed_hdf5_case_migrates_to_an_archive_that_migrates_to_itself() {
+    let dir = common::root().join("testdata/fixtures/migrate-h5-tf2.15");
+    let t = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for e in fs::read_dir(&dir).unwrap() {
+        let case = e.unwrap().path();
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let out = t.path().join(format!("{name}.keras"));
+        let r = migrate_report(&case.join("model.h5"), &out);
+        assert_eq!(r["input"]["form"], "hdf5", "{name}");
+        assert_eq!(r["output"]["form"], "zip", "{name}");
+        assert_eq!(r["keras_version"], "2.15.0", "{name}");
+        let input_sha = r["input"]["sha256"].as_str().unwrap();
+        assert_eq!(
+            input_sha,
+            sha(&case.join("model.h5")),
+            "{name}: the report hashes the file itself"
+        );
+        let codes: Vec<&str> = r["migration"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["code"].as_str().unwrap())
+            .collect();
+        assert!(codes.contains(&"hdf5-model"), "{name}: {codes:?}");
+        assert!(codes.contains(&"legacy-module"), "{name}: {codes:?}");
+        // The output is a Keras 3 archive: migrating it again copies it.
+        let again = t.path().join("again.keras");
+        let o = krepair(&[&"migrate", &"-q", &out, &again]);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        assert_eq!(sha(&again), sha(&out), "{name}: idempotent");
+        fs::remove_file(&again).unwrap();
+        n += 1;
+    }
+    assert!(n >= 7, "{n} cases");
+}
+
+#[test]
+fn weights_go_where_keras_3_reads_them() {
+    let t = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[&str])] = &[
+        ("Dense", &["layers/dense/vars/0", "layers/dense/vars/1"]),
+        (
+            "LSTM",
+            &[
+                "layers/lstm/cell/vars/0",
+                "layers/lstm/cell/vars/1",
+                "layers/lstm/cell/vars/2",
+            ],
+        ),
+        (
+            "Bidirectional_GRU",
+            &[
+                "layers/bidirectional/backward_layer/cell/vars/0",
+                "layers/bidirectional/forward_layer/cell/vars/2",
+            ],
+        ),
+        (
+            "MultiHeadAttention",
+            &[
+                "layers/multi_head_attention/_key_dense/vars/0",
+                "layers/multi_head_attention/_output_dense/vars/1",
+                "layers/multi_head_attention/_query_dense/vars/0",
+                "layers/multi_head_attention/_value_dense/vars/1",
+            ],
+        ),
+        (
+            "RNN_stacked_cells",
+            &[
+                "layers/rnn/cell/cells/lstm_cell/vars/2",
+                "layers/rnn/cell/cells/simple_rnn_cell/vars/0",
+            ],
+        ),
+        (
+            "compiled_by_name_adam",
+            &["optimizer/vars/0", "optimizer/vars/1"],
+        ),
+    ];
+    for (case, want) in cases {
+        let out = t.path().join(format!("{case}.keras"));
+        migrate_report(&fixture(case), &out);
+        let paths = weights_paths(&out);
+        for w in *want {
+            assert!(paths.iter().any(|p| p == w), "{case}: no {w} in {paths:?}");
+        }
+        assert!(
+            paths
+                .iter()
+                .all(|p| !p.starts_with("model_weights") && !p.starts_with("optimizer_weights")),
+            "{case}: {paths:?}"
+        );
+    }
+}
+
+#[test]
+fn a_compiled_model_comes_back_compiled_with_its_optimizer_state() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("adam.keras");
+    let r = migrate_report(&fixture("compiled_by_name_adam"), &out);
+    let codes: Vec<&str> = r["migration"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["code"].as_str().unwrap())
+        .collect();
+    for c in ["training-config", "optimizer-variables", "hdf5-model"] {
+        assert!(codes.contains(&c), "{codes:?}");
+    }
+    let saved = r["migration"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["key"] == "optimizer_weights")
+        .expect("the optimizer's weights are carried over");
+    assert_eq!(saved["old"][0], "optimizer_weights/iteration:0");
+}
+
+#[test]
+fn the_format_is_found_by_content_whatever_the_name() {
+    let t = tempfile::tempdir().unwrap();
+    for name in ["model.keras", "model.hdf5", "model"] {
+        let input = t.path().join(name);
+        fs::copy(fixture("Dense"), &input).unwrap();
+        let out = t.path().join(format!("{name}-out.keras"));
+        let r = migrate_report(&input, &out);
+        assert_eq!(r["input"]["form"], "hdf5", "{name}");
+        // repair (not migrate) says what the file is, and where to go.
+        let o = krepair(&[&input, &t.path().join("repaired.keras")]);
+        assert_ne!(code(&o), 0);
+        let e = stderr(&o);
+        assert!(
+            e.contains("HDF5") && e.contains("krepair migrate"),
+            "{name}: {e}"
+        );
+        assert!(!e.contains("Keras 3 refuses it as well"), "{e}");
+        assert!(!t.path().join("repaired.keras").exists());
+    }
+}
+
+#[test]
+fn what_is_not_a_whole_model_is_refused_with_nothing_written() {
+    let t = tempfile::tempdir().unwrap();
+    let bytes = fs::read(fixture("Dense")).unwrap();
+    // Truncated anywhere: one line, a non-zero exit, no output.
+    for cut in [100usize, 2000, bytes.len() / 2, bytes.len() - 1] {
+        let input = t.path().join(format!("cut-{cut}.h5"));
+        fs::write(&input, &bytes[..cut]).unwrap();
+        let out = t.path().join(format!("cut-{cut}.keras"));
+        let o = krepair(&[&"migrate", &input, &out]);
+        assert_ne!(code(&o), 0, "cut at {cut}");
+        assert!(!out.exists(), "cut at {cut}: an output was written");
+        let e = stderr(&o);
+        assert!(
+            e.lines().any(|l| l.contains(&*input.to_string_lossy())),
+            "cut at {cut}: {e}"
+        );
+    }
+    // A weights-only file (model.save_weights) is not a model.
+    let weights_only = common::root().join("testdata/legacy-h5/weights-only.h5");
+    let out = t.path().join("w.keras");
+    let o = krepair(&[&"migrate", &weights_only, &out]);
+    assert_ne!(code(&o), 0);
+    assert!(stderr(&o).contains("weights only"), "{}", stderr(&o));
+    assert!(!out.exists());
+    // The input is never written.
+    assert_eq!(fs::read(fixture("Dense")).unwrap(), bytes);
+}
+
+#[test]
+fn batch_migrate_finds_hdf5_models_by_content_and_refuses_the_rest_row_by_row() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("models");
+    fs::create_dir_all(root.join("sub")).unwrap();
+    fs::copy(fixture("Dense"), root.join("dense.h5")).unwrap();
+    fs::copy(fixture("LSTM"), root.join("sub/lstm.keras")).unwrap();
+    fs::copy(fixture("MultiHeadAttention"), root.join("sub/checkpoint")).unwrap();
+    fs::copy(
+        common::root().join("testdata/legacy-h5/weights-only.h5"),
+        root.join("weights.h5"),
+    )
+    .unwrap();
+    fs::write(root.join("notes.txt"), "not a model").unwrap();
+    let out = t.path().join("out");
+    let o = krepair(&[
+        &"batch",
+        &"--migrate",
+        &"-q",
+        &"--report",
+        &"-",
+        &root,
+        &"--out",
+        &out,
+    ]);
+    // One refused file: the run says so, and every other row stands.
+    assert_ne!(code(&o), 0, "{}", stderr(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let entries = r["entries"].as_array().unwrap();
+    let paths: Vec<&str> = entries
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(entries.len(), 4, "{paths:?}");
+    for e in entries {
+        let p = e["path"].as_str().unwrap();
+        let ok = e["report"]["error"].is_null();
+        assert_eq!(
+            ok,
+            !p.ends_with("weights.h5"),
+            "{p}: {}",
+            e["report"]["error"]
+        );
+    }
+    for written in ["dense.keras", "sub/lstm.keras", "sub/checkpoint.keras"] {
+        let p = out.join(written);
+        assert!(p.is_file(), "{written}");
+        assert!(
+            fs::read(&p).unwrap().starts_with(b"PK\x03\x04"),
+            "{written}: a zip"
+        );
+    }
+    assert!(!out.join("weights.keras").exists());
+    assert!(!out.join("notes.txt").exists() && !out.join("notes.keras").exists());
+    // In place, an HDF5 file is refused: its name would hold a zip.
+    let o = krepair(&[
+        &"batch",
+        &"--migrate",
+        &"-q",
+        &"--in-place",
+        &root.join("dense.h5"),
+    ]);
+    assert_ne!(code(&o), 0);
+    assert!(
+        stderr(&o).contains("not migrated in place"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        fs::read(root.join("dense.h5")).unwrap(),
+        fs::read(fixture("Dense")).unwrap()
+    );
+}
