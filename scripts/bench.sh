@@ -3,7 +3,8 @@
 # (load with Keras, finalize_state(), save) in one run. Not part of the
 # tests: timings are printed, never asserted.
 #   scripts/bench.sh            # EfficientNetB0; 64 MiB, 256 MiB, 1 GiB archives;
-#                               # migrate of tf.keras EfficientNetB0; 100, 1,000
+#                               # migrate of tf.keras EfficientNetB0 (.keras and
+#                               # legacy .h5); 100, 1,000
 #                               # and 3,000 layers; batch of 200 archives
 # Builds what it needs: the release and static binaries, the Keras 3.5 venv, the
 # EfficientNetB0 archive (testdata/generate.py) and the padded archives
@@ -47,8 +48,15 @@ python3 scripts/bench.py "${builds[@]}" --work target/bench/work \
 pytf=$(scripts/python-env.sh tf2.15)
 [ -f target/bench/tf2.15/efficientnetb0/model.keras ] || "$pytf" testdata/generate.py \
   --applications --out target/bench/tf2.15 >/dev/null
+# The same model as a legacy HDF5 file (model.save("m.h5"), tf.keras 2.15).
+h5=target/bench/tf2.15/efficientnetb0-h5/model.h5
+if [ ! -f "$h5" ]; then
+  mkdir -p "$(dirname "$h5")"
+  "$pytf" -c 'import sys, tensorflow as tf; tf.keras.models.load_model(sys.argv[1]).save(sys.argv[2], save_format="h5")' \
+    target/bench/tf2.15/efficientnetb0/model.keras "$h5" 2>/dev/null
+fi
 python3 scripts/bench.py --migrate "${builds[@]}" --work target/bench/work \
-  target/bench/tf2.15/efficientnetb0/model.keras
+  target/bench/tf2.15/efficientnetb0/model.keras "$h5"
 python3 scripts/bench.py "${builds[@]}" --work target/bench/work \
   target/bench/layers-100.keras target/bench/layers-1000.keras \
   target/bench/layers-3000.keras

@@ -58,6 +58,24 @@ def load_predict(path, x):
     return np.asarray(model.predict(model_input(model, x), verbose=0), dtype="float32")
 
 
+# The legacy HDF5 cases whose unmigrated file is given to this Keras's own
+# load_model: one it loads, and classes its legacy loader fails on in
+# real users' files (time_major, groups, separable convolutions,
+# MultiHeadAttention: issue #31).
+H5_PROBE = {"Dense", "LSTM", "Conv2DTranspose", "SeparableConv2D", "MultiHeadAttention"}
+
+
+def loads_in_child(path, timeout=120):
+    """Does a plain load_model of `path` succeed, in a child process of
+    this Python given at most `timeout` seconds (a hang is a refusal)?"""
+    code = "import sys, keras; keras.models.load_model(sys.argv[1])"
+    try:
+        p = subprocess.run([sys.executable, "-c", code, path], capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return p.returncode == 0
+
+
 def sha(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
@@ -115,12 +133,22 @@ def run_case(krepair, case_dir, work, tag):
     # The harness must be able to fail: most unmigrated archives are
     # refused (counted, and required of the whole run in main()); one that
     # loads must then be migrated to the same predictions all the same.
-    counts = unmigrated_h5 if expected.get("form") == "hdf5" else unmigrated
-    try:
-        load_predict(src, x)
-        counts["loaded"].append(f"{tag}/{case}")
-    except Exception:  # noqa: BLE001 - a refusal is what we want
-        counts["refused"] += 1
+    if expected.get("form") == "hdf5":
+        # Keras 3's legacy HDF5 loader can loop forever (3.0.5 on a nested
+        # model's node indices): it is tried in a child process, bounded,
+        # on the few cases of H5_PROBE (a child is seconds of imports).
+        if case not in H5_PROBE:
+            pass
+        elif loads_in_child(src):
+            unmigrated_h5["loaded"].append(f"{tag}/{case}")
+        else:
+            unmigrated_h5["refused"] += 1
+    else:
+        try:
+            load_predict(src, x)
+            unmigrated["loaded"].append(f"{tag}/{case}")
+        except Exception:  # noqa: BLE001 - a refusal is what we want
+            unmigrated["refused"] += 1
 
     out = os.path.join(work, f"{tag}-{case}.keras")
     if os.path.exists(out):

@@ -210,6 +210,17 @@ fn what_is_not_a_whole_model_is_refused_with_nothing_written() {
     assert_ne!(code(&o), 0);
     assert!(stderr(&o).contains("weights only"), "{}", stderr(&o));
     assert!(!out.exists());
+    // What Keras 3 wrote as HDF5 is Keras 3's to load.
+    let k3 = common::root().join("testdata/legacy-h5/keras-3.15.h5");
+    let out = t.path().join("k3.keras");
+    let o = krepair(&[&"migrate", &k3, &out]);
+    assert_ne!(code(&o), 0);
+    assert!(
+        stderr(&o).contains("written by Keras 3.15.1"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
     // The input is never written.
     assert_eq!(fs::read(fixture("Dense")).unwrap(), bytes);
 }
@@ -286,4 +297,21 @@ fn batch_migrate_finds_hdf5_models_by_content_and_refuses_the_rest_row_by_row() 
         fs::read(root.join("dense.h5")).unwrap(),
         fs::read(fixture("Dense")).unwrap()
     );
+}
+
+#[test]
+fn inspect_says_what_a_legacy_model_file_is_and_what_migrate_would_do() {
+    let o = krepair(&[&"inspect", &"--json", &fixture("LSTM")]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let m: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["file"]["form"], "hdf5-model");
+    assert_eq!(m["keras_version"], "2.15.0");
+    assert_eq!(m["migrate"]["outcome"], "would-repair", "{}", m["migrate"]);
+    assert_eq!(m["migrate"]["input"]["form"], "hdf5");
+    // A weights-only file stays a bare weights file.
+    let w = common::root().join("testdata/legacy-h5/weights-only.h5");
+    let o = krepair(&[&"inspect", &"--json", &w]);
+    let m: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["file"]["form"], "weights");
+    assert!(m["migrate"].is_null());
 }

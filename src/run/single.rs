@@ -183,6 +183,7 @@ fn run_inner(opts: &Options, report: &mut Report, opened: Option<archive::Archiv
     if let Some(out) = &opts.output {
         check_output(&opts.input, out, opts.force)?;
     }
+    let h5_hash = hash_h5_in_background(opts, opened.is_some());
     let (opened, h5) = open_legacy_h5(opts, opened)?;
     let (mut insp, input_scan) =
         inspect_input(opts, opened, h5.is_some()).map_err(|e| match &h5 {
@@ -230,9 +231,7 @@ fn run_inner(opts: &Options, report: &mut Report, opened: Option<archive::Archiv
     report.input.sha256 = crate::sink::scan::finish_scan(input_scan, &insp.archive)?;
     fill_members(report, &insp.archive);
     if h5.is_some() {
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let scanned = crate::hash::scan_file(&opts.input, None, &stop)?;
-        report.input.sha256 = Some(scanned.0);
+        report.input.sha256 = join_hash(h5_hash, &opts.input)?;
         report.members.clear();
     }
     if let Some(e) = refusal {
@@ -271,6 +270,35 @@ fn run_inner(opts: &Options, report: &mut Report, opened: Option<archive::Archiv
         Outcome::NothingToRepair
     };
     Ok(())
+}
+
+/// The input's SHA-256 when it is a legacy HDF5 file to migrate (not one
+/// the caller opened), computed on the other core while it is converted
+/// (the archive made from it is krepair's own, and not hashed).
+fn hash_h5_in_background(opts: &Options, opened: bool) -> Option<HashThread> {
+    if opened || opts.output.is_none() || !opts.migrate || !archive::is_hdf5(&opts.input) {
+        return None;
+    }
+    let path = opts.input.clone();
+    Some(std::thread::spawn(move || {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        crate::hash::scan_file(&path, None, &stop).map(|s| s.0)
+    }))
+}
+
+/// A thread hashing a file.
+type HashThread = std::thread::JoinHandle<Result<String>>;
+
+/// The hash [`hash_h5_in_background`] computed, if it was started.
+fn join_hash(h: Option<HashThread>, input: &Path) -> Result<Option<String>> {
+    match h.map(std::thread::JoinHandle::join) {
+        Some(Ok(sha)) => sha.map(Some),
+        Some(Err(_)) => Err(Error::Internal {
+            path: input.to_path_buf(),
+            problem: "the input's hash thread panicked".into(),
+        }),
+        None => Ok(None),
+    }
 }
 
 /// A legacy HDF5 model file is migrated through the archive made from it
@@ -321,6 +349,7 @@ fn inspect_input(
     let input_scan = opts
         .output
         .as_ref()
+        .filter(|_| !from_h5)
         .and_then(|_| crate::sink::scan::scan_in_background(&a));
     let insp = inspect::inspect_walked(a, opts.policy, check, walk)?;
     Ok((insp, input_scan))

@@ -60,7 +60,8 @@ pub struct Manifest {
 pub struct FileSummary {
     /// As given on the command line.
     pub path: String,
-    /// `zip`, `directory` or `weights` (a bare `.weights.h5` file).
+    /// `zip`, `directory`, `weights` (a bare `.weights.h5` file) or
+    /// `hdf5-model` (a legacy HDF5 model file, `model.save("m.h5")`).
     pub form: String,
     /// Bytes (the sum of member sizes for a directory).
     pub size: u64,
@@ -149,6 +150,18 @@ pub fn inspect(path: &Path) -> Result<Manifest> {
         ..
     } = open(path)?;
     let Some(archive) = archive else {
+        if manifest.file.form == "hdf5-model" {
+            // A legacy HDF5 model file: what `krepair migrate` would do.
+            crate::progress::step("planning a migration (dry run)");
+            let opts = crate::run::single::Options {
+                input: path.to_path_buf(),
+                output: None,
+                policy: crate::Policy::Auto,
+                force: false,
+                migrate: true,
+            };
+            manifest.migrate = Some(Box::new(crate::run::single::run(&opts).report));
+        }
         return Ok(manifest);
     };
     crate::progress::step("planning a repair (dry run)");
@@ -280,6 +293,12 @@ fn bare_weights(path: &Path, f: &std::fs::File, mut m: Manifest) -> Result<Opene
     let label = path.display().to_string();
     let weights = Weights::open_at(f, 0, len, &label, false)?;
     m.other_variables = weights.variables()?;
+    // A legacy model file (model.save("m.h5")): its saving version. The
+    // walk above has passed, so its attributes are safe to read.
+    if let Ok(legacy) = weights.legacy_model() {
+        m.file.form = "hdf5-model".into();
+        m.keras_version = legacy.keras_version;
+    }
     m.totals = totals(&m.layers, &m.other_variables);
     Ok(Opened {
         manifest: m,

@@ -51,7 +51,11 @@ pub fn convert(input: &Path) -> Result<(Archive, Converted)> {
     let refuse = |layer: &str, reason: String| Error::Refused {
         path: input.to_path_buf(),
         verb: Verb::Migrate,
-        layer: layer.to_string(),
+        layer: if layer.is_empty() {
+            "(the model)".into()
+        } else {
+            layer.to_string()
+        },
         reason,
     };
     crate::progress::step("reading the legacy HDF5 model file");
@@ -65,6 +69,12 @@ pub fn convert(input: &Path) -> Result<(Archive, Converted)> {
     let keras_version = m.keras_version.clone().ok_or_else(|| {
         refuse("", "the file names no keras_version (Keras 1 wrote such files): krepair migrates what Keras 2 and tf.keras wrote".into())
     })?;
+    if !keras_version.starts_with("2.") {
+        return Err(refuse(
+            "",
+            format!("written by Keras {keras_version}: krepair migrate converts the HDF5 model files of Keras 2 and tf.keras (2.x); Keras 3 loads the legacy HDF5 files it wrote itself (keras.models.load_model), and saving that model as .keras gives the archive"),
+        ));
+    }
     let mut root: Value =
         serde_json::from_str(&m.model_config).map_err(|e| bad(format!("model_config: {e}")))?;
     if migrate::model_layers(&root).is_none() {
@@ -77,32 +87,7 @@ pub fn convert(input: &Path) -> Result<(Archive, Converted)> {
         ));
     }
     let layout = migrate::h5_layout(&root, &m.layers).map_err(|r| refuse(&r.layer, r.reason))?;
-    let mut rewrites = Vec::new();
-    for (name, path) in &layout.layers {
-        let weights = &m
-            .layers
-            .iter()
-            .find(|(n, _)| n == name)
-            .expect("a layer of the file")
-            .1;
-        let to: Vec<Value> = layout
-            .moves
-            .iter()
-            .filter(|(from, _)| from.starts_with(&format!("model_weights/{name}/")))
-            .map(|(_, to)| Value::from(to.as_str()))
-            .collect();
-        rewrites.push(Rewrite {
-            code: Rule::Hdf5Model,
-            layer: name.clone(),
-            key: "weights".into(),
-            old: weights
-                .iter()
-                .map(|w| Value::from(format!("model_weights/{name}/{w}")))
-                .collect(),
-            new: Some(Value::Array(to)),
-        });
-        let _ = path;
-    }
+    let mut rewrites = layer_rewrites(&layout, &m.layers);
     let mut findings = Vec::new();
     let mut layout = layout;
     if let Some(t) = &m.training_config {
@@ -128,6 +113,7 @@ pub fn convert(input: &Path) -> Result<(Archive, Converted)> {
     let weights_path = dir.path().join(archive::WEIGHTS);
     write_keras3(&w, &layout.groups, &layout.moves, &weights_path)?;
     drop(w);
+    crate::progress::step("zipping the archive made from it");
     let zip_path = dir.path().join("model.keras");
     let config = serde_json::to_string(&root).map_err(|e| bad(e.to_string()))?;
     let metadata = serde_json::json!({ "keras_version": keras_version }).to_string();
@@ -144,6 +130,35 @@ pub fn convert(input: &Path) -> Result<(Archive, Converted)> {
             _guard: guard,
         },
     ))
+}
+
+/// One `hdf5-model` rewrite per layer with weights: its legacy dataset
+/// paths, and where each went.
+fn layer_rewrites(layout: &migrate::H5Layout, layers: &[(String, Vec<String>)]) -> Vec<Rewrite> {
+    let mut out = Vec::new();
+    for (name, _) in &layout.layers {
+        let Some((_, weights)) = layers.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        let prefix = format!("model_weights/{name}/");
+        let to: Vec<Value> = layout
+            .moves
+            .iter()
+            .filter(|(from, _)| from.starts_with(&prefix))
+            .map(|(_, to)| Value::from(to.as_str()))
+            .collect();
+        out.push(Rewrite {
+            code: Rule::Hdf5Model,
+            layer: name.clone(),
+            key: "weights".into(),
+            old: weights
+                .iter()
+                .map(|w| Value::from(format!("{prefix}{w}")))
+                .collect(),
+            new: Some(Value::Array(to)),
+        });
+    }
+    out
 }
 
 /// The optimizer's saved variables. tf.keras 2.11 and later (the
