@@ -271,7 +271,7 @@ for v in 3.0 3.15 nightly; do
 done
 # The legacy HDF5 zoos, migrated, in the oldest and newest Keras 3 and
 # the pre-release.
-h5zoo=("$gen/zoo-h5-named-keras-tf2.12")
+h5zoo=("$gen/zoo-h5-named-keras-tf2.12" testdata/fixtures/migrate-h5-edited)
 for w in "${h5_writers[@]}"; do
   h5zoo+=("$gen/zoo-h5-$w")
 done

@@ -315,3 +315,39 @@ fn inspect_says_what_a_legacy_model_file_is_and_what_migrate_would_do() {
     assert_eq!(m["file"]["form"], "weights");
     assert!(m["migrate"].is_null());
 }
+
+#[test]
+fn what_older_keras_wrote_migrates_too() {
+    // tf.keras 2.15's file with the attributes Keras 2.2 to tf.keras 2.10
+    // wrote (see its expected.json): the class Model, a legacy Adam with
+    // lr and decay.
+    let input =
+        common::root().join("testdata/fixtures/migrate-h5-edited/old_keras_2_2_style/model.h5");
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("old.keras");
+    let r = migrate_report(&input, &out);
+    assert_eq!(r["keras_version"], "2.2.4-tf");
+    let training = r["migration"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["code"] == "training-config")
+        .unwrap();
+    let opt = &training["new"]["optimizer"];
+    assert_eq!(opt["module"], "keras.optimizers.legacy");
+    assert_eq!(opt["config"]["learning_rate"], 0.001);
+    assert!(opt["config"].get("lr").is_none());
+    let codes: Vec<&str> = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        ["optimizer-state-not-saved"],
+        "one finding says the state starts afresh"
+    );
+    let cfg = String::from_utf8(member(&out, "config.json")).unwrap();
+    assert!(cfg.contains("keras.src.models.functional"));
+}

@@ -179,10 +179,15 @@ fn optimizer_state(
         return;
     }
     let iteration_first = names.first().is_some_and(|n| n == "iteration:0");
-    if !(new_optimizer && iteration_first) {
+    if !new_optimizer {
+        // A legacy optimizer: the optimizer rules say it starts afresh
+        // (optimizer-state-not-saved).
+        return;
+    }
+    if !iteration_first {
         findings.push(finding(
             Code::OptimizerStateDropped,
-            format!("the legacy file's {} optimizer weights are those of a tf.keras legacy optimizer (before 2.11, or keras.optimizers.legacy), whose layout krepair does not map: they are not carried over, and the migrated model is compiled with the same optimizer and hyperparameters, starting afresh from step 0", names.len()),
+            format!("the legacy file's {} optimizer weights do not start with iteration:0, the layout of tf.keras 2.11+'s optimizers: they are not carried over, and the migrated model is compiled with the same optimizer and hyperparameters, starting afresh from step 0", names.len()),
         ));
         return;
     }

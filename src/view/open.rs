@@ -772,7 +772,7 @@ fn plan_optimizer(
         }
         OptimizerPlan::NotSaved => findings.push(finding(
             Code::OptimizerStateNotSaved,
-            format!("the {} optimizer was a tf.keras legacy optimizer, whose variables (iterations, slots) tf.keras does not save in a .keras archive: the migrated model's optimizer starts afresh from step 0 (Keras 3 warns that it skips the optimizer's variables)", o.class),
+            format!("the {} optimizer was a tf.keras legacy optimizer, whose variables (iterations, slots) tf.keras does not save in a .keras archive, and whose legacy HDF5 layout krepair does not map: the migrated model's optimizer starts afresh from step 0 (Keras 3 warns that it skips the optimizer's variables)", o.class),
         )),
     }
     Ok(())
