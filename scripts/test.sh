@@ -13,7 +13,10 @@
 #   3b. the migration check: the layer zoo (testdata/zoo.py: one model
 #      per layer class, written by tf.keras 2.12 to 2.15 and tf_keras
 #      2.21) migrated and loaded in Keras 3.0.5, 3.15.1 and the pinned
-#      pre-release keras-nightly, and in 3.15.1 on TensorFlow; the layer
+#      pre-release keras-nightly, and in 3.15.1 on TensorFlow; the same
+#      zoo saved as legacy HDF5 (.h5) by tf.keras 2.12, 2.15 and tf_keras
+#      2.21, and as HDF5 under a .keras name by tf.keras 2.12, migrated and
+#      checked in 3.0.5, 3.15.1 and the pre-release; the layer
 #      table (scripts/layer_table.py) checked against every writer and
 #      reader and docs/layers.md against its output; and every tf.keras 2.12 to 2.15 fixture
 #      (made by testdata/generate.py with the pins keras-tf2.1x.txt;
