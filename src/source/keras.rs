@@ -233,10 +233,13 @@ fn sniff(path: &Path, f: &mut File) -> Result<()> {
     ))
 }
 
-/// Is the file at `path` an HDF5 file, by its content (the signature at
-/// its start, or after a user block of 512, 1024 or 2048 bytes, where the
-/// HDF5 specification allows it)? False for a directory or what cannot be
-/// read: the archive reader then says what it is.
+/// Is the file at `path` an HDF5 file, by its content: the signature at
+/// its very start, as every Keras and h5py write it? (HDF5 also allows it
+/// after a user block of 512, 1024, ... bytes, but a zip can hold an
+/// HDF5 member at exactly such an offset: a stored `model.weights.h5`
+/// starting at byte 1024 made a `.keras` archive look like HDF5, found by
+/// CI. Neither h5py nor Keras writes a user block.) False for a directory
+/// or what cannot be read: the archive reader then says what it is.
 pub fn is_hdf5(path: &Path) -> bool {
     let Ok(mut f) = File::open(path) else {
         return false;
@@ -244,16 +247,8 @@ pub fn is_hdf5(path: &Path) -> bool {
     if !f.metadata().is_ok_and(|m| m.is_file()) {
         return false;
     }
-    for at in [0u64, 512, 1024, 2048] {
-        let mut head = [0u8; 8];
-        if f.seek(SeekFrom::Start(at)).is_err() || read_up_to(&mut f, &mut head).ok() != Some(8) {
-            return false;
-        }
-        if &head == HDF5_MAGIC {
-            return true;
-        }
-    }
-    false
+    let mut head = [0u8; 8];
+    read_up_to(&mut f, &mut head).ok() == Some(8) && &head == HDF5_MAGIC
 }
 
 pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -683,6 +678,28 @@ impl Archive {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hdf5_is_its_signature_at_the_start_only() {
+        let t = tempfile::tempdir().unwrap();
+        let mut zip_like = b"PK\x03\x04".to_vec();
+        zip_like.resize(1024, 0);
+        zip_like.extend_from_slice(HDF5_MAGIC);
+        zip_like.resize(4096, 0);
+        let z = t.path().join("a.keras");
+        fs::write(&z, &zip_like).unwrap();
+        // A stored weights member at byte 1024 of a .keras zip (CI found
+        // one) is not an HDF5 file.
+        assert!(!is_hdf5(&z));
+        let h = t.path().join("m");
+        let mut h5 = HDF5_MAGIC.to_vec();
+        h5.resize(64, 0);
+        fs::write(&h, &h5).unwrap();
+        assert!(is_hdf5(&h));
+        assert!(!is_hdf5(t.path()));
+        fs::write(&h, &HDF5_MAGIC[..4]).unwrap();
+        assert!(!is_hdf5(&h));
+    }
 
     #[test]
     fn names_are_checked() {

@@ -136,6 +136,10 @@ pub fn plan_from(
         // its place) write what tf.keras 2.15 writes, the module of a
         // model's class under tf_keras.src.engine.
         Some(Version(2, 13..=21)) => false,
+        // An archive krepair migrated from an older Keras 2's HDF5 file
+        // keeps that version in metadata.json, and its config is Keras 3's
+        // (the model's module is Keras 3's): nothing to do again.
+        Some(Version(2, _)) if is_keras3_model(config) => return Ok(Plan::default()),
         Some(Version(2, m)) => {
             return Err(refuse(
                 "",
@@ -159,6 +163,15 @@ pub fn plan_from(
         rewrites,
         optimizer,
     })
+}
+
+/// Is `config` a model entry in Keras 3's form (its module one of Keras
+/// 3's model modules, as rule `model-module` writes it)?
+fn is_keras3_model(config: &Value) -> bool {
+    config
+        .get("module")
+        .and_then(Value::as_str)
+        .is_some_and(|m| m.starts_with("keras.src.models."))
 }
 
 /// The config path of layer entry `l` inside the model at `path`.
