@@ -104,32 +104,37 @@ fn run_one(bytes: &[u8], label: &str) -> bool {
             save(bytes, label).display()
         )
     };
-    match status.code() {
-        Some(0) => {
-            if !out.exists() {
-                fail("exit 0 without an output");
-            }
-        }
-        Some(1) => {
-            if err.lines().count() != 1 {
-                fail("not exactly one line on stderr");
-            }
-            // The supervisor turns a dead worker into one clean line; for
-            // the fuzzer that is still a crash to find.
-            if err.contains("killed by") || err.contains("internal error") {
-                fail("the worker process crashed");
-            }
-            if out.exists() {
-                fail("an output after a failure");
-            }
-        }
-        Some(c) => fail(&format!("exit code {c}")),
-        None => fail("killed by a signal (a crash)"),
+    if let Err(why) = judge(status, &err, &out) {
+        fail(&why);
     }
     if leftovers(dir.path()) {
         fail("temporary files left behind");
     }
     err.contains("did not finish within")
+}
+
+/// The verdict on one run that wrote (or not) `out`: exit 0 with the
+/// output written (true), or exit 1 with one line on stderr, no crashed
+/// worker and nothing written (false); anything else is what failed.
+fn judge(
+    status: std::process::ExitStatus,
+    err: &str,
+    out: &std::path::Path,
+) -> Result<bool, String> {
+    match status.code() {
+        Some(0) if out.exists() => Ok(true),
+        Some(0) => Err("exit 0 without an output".into()),
+        Some(1) if err.lines().count() != 1 => Err("not exactly one line on stderr".into()),
+        // The supervisor turns a dead worker into one clean line; for the
+        // fuzzer that is still a crash to find.
+        Some(1) if err.contains("killed by") || err.contains("internal error") => {
+            Err("the worker process crashed".into())
+        }
+        Some(1) if out.exists() => Err("an output after a failure".into()),
+        Some(1) => Ok(false),
+        Some(c) => Err(format!("exit code {c}")),
+        None => Err("killed by a signal (a crash)".into()),
+    }
 }
 
 /// Run `cmd` (stdout discarded) to its end, within [`RUN_LIMIT`]: its
@@ -508,23 +513,9 @@ fn fuzz_legacy_h5() {
                 save(&bytes, &label).display()
             )
         };
-        match status.code() {
-            Some(0) if out.exists() => exits[0] += 1,
-            Some(0) => fail("exit 0 without an output"),
-            Some(1) => {
-                if err.lines().count() != 1 {
-                    fail("not exactly one line on stderr");
-                }
-                if err.contains("killed by") || err.contains("internal error") {
-                    fail("the worker process crashed");
-                }
-                if out.exists() {
-                    fail("an output after a failure");
-                }
-                exits[1] += 1;
-            }
-            Some(c) => fail(&format!("exit code {c}")),
-            None => fail("killed by a signal (a crash)"),
+        match judge(status, &err, &out) {
+            Ok(migrated) => exits[usize::from(!migrated)] += 1,
+            Err(why) => fail(&why),
         }
         if leftovers(t.path()) {
             fail("temporary files left behind");

@@ -21,6 +21,16 @@ fn fixture(case: &str) -> std::path::PathBuf {
         .join("model.h5")
 }
 
+/// The codes of a report's rewrites, in order.
+fn rule_codes(r: &Value) -> Vec<&str> {
+    r["migration"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["code"].as_str().unwrap())
+        .collect()
+}
+
 fn migrate_report(input: &Path, out: &Path) -> Value {
     let o = krepair(&[&"migrate", &"--report", &"-", &input, &out]);
     assert_eq!(code(&o), 0, "{}: {}", input.display(), stderr(&o));
@@ -64,12 +74,7 @@ fn every_committed_hdf5_case_migrates_to_an_archive_that_migrates_to_itself() {
             sha(&case.join("model.h5")),
             "{name}: the report hashes the file itself"
         );
-        let codes: Vec<&str> = r["migration"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["code"].as_str().unwrap())
-            .collect();
+        let codes = rule_codes(&r);
         assert!(codes.contains(&"hdf5-model"), "{name}: {codes:?}");
         assert!(codes.contains(&"legacy-module"), "{name}: {codes:?}");
         // The output is a Keras 3 archive: migrating it again copies it.
@@ -145,12 +150,7 @@ fn a_compiled_model_comes_back_compiled_with_its_optimizer_state() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("adam.keras");
     let r = migrate_report(&fixture("compiled_by_name_adam"), &out);
-    let codes: Vec<&str> = r["migration"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["code"].as_str().unwrap())
-        .collect();
+    let codes = rule_codes(&r);
     for c in ["training-config", "optimizer-variables", "hdf5-model"] {
         assert!(codes.contains(&c), "{codes:?}");
     }

@@ -27,6 +27,7 @@ use serde_json::Value;
 
 use super::layers::MODELS;
 use super::Refusal;
+pub use crate::view::config::to_snake_case;
 
 /// The recurrent layers whose weights are their cell's.
 const RNNS: &[&str] = &[
@@ -63,46 +64,6 @@ pub struct H5Layout {
     pub moves: Vec<(String, String)>,
     /// Per top-level layer with weights: its name, and its Keras 3 path.
     pub layers: Vec<(String, String)>,
-}
-
-/// Keras's `naming.to_snake_case` (`re.sub(r"\W+", "", name)`, then
-/// `(.)([A-Z][a-z]+)` and `([a-z])([A-Z])` split by `_`, lowercased).
-pub fn to_snake_case(name: &str) -> String {
-    let c: Vec<char> = name
-        .chars()
-        .filter(|c| c.is_alphanumeric() || *c == '_')
-        .collect();
-    let mut s = Vec::with_capacity(c.len() + 8);
-    let mut i = 0;
-    while i < c.len() {
-        let mut j = i + 2;
-        if i + 2 < c.len() && c[i + 1].is_ascii_uppercase() && c[i + 2].is_ascii_lowercase() {
-            while j < c.len() && c[j].is_ascii_lowercase() {
-                j += 1;
-            }
-            s.push(c[i]);
-            s.push('_');
-            s.extend_from_slice(&c[i + 1..j]);
-            i = j;
-        } else {
-            s.push(c[i]);
-            i += 1;
-        }
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    let mut i = 0;
-    while i < s.len() {
-        if i + 1 < s.len() && s[i].is_ascii_lowercase() && s[i + 1].is_ascii_uppercase() {
-            out.push(s[i]);
-            out.push('_');
-            out.push(s[i + 1]);
-            i += 2;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out.to_lowercase()
 }
 
 /// The class Keras 3 builds for a layer entry of the legacy config (what
