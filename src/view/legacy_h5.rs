@@ -62,8 +62,8 @@ pub fn convert(input: &Path) -> Result<(Archive, Converted)> {
     let f = std::fs::File::open(input).map_err(|e| Error::io(input, "open", e))?;
     let len = f.metadata().map_err(|e| Error::io(input, "stat", e))?.len();
     let label = input.display().to_string();
-    Weights::open_at(&f, 0, len, &label, false)?.check_structure()?;
     let w = Weights::open_at(&f, 0, len, &label, false)?;
+    w.check_structure()?;
     let m = w.legacy_model()?;
     let bad = |what: String| Error::format(input, Malformed::Config, what);
     let keras_version = m.keras_version.clone().ok_or_else(|| {

@@ -74,12 +74,13 @@ fn keras3_class(entry: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or("");
     let class = class.rsplit('>').next().unwrap_or(class);
-    match class {
-        "Model" => "Functional".into(),
-        "ThresholdedReLU" => "ReLU".into(),
-        "RandomHeight" | "RandomWidth" => "Identity".into(),
-        c => c.to_string(),
+    if class == "Model" {
+        return "Functional".into();
     }
+    // A class Keras 3 does not have becomes the one the layer table says.
+    super::layer_class(class)
+        .and_then(|c| c.replacement.as_ref())
+        .map_or_else(|| class.to_string(), |r| r.class.clone())
 }
 
 /// The layer entries of a model entry (a `Sequential` of Keras 2.0 to
@@ -565,6 +566,16 @@ mod tests {
                 "layers/multi_head_attention/_output_dense/vars/0",
             ]
         );
+    }
+
+    #[test]
+    fn a_replaced_class_is_named_after_its_keras_3_class() {
+        let e = |c: &str| json!({"class_name": c, "config": {"name": "x"}});
+        assert_eq!(keras3_class(&e("ThresholdedReLU")), "ReLU");
+        assert_eq!(keras3_class(&e("RandomHeight")), "Identity");
+        assert_eq!(keras3_class(&e("Model")), "Functional");
+        assert_eq!(keras3_class(&e("Dense")), "Dense");
+        assert_eq!(keras3_class(&e("Custom>Dense")), "Dense");
     }
 
     #[test]
