@@ -119,18 +119,10 @@ pub fn h5_layout(root: &Value, groups: &[(String, Vec<String>)]) -> Result<H5Lay
     let Some(layers) = model_layers(root) else {
         return Err(refuse("", "the model config lists no layers".into()));
     };
-    b.group("layers");
-    let mut used = HashMap::new();
     let mut seen = BTreeSet::new();
-    for l in layers {
-        let name = layer_name(l).to_string();
-        if !seen.insert(name.clone()) {
-            continue;
-        }
-        let path = format!(
-            "layers/{}",
-            unique(&mut used, &to_snake_case(&keras3_class(l)))
-        );
+    b.group("layers");
+    for (name, l, path) in container("layers", layers) {
+        seen.insert(name.clone());
         b.group(&path);
         b.group(&format!("{path}/vars"));
         let Some(weights) = by_name.get(name.as_str()).filter(|w| !w.is_empty()) else {
@@ -163,6 +155,27 @@ fn refuse(layer: &str, reason: String) -> Refusal {
         layer: layer.to_string(),
         reason,
     }
+}
+
+/// The layers of a model kept in the container `at` (`layers`, or
+/// `<model>/layers`), each shared layer once: its name, its entry, and
+/// its path, named after its Keras 3 class and numbered within the
+/// container (`dense`, `dense_1`).
+fn container<'a>(at: &str, layers: &'a [Value]) -> Vec<(String, &'a Value, String)> {
+    let mut used = HashMap::new();
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for l in layers {
+        let name = layer_name(l).to_string();
+        if seen.insert(name.clone()) {
+            let path = format!(
+                "{at}/{}",
+                unique(&mut used, &to_snake_case(&keras3_class(l)))
+            );
+            out.push((name, l, path));
+        }
+    }
+    out
 }
 
 /// `name`, or `name_k` for the k-th repeat in one container.
@@ -209,20 +222,11 @@ impl Builder {
     /// The weights of a nested model entry `m` at `path`: each weight
     /// goes to the layer of `m` (at any depth) whose name starts it.
     fn model(&mut self, m: &Value, path: &str, named: &Named, at: &str) -> Result<(), Refusal> {
-        self.group(&format!("{path}/layers"));
         let layers = model_layers(m).expect("a model entry");
-        let mut used = HashMap::new();
-        let mut seen = BTreeSet::new();
         let mut left: Vec<bool> = vec![true; named.len()];
-        for l in layers {
-            let name = layer_name(l).to_string();
-            if !seen.insert(name.clone()) {
-                continue;
-            }
-            let sub = format!(
-                "{path}/layers/{}",
-                unique(&mut used, &to_snake_case(&keras3_class(l)))
-            );
+        let inner = format!("{path}/layers");
+        self.group(&inner);
+        for (name, l, sub) in container(&inner, layers) {
             self.group(&sub);
             self.group(&format!("{sub}/vars"));
             let names = leaf_names(l);
