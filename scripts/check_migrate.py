@@ -137,8 +137,8 @@ def run_case(krepair, case_dir, work, tag):
         # Keras 3's legacy HDF5 loader can loop forever (3.0.5 on a nested
         # model's node indices): it is tried in a child process, bounded,
         # on the few cases of H5_PROBE (a child is seconds of imports).
-        if case not in H5_PROBE:
-            pass
+        if case not in H5_PROBE or expected["keras_version"].startswith("3."):
+            pass  # Keras 3 loads the HDF5 files it wrote
         elif loads_in_child(src):
             unmigrated_h5["loaded"].append(f"{tag}/{case}")
         else:
@@ -288,6 +288,9 @@ def check_compiled(label, out, case_dir, x):
     head = [tf_vars[0]] + ([] if isinstance(lr, dict) else [np.float32(lr)])
     slots = tf_vars[1:] if len(got) > len(head) else []
     expected = head + slots
+    writer = json.load(open(os.path.join(case_dir, "expected.json")))["keras_version"]
+    if writer.startswith("3."):  # Keras 3's own file: its optimizer.variables, as they are
+        expected = tf_vars
     same = len(got) == len(expected) and all(
         np.asarray(g).shape == np.asarray(e).shape and np.array_equal(np.asarray(g, "float64"), np.asarray(e, "float64"))
         for g, e in zip(got, expected)
@@ -301,14 +304,19 @@ def check_compiled(label, out, case_dir, x):
     step = np.load(os.path.join(case_dir, "train_step.npz"))
     pred_step = np.load(os.path.join(case_dir, "pred_step.npy"))
     before = np.load(os.path.join(case_dir, "pred_memory.npy"))
-    check(f"{label}: the training step changes the predictions (the check can fail)", not np.allclose(before, pred_step, rtol=1e-4, atol=1e-5))
+    moved = float(np.abs(before - pred_step).max())
+    check(f"{label}: the training step changes the predictions (the check can fail)", moved > 0)
     model.train_on_batch(step["x"], step["y"])
     got = np.asarray(model.predict(model_input(model, x), verbose=0), dtype="float32")
     tol = (1e-2, 1e-2) if "mixed" in label else (1e-4, 1e-5)
+    diff = float(np.abs(got - pred_step).max())
+    # Within the tolerance, and ten times closer to the writer's step than
+    # the step moved the predictions: a model that skipped the step, or
+    # restarted the optimizer, is not.
     check(
-        f"{label}: one more training step predicts what tf.keras's step did",
-        np.allclose(got, pred_step, rtol=tol[0], atol=tol[1]),
-        f"max |diff| {np.abs(got - pred_step).max():.3g}",
+        f"{label}: one more training step predicts what the writer's step did",
+        np.allclose(got, pred_step, rtol=tol[0], atol=tol[1]) and ("mixed" in label or diff * 10 < moved),
+        f"max |diff| {diff:.3g}, the step moved them {moved:.3g}",
     )
 
 

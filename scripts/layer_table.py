@@ -384,6 +384,57 @@ def probe_class(keras, name, dumps):
     return result
 
 
+def keras3_namespace(keras):
+    """What this Keras 3 has that its legacy HDF5 files name without a
+    module: the Layer classes of keras.layers, and each operation class of
+    the keras.src.ops modules with its module (src/passes/migrate/keras3_classes.json)."""
+    import importlib
+    import pkgutil
+
+    import keras.src.ops as ops
+    from keras.src.ops.operation import Operation
+
+    layers = sorted({o.__name__ for o in vars(keras.layers).values()
+                     if isinstance(o, type) and issubclass(o, keras.layers.Layer)})
+    op_modules = {}
+    for m in pkgutil.iter_modules(ops.__path__):
+        if m.name.endswith("_test") or m.name in ("function", "operation", "node", "symbolic_arguments",
+                                                   "operation_utils"):
+            continue
+        mod = importlib.import_module(f"keras.src.ops.{m.name}")
+        for name, o in vars(mod).items():
+            if (isinstance(o, type) and issubclass(o, Operation) and not issubclass(o, keras.layers.Layer)
+                    and o.__module__ == mod.__name__ and o is not Operation):
+                op_modules[name] = mod.__name__
+    return {"layers": layers, "ops": dict(sorted(op_modules.items()))}
+
+
+def keras3_class_problems(probes, path):
+    """The Keras 3 classes file against what the probed Keras 3 versions have."""
+    if not os.path.exists(path):
+        return [f"{path}: missing"]
+    listed = load_json(path)
+    out = []
+    seen_layers, seen_ops = set(), {}
+    for p in probes:
+        ns = p.get("namespace")
+        if ns is None:
+            continue
+        seen_layers |= set(ns["layers"])
+        for name, module in ns["ops"].items():
+            if seen_ops.setdefault(name, module) != module:
+                out.append(f"{path}: operation {name} is in {seen_ops[name]} in one Keras 3 and {module} in another")
+            if listed["ops"].get(name) != module:
+                out.append(f"{path}: Keras {reader_label(p)} has operation {name} in {module}, the file says"
+                           f" {listed['ops'].get(name)}")
+        out += [f"{path}: Keras {reader_label(p)} exports layer {n}, which the file misses"
+                for n in ns["layers"] if n not in listed["layers"]]
+    if seen_layers:
+        out += [f"{path}: no probed Keras 3 has layer {n}" for n in listed["layers"] if n not in seen_layers]
+        out += [f"{path}: no probed Keras 3 has operation {n}" for n in listed["ops"] if n not in seen_ops]
+    return sorted(set(out))
+
+
 def probe(args):
     """The `probe` command: run in a Keras 3 venv (JAX backend unless
     KERAS_BACKEND says otherwise)."""
@@ -397,7 +448,8 @@ def probe(args):
         names = sorted({n for d in dumps for n in d["namespace"]} | {n for d in dumps for n in d["classes"]})
         classes = {n: probe_class(keras, n, dumps) for n in names}
     out = {"keras": keras.__version__, "backend": keras.backend.backend(),
-           "tensorflow": importlib.util.find_spec("tensorflow") is not None, "classes": classes}
+           "tensorflow": importlib.util.find_spec("tensorflow") is not None, "classes": classes,
+           "namespace": keras3_namespace(keras)}
     write_json(args.out, out)
     rejecting = sorted(n for n, c in classes.items() if any(r["rejected"] for rs in c["writers"].values() for r in rs))
     print(f"Keras {reader_label(out)}: {len(names)} classes, {sum(not c['exists'] for c in classes.values())} missing,"
@@ -747,6 +799,7 @@ def write(args):
     dumps = sorted((load_json(p) for p in args.dump), key=lambda d: (version_key(d["writer"]["version"])))
     probes = sorted((load_json(p) for p in args.probe), key=reader_order)
     text, found = page(table, dumps, probes), problems(table, dumps, probes)
+    found += keras3_class_problems(probes, os.path.join(ROOT, "src/passes/migrate/keras3_classes.json"))
     if not args.check:
         with open(args.out, "w") as f:
             f.write(text)

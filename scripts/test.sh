@@ -14,9 +14,11 @@
 #      per layer class, written by tf.keras 2.12 to 2.15 and tf_keras
 #      2.21) migrated and loaded in Keras 3.0.5, 3.15.1 and the pinned
 #      pre-release keras-nightly, and in 3.15.1 on TensorFlow; the same
-#      zoo saved as legacy HDF5 (.h5) by tf.keras 2.12, 2.15 and tf_keras
+#      zoo saved as legacy HDF5 (.h5) by tf.keras 2.12 to 2.15 and tf_keras
 #      2.21, and as HDF5 under a .keras name by tf.keras 2.12, migrated and
-#      checked in 3.0.5, 3.15.1 and the pre-release; the layer
+#      checked in 3.0.5, 3.15.1 and the pre-release; the zoo saved as .h5
+#      by Keras 3.0.5 and 3.15.1, each checked in the Keras that wrote it
+#      (another Keras 3 is issue #33's); the layer
 #      table (scripts/layer_table.py) checked against every writer and
 #      reader and docs/layers.md against its output; and every tf.keras 2.12 to 2.15 fixture
 #      (made by testdata/generate.py with the pins keras-tf2.1x.txt;
@@ -205,10 +207,19 @@ done
 # The same zoo as legacy HDF5 model files (model.save("m.h5")), by the
 # first and last tf.keras and by tf_keras 2.21, and tf.keras 2.12's HDF5
 # under a .keras name (what its model.save("m.keras") writes).
-h5_writers=(tf2.12 tf2.15 tfk2.21)
+h5_writers=(tf2.12 tf2.13 tf2.14 tf2.15 tfk2.21)
 for v in "${h5_writers[@]}"; do
   rm -rf "$gen/zoo-h5-$v"
   job "target/generate-zoo-h5-$v.log" "${py[$v]}" testdata/zoo.py --format h5 --out "$gen/zoo-h5-$v"
+done
+# Keras 3's own legacy HDF5 files (model.save("m.h5") in Keras 3), by the
+# oldest and newest pinned Keras 3.
+keras3_h5_writers=(3.0 3.15)
+for v in "${keras3_h5_writers[@]}"; do
+  keras_env "$v"
+  rm -rf "$gen/zoo-h5-keras$v"
+  job "target/generate-zoo-h5-keras$v.log" env KERAS_BACKEND=jax JAX_PLATFORMS=cpu "${py[$v]}" testdata/zoo.py \
+    --format h5 --out "$gen/zoo-h5-keras$v"
 done
 rm -rf "$gen/zoo-h5-named-keras-tf2.12"
 job target/generate-zoo-h5-named-keras-tf2.12.log "${py[tf2.12]}" testdata/zoo.py --format h5-named-keras \
@@ -281,6 +292,11 @@ done
 for v in 3.0 3.15 nightly; do
   job "target/h5-check-$v.log" jax "h5-$v" "${py[$v]}" scripts/check_migrate.py --krepair "$bin" \
     --work "target/h5-check/$v" "${h5zoo[@]}"
+done
+# Keras 3's own .h5 files, migrated, each in the Keras 3 that wrote them.
+for v in "${keras3_h5_writers[@]}"; do
+  job "target/h5-check-keras$v.log" jax "h5-keras$v" "${py[$v]}" scripts/check_migrate.py --krepair "$bin" \
+    --work "target/h5-check/keras$v" "$gen/zoo-h5-keras$v" "testdata/fixtures/migrate-h5-keras$v"
 done
 # Keras 3.15.1 beside TensorFlow 2.21 (the tf_keras 2.21 venv) on its
 # TensorFlow backend: the lookup and hashing layers run only there.

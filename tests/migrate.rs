@@ -183,6 +183,7 @@ fn every_tf_keras_2_15_fixture_migrates_with_the_rules_it_needs() {
                 ![
                     "hdf5-model",
                     "training-config",
+                    "keras3-hdf5",
                     "weights-layout",
                     "legacy-module",
                     "numpy-scalar",

@@ -377,6 +377,7 @@ fn input_shape(
     let source = match from {
         ShapeFrom::BatchInputShape => "the layer's batch_input_shape".to_string(),
         ShapeFrom::InputLayer => "the InputLayer that feeds it".to_string(),
+        ShapeFrom::InboundTensor => "the tensor it is called on".to_string(),
         _ => "the kept axes, which are the last ones".to_string(),
     };
     r.findings.push(finding(

@@ -127,6 +127,10 @@ pub enum ShapeFrom {
     /// The `batch_input_shape` of the InputLayer that feeds it, directly
     /// or through layers that keep their input's shape.
     InputLayer,
+    /// The shape of the one tensor it is called on, which Keras 3 writes
+    /// in the layer's inbound node (`__keras_tensor__`; Keras 3's own
+    /// legacy HDF5 files have no build configs).
+    InboundTensor,
     /// Nowhere.
     Unknown,
 }
@@ -444,7 +448,9 @@ impl Walker {
                 )?;
                 let site = self.sites.last_mut().expect("just pushed");
                 if site.shape_from == ShapeFrom::Unknown {
-                    if let Some(s) = input_layer_shape(layers, i, &name, sequential) {
+                    if let Some(s) = inbound_tensor_shape(layer) {
+                        (site.input_shape, site.shape_from) = (Some(s), ShapeFrom::InboundTensor);
+                    } else if let Some(s) = input_layer_shape(layers, i, &name, sequential) {
                         (site.input_shape, site.shape_from) = (Some(s), ShapeFrom::InputLayer);
                     }
                 }
@@ -582,10 +588,28 @@ pub(crate) fn input_layer_shape<J: Json>(
     if class_name(input) != Some("InputLayer") {
         return None;
     }
-    input
-        .get("config")?
-        .get("batch_input_shape")
+    let cfg = input.get("config")?;
+    // tf.keras writes batch_input_shape, Keras 3 batch_shape.
+    cfg.get("batch_input_shape")
+        .or_else(|| cfg.get("batch_shape"))
         .and_then(parse_shape)
+}
+
+/// The shape of the one tensor a Functional's layer entry `l` is called
+/// on, once, in Keras 3's node form (`{"args": [{"class_name":
+/// "__keras_tensor__", "config": {"shape": [...]}}], ...}`).
+fn inbound_tensor_shape<J: Json>(l: &J) -> Option<Vec<Option<u64>>> {
+    let nodes = l.get("inbound_nodes")?.as_array()?;
+    let [node] = nodes else {
+        return None;
+    };
+    let [t] = node.get("args")?.as_array()? else {
+        return None;
+    };
+    if t.get("class_name")?.as_str()? != "__keras_tensor__" {
+        return None;
+    }
+    t.get("config")?.get("shape").and_then(parse_shape)
 }
 
 /// The one layer a Functional's layer entry `l` is called on, once.
@@ -912,6 +936,9 @@ mod tests {
             layer("InputLayer", "img", json!({"batch_input_shape": [null, 8, 8, 3]})),
             called("Rescaling", "scale", "img"),
             legacy("stem", json!({"inbound_nodes": [[["scale", 0, 0, {}]]]})),
+            // Keras 3's node form names the tensor's shape.
+            legacy("keras3", json!({"inbound_nodes": [{"args": [{"class_name": "__keras_tensor__",
+                "config": {"shape": [null, 4, 3], "dtype": "float32", "keras_history": ["d", 0, 0]}}], "kwargs": {}}]})),
             // A cycle of shape-keeping layers leads nowhere.
             called("Activation", "a1", "a2"),
             called("Activation", "a2", "a1"),
@@ -952,6 +979,11 @@ mod tests {
                     "stem".into(),
                     Some(vec![None, Some(8), Some(8), Some(3)]),
                     ShapeFrom::InputLayer
+                ),
+                (
+                    "keras3".into(),
+                    Some(vec![None, Some(4), Some(3)]),
+                    ShapeFrom::InboundTensor
                 ),
                 ("looped".into(), None, ShapeFrom::Unknown),
                 (

@@ -69,10 +69,11 @@ pub fn convert(input: &Path) -> Result<(Archive, Converted)> {
     let keras_version = m.keras_version.clone().ok_or_else(|| {
         refuse("", "the file names no keras_version (Keras 1 wrote such files): krepair migrates what Keras 2 and tf.keras wrote".into())
     })?;
-    if !keras_version.starts_with("2.") {
+    let keras3 = keras_version.starts_with("3.");
+    if !keras_version.starts_with("2.") && !keras3 {
         return Err(refuse(
             "",
-            format!("written by Keras {keras_version}: krepair migrate converts the HDF5 model files of Keras 2 and tf.keras (2.x); Keras 3 loads the legacy HDF5 files it wrote itself (keras.models.load_model), and saving that model as .keras gives the archive"),
+            format!("written by Keras {keras_version}: krepair migrate converts the HDF5 model files of Keras 2, tf.keras (2.x) and Keras 3"),
         ));
     }
     let mut root: Value =
@@ -86,19 +87,25 @@ pub fn convert(input: &Path) -> Result<(Archive, Converted)> {
             ),
         ));
     }
-    let layout = migrate::h5_layout(&root, &m.layers).map_err(|r| refuse(&r.layer, r.reason))?;
+    let layout = migrate::h5_layout(&root, &m.layers, &m.top_level_weights, keras3)
+        .map_err(|r| refuse(&r.layer, r.reason))?;
     let mut rewrites = layer_rewrites(&layout, &m.layers);
     let mut findings = Vec::new();
     let mut layout = layout;
     if let Some(t) = &m.training_config {
         let t: Value = serde_json::from_str(t).map_err(|e| bad(format!("training_config: {e}")))?;
-        let (cc, rw) = migrate::compile_config_of(&t).map_err(|r| refuse(&r.layer, r.reason))?;
-        let new_optimizer = cc["optimizer"]["module"] == "keras.optimizers";
+        let (cc, rw) =
+            migrate::compile_config_of(&t, keras3).map_err(|r| refuse(&r.layer, r.reason))?;
+        let optimizer = match cc["optimizer"]["module"].as_str() {
+            _ if keras3 => Optimizer::Keras3,
+            Some("keras.optimizers") => Optimizer::TfKeras,
+            _ => Optimizer::Legacy,
+        };
         root["compile_config"] = cc;
         rewrites.push(rw);
         optimizer_state(
             &m.optimizer_weights,
-            new_optimizer,
+            optimizer,
             &mut layout,
             &mut rewrites,
             &mut findings,
@@ -161,33 +168,54 @@ fn layer_rewrites(layout: &migrate::H5Layout, layers: &[(String, Vec<String>)]) 
     out
 }
 
+/// Whose optimizer a compiled legacy file holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Optimizer {
+    /// A tf.keras legacy optimizer (`keras.optimizers.legacy`).
+    Legacy,
+    /// tf.keras 2.11+'s `keras.optimizers`.
+    TfKeras,
+    /// Keras 3's.
+    Keras3,
+}
+
 /// The optimizer's saved variables. tf.keras 2.11 and later (the
 /// optimizers of `keras.optimizers`) save them in the order their
 /// `.keras` archives keep under `optimizer/vars` (`iteration`, then each
 /// slot of each variable: `Adam/m/dense/kernel:0`, `Adam/v/dense/kernel:0`,
 /// ...): they go there, and the optimizer rules lay them out for Keras 3
-/// as for any tf.keras archive. A legacy optimizer's (`Adam/iter:0`,
-/// `training/Adam/Variable:0`) are not carried over.
+/// as for any tf.keras archive. Keras 3 saves `optimizer.variables`
+/// (`adam/iteration`, `adam/learning_rate`, then the slots), the list its
+/// `.keras` archives keep under `optimizer/vars`: they go there as they
+/// are. A legacy optimizer's (`Adam/iter:0`, `training/Adam/Variable:0`)
+/// are not carried over.
 fn optimizer_state(
     names: &[String],
-    new_optimizer: bool,
+    optimizer: Optimizer,
     layout: &mut migrate::H5Layout,
     rewrites: &mut Vec<Rewrite>,
     findings: &mut Vec<Finding>,
 ) {
-    if names.is_empty() {
-        return;
-    }
-    let iteration_first = names.first().is_some_and(|n| n == "iteration:0");
-    if !new_optimizer {
+    if names.is_empty() || optimizer == Optimizer::Legacy {
         // A legacy optimizer: the optimizer rules say it starts afresh
         // (optimizer-state-not-saved).
         return;
     }
+    let first = names.first().map(String::as_str).unwrap_or("");
+    let (iteration_first, layout_of) = match optimizer {
+        Optimizer::Keras3 => (
+            first == "iteration" || first.ends_with("/iteration"),
+            "Keras 3's optimizers (iteration)",
+        ),
+        _ => (
+            first == "iteration:0",
+            "tf.keras 2.11+'s optimizers (iteration:0)",
+        ),
+    };
     if !iteration_first {
         findings.push(finding(
             Code::OptimizerStateDropped,
-            format!("the legacy file's {} optimizer weights do not start with iteration:0, the layout of tf.keras 2.11+'s optimizers: they are not carried over, and the migrated model is compiled with the same optimizer and hyperparameters, starting afresh from step 0", names.len()),
+            format!("the legacy file's {} optimizer weights do not start with the iteration count, the layout of {layout_of}: they are not carried over, and the migrated model is compiled with the same optimizer and hyperparameters, starting afresh from step 0", names.len()),
         ));
         return;
     }

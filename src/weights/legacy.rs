@@ -15,6 +15,9 @@ use crate::error::{Error, Malformed, Result};
 /// a model config of tens of thousands of layers is a few MiB.
 pub const MAX_ATTR_BYTES: usize = 64 << 20;
 
+/// The group Keras 3 keeps a model's own weights in (beside its layers').
+pub const TOP_LEVEL: &str = "top_level_model_weights";
+
 /// What a legacy HDF5 model file holds, as text (the weights stay in the
 /// file, named by their paths).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +33,9 @@ pub struct LegacyModel {
     /// `model_weights`' `layer_names`, each with its group's
     /// `weight_names`, in order.
     pub layers: Vec<(String, Vec<String>)>,
+    /// The model's own weights (`model_weights/top_level_model_weights`'
+    /// `weight_names`, which Keras 3 writes; empty without the group).
+    pub top_level_weights: Vec<String>,
     /// `optimizer_weights`' `weight_names`, in order (empty without the
     /// group).
     pub optimizer_weights: Vec<String>,
@@ -185,6 +191,18 @@ impl Weights {
                 layers.push((name, weights));
             }
         }
+        let top = format!("model_weights/{TOP_LEVEL}");
+        let mut top_level_weights = Vec::new();
+        if self.is_group(&top) && !layers.iter().any(|(n, _)| n == TOP_LEVEL) {
+            top_level_weights = self.string_attr(&top, "weight_names")?.unwrap_or_default();
+            for w in &top_level_weights {
+                if !self.is_dataset(&format!("{top}/{w}")) {
+                    return Err(self.legacy_err(format!(
+                        "`weight_names` of `/{top}` lists `{w}`, which is not a dataset of it"
+                    )));
+                }
+            }
+        }
         let optimizer_weights = if self.is_group("optimizer_weights") {
             self.string_attr("optimizer_weights", "weight_names")?
                 .unwrap_or_default()
@@ -204,6 +222,7 @@ impl Weights {
             keras_version,
             backend,
             layers,
+            top_level_weights,
             optimizer_weights,
         })
     }

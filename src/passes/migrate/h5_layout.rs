@@ -110,12 +110,38 @@ fn layer_name(entry: &Value) -> &str {
 
 /// Plan the Keras 3 layout of the legacy weights: `root` is the model
 /// config, `groups` each `model_weights` group's `weight_names` by layer
-/// name.
-pub fn h5_layout(root: &Value, groups: &[(String, Vec<String>)]) -> Result<H5Layout, Refusal> {
+/// name, `top_level` the model's own weights (Keras 3's
+/// `top_level_model_weights`), `keras3` whether Keras 3 wrote the file.
+///
+/// Keras 3 names a weight by its variable's path (`w.path`, Keras 3.5
+/// and later; `legacy_h5_format.py:246` at 3.15.1), which starts with the
+/// name scope it was built in: a layer of a Sequential or of a nested
+/// model is named `<model>/<layer>/...`. That scope is taken off before
+/// the names are read. Keras 3.0 wrote the bare variable name (`kernel`,
+/// `legacy_h5_format.py:234` at 3.0.5), which names no layer of a nested
+/// model (refused there). And since a Keras 3 layer keeps a sublayer's
+/// variables under the sublayer, a weight of a Keras 3 file named
+/// `<layer>/<sublayer>/...` is refused unless the class is one whose
+/// sublayers this module maps.
+pub fn h5_layout(
+    root: &Value,
+    groups: &[(String, Vec<String>)],
+    top_level: &[String],
+    keras3: bool,
+) -> Result<H5Layout, Refusal> {
     let by_name: HashMap<&str, &Vec<String>> =
         groups.iter().map(|(n, w)| (n.as_str(), w)).collect();
-    let mut b = Builder::default();
+    let mut b = Builder {
+        keras3,
+        ..Builder::default()
+    };
     b.group("vars");
+    for (i, w) in top_level.iter().enumerate() {
+        b.out.moves.push((
+            format!("model_weights/{}/{w}", crate::weights::legacy::TOP_LEVEL),
+            format!("vars/{i}"),
+        ));
+    }
     let Some(layers) = model_layers(root) else {
         return Err(refuse("", "the model config lists no layers".into()));
     };
@@ -128,9 +154,13 @@ pub fn h5_layout(root: &Value, groups: &[(String, Vec<String>)]) -> Result<H5Lay
         let Some(weights) = by_name.get(name.as_str()).filter(|w| !w.is_empty()) else {
             continue;
         };
+        let names = leaf_names(l);
         let named: Vec<(String, String)> = weights
             .iter()
-            .map(|w| (format!("model_weights/{name}/{w}"), w.clone()))
+            .map(|w| {
+                let w_name = if keras3 { unscoped(w, &names) } else { w };
+                (format!("model_weights/{name}/{w}"), w_name.to_string())
+            })
             .collect();
         if is_model(l) {
             b.model(l, &path, &named, &name)?;
@@ -192,10 +222,25 @@ fn unique(used: &mut HashMap<String, usize>, name: &str) -> String {
     }
 }
 
+/// `w` from its first part that is one of `names` on (the name scope
+/// Keras 3 built it in taken off), or `w` when no part is.
+fn unscoped<'a>(w: &'a str, names: &BTreeSet<String>) -> &'a str {
+    let mut at = 0;
+    for part in w.split('/') {
+        if names.contains(part) {
+            return &w[at..];
+        }
+        at += part.len() + 1;
+    }
+    w
+}
+
 #[derive(Default)]
 struct Builder {
     out: H5Layout,
     made: BTreeSet<String>,
+    /// Keras 3 wrote the file (weights named by their variables' paths).
+    keras3: bool,
 }
 
 /// (dataset path, weight name) pairs.
@@ -224,6 +269,14 @@ impl Builder {
     fn model(&mut self, m: &Value, path: &str, named: &Named, at: &str) -> Result<(), Refusal> {
         let layers = model_layers(m).expect("a model entry");
         let mut left: Vec<bool> = vec![true; named.len()];
+        let inside: BTreeSet<String> = layers.iter().flat_map(leaf_names).collect();
+        let named: Vec<(String, String)> = named
+            .iter()
+            .map(|(p, w)| {
+                let w = if self.keras3 { unscoped(w, &inside) } else { w };
+                (p.clone(), w.to_string())
+            })
+            .collect();
         let inner = format!("{path}/layers");
         self.group(&inner);
         for (name, l, sub) in container(&inner, layers) {
@@ -331,7 +384,18 @@ impl Builder {
                 }
             }
             _ if is_model(l) => unreachable!("models are mapped by `model`"),
-            _ => self.flat(path, named),
+            _ => {
+                if let Some((_, w)) = named
+                    .iter()
+                    .find(|(_, w)| self.keras3 && rest(w).contains('/'))
+                {
+                    return Err(refuse(
+                        at,
+                        format!("the weight `{w}` of a `{class}` belongs to a sublayer of it: krepair maps the sublayers of RNN layers, Bidirectional, TimeDistributed and MultiHeadAttention only"),
+                    ));
+                }
+                self.flat(path, named)
+            }
         }
         Ok(())
     }
@@ -500,7 +564,7 @@ mod tests {
                 ],
             ),
         ];
-        let lay = h5_layout(&root, &groups).unwrap();
+        let lay = h5_layout(&root, &groups, &[], false).unwrap();
         assert_eq!(
             lay.moves,
             [
@@ -555,7 +619,7 @@ mod tests {
                 ],
             ),
         ];
-        let to: Vec<String> = h5_layout(&root, &groups)
+        let to: Vec<String> = h5_layout(&root, &groups, &[], false)
             .unwrap()
             .moves
             .into_iter()
@@ -587,9 +651,21 @@ mod tests {
         let root = json!({"class_name": "Sequential", "config": {"name": "s", "layers": [
             {"class_name": "Sequential", "config": {"name": "inner", "layers": [
                 {"class_name": "Dense", "config": {"name": "x"}}]}}]}});
-        let e = h5_layout(&root, &[("inner".into(), vec!["y/kernel:0".into()])]).unwrap_err();
+        let e = h5_layout(
+            &root,
+            &[("inner".into(), vec!["y/kernel:0".into()])],
+            &[],
+            false,
+        )
+        .unwrap_err();
         assert!(e.reason.contains("names no layer"), "{}", e.reason);
-        let e = h5_layout(&root, &[("ghost".into(), vec!["g/kernel:0".into()])]).unwrap_err();
+        let e = h5_layout(
+            &root,
+            &[("ghost".into(), vec!["g/kernel:0".into()])],
+            &[],
+            false,
+        )
+        .unwrap_err();
         assert!(e.reason.contains("does not have"), "{}", e.reason);
     }
 }

@@ -22,6 +22,8 @@
 //!   layers, wrappers, cells) and the rules the layer table gives each
 //!   class;
 //! - `layer_table.rs`: the layer table, read from `layers.json`;
+//! - `keras3_form.rs`: the modules Keras 3's own legacy HDF5 files leave
+//!   out of a model's layer entries;
 //! - `legacy_form.rs`: tf.keras 2.12's legacy form (entries without a
 //!   `module`, NumPy scalars), given what 2.13 writes before the other
 //!   rules run;
@@ -43,6 +45,7 @@ mod compile;
 mod discretization_encoding;
 mod h5_layout;
 mod h5_training;
+mod keras3_form;
 mod keyword_tensors;
 mod layer_table;
 mod layers;
@@ -57,6 +60,7 @@ pub use compile::{
 };
 pub use h5_layout::{h5_layout, model_layers, to_snake_case, H5Layout};
 pub use h5_training::compile_config_of;
+pub use keras3_form::keras3_layers;
 pub use layer_table::{layer_class, migrated_classes, Drop, LayerClass, Replacement, When};
 pub use tf_ops::tf_op_layer;
 pub use weights_layout::{
@@ -145,6 +149,16 @@ pub fn plan_from(
                 "",
                 format!("saved by tf.keras 2.{m}: krepair migrate handles tf.keras 2.12 to 2.15 and tf_keras 2.16 to 2.21 archives (2.11 and older write no .keras archive Keras 3 can read)"),
             ))
+        }
+        // Keras 3's own legacy HDF5 file: its config is Keras 3's, the
+        // layers of its models without their modules.
+        Some(Version(3, _)) if from_h5 => {
+            let mut rewrites = Vec::new();
+            keras3_form::keras3_modules(config, "", &mut rewrites)?;
+            return Ok(Plan {
+                rewrites,
+                optimizer: None,
+            });
         }
         _ => return Ok(Plan::default()),
     };
