@@ -480,13 +480,21 @@ fn fuzz_inspect_diff() {
 /// the mapping of weights and `H5Ocopy` see the garbage).
 #[test]
 fn fuzz_legacy_h5() {
-    let dir = common::root().join("testdata/fixtures/migrate-h5-tf2.15");
-    let mut seeds: Vec<Vec<u8>> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| fs::read(e.unwrap().path().join("model.h5")).unwrap())
-        .collect();
+    // tf.keras's files, and Keras 3's (modules from keras3_classes.json,
+    // weight names with their build scope).
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    for writer in [
+        "migrate-h5-tf2.15",
+        "migrate-h5-keras3.15",
+        "migrate-h5-keras3.0",
+    ] {
+        let dir = common::root().join("testdata/fixtures").join(writer);
+        for e in fs::read_dir(&dir).unwrap() {
+            seeds.push(fs::read(e.unwrap().path().join("model.h5")).unwrap());
+        }
+    }
     seeds.push(fs::read(common::root().join("testdata/legacy-h5/weights-only.h5")).unwrap());
-    assert!(seeds.len() >= 7);
+    assert!(seeds.len() >= 20);
     let budget = Duration::from_secs(fuzz_seconds().div_ceil(2));
     let start = Instant::now();
     let mut round = 0u64;

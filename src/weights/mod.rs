@@ -235,6 +235,7 @@ pub const MAX_DATASET_BYTES: u64 = 4 << 30;
 /// See [`MAX_DATASET_BYTES`].
 pub const MAX_DATASET_RATIO: u64 = 1000;
 
+mod gheap;
 pub(crate) mod headers;
 mod image;
 pub mod legacy;
@@ -250,6 +251,9 @@ pub struct Weights {
     image: Image,
     /// How the archive names this member, for messages.
     label: String,
+    /// What [`gheap::check`] said of the file, once asked (before the
+    /// first variable-length string is read).
+    heaps: std::cell::OnceCell<std::result::Result<(), String>>,
 }
 
 fn h5err(label: &str, what: &str, e: hdf5::Error) -> Error {
@@ -340,11 +344,25 @@ impl Weights {
             file,
             image,
             label: label.to_string(),
+            heaps: std::cell::OnceCell::new(),
         })
     }
 
     fn err(&self, what: String, e: hdf5::Error) -> Error {
         h5err(&self.label, &what, e)
+    }
+
+    /// The file's global heap collections, checked ([`gheap::check`])
+    /// before HDF5 reads a variable-length string from one. A writable
+    /// image (an archive's weights being repaired, never a legacy file)
+    /// is not checked: its strings are not read.
+    pub(crate) fn check_global_heaps(&self) -> Result<()> {
+        let checked = self
+            .heaps
+            .get_or_init(|| self.image.read_only_bytes().map_or(Ok(()), gheap::check));
+        checked.clone().map_err(|problem| {
+            Error::format(&self.label, crate::error::Malformed::Weights, problem)
+        })
     }
 
     /// Is there a group at `path`?
@@ -883,7 +901,9 @@ impl Weights {
 
     /// Flush, close, and return the (edited) bytes.
     pub fn finish(self) -> Result<Image> {
-        let Weights { file, image, label } = self;
+        let Weights {
+            file, image, label, ..
+        } = self;
         file.flush()
             .map_err(|e| h5err(&label, "flushing HDF5 file", e))?;
         file.close()
