@@ -494,3 +494,48 @@ fn keras_3_weights_and_optimizer_go_where_keras_3_reads_them() {
         .collect();
     assert!(!ops.is_empty(), "{}", r["migration"]);
 }
+
+#[test]
+fn diff_of_a_legacy_file_and_its_migration_shows_the_rewrites_and_every_weight_unchanged() {
+    let t = tempfile::tempdir().unwrap();
+    let input = fixture("model_nested");
+    let out = t.path().join("nested.keras");
+    migrate_report(&input, &out);
+    let o = krepair(&[&"diff", &"--json", &input, &out]);
+    assert_eq!(code(&o), 1, "they differ: {}", stderr(&o));
+    let d: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(d["a"]["form"], "hdf5-model");
+    assert_eq!(d["a"]["path"], input.display().to_string());
+    assert_eq!(d["b"]["form"], "zip");
+    assert_eq!(
+        d["members"],
+        serde_json::json!([]),
+        "a legacy file has no members"
+    );
+    assert_eq!(
+        d["variables"],
+        serde_json::json!([]),
+        "every weight as it was"
+    );
+    assert_eq!(d["unchanged"]["variables"], 3);
+    // The config changes are the migration's rewrites.
+    let keys: std::collections::BTreeSet<&str> = d["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["keys"].as_array().unwrap())
+        .map(|k| k["key"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains("module"), "{keys:?}");
+    assert!(
+        keys.contains("inbound_nodes"),
+        "nested-node-index: {keys:?}"
+    );
+    // A legacy file against itself: the same (exit 0).
+    let o = krepair(&[&"diff", &input, &input]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // Against a weight changed in the migrated archive: named.
+    let other = fixture("Dense");
+    let o = krepair(&[&"diff", &"--json", &other, &out]);
+    assert_eq!(code(&o), 1);
+}

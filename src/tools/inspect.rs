@@ -139,6 +139,9 @@ pub(crate) struct Opened {
     pub archive: Option<Archive>,
     pub config: Option<Value>,
     pub weights: Option<Weights>,
+    /// A legacy HDF5 model file's conversion ([`open_model`]): keeps the
+    /// temporary archive until the comparison is done.
+    pub converted: Option<crate::view::legacy_h5::Converted>,
 }
 
 /// Inspect the file at `path`: a `.keras` zip or directory, or a bare
@@ -188,7 +191,53 @@ pub fn inspect(path: &Path) -> Result<Manifest> {
 /// Read the file at `path` into its manifest (no dry runs), keeping the
 /// config and the weights open.
 pub(crate) fn open(path: &Path) -> Result<Opened> {
-    let mut m = Manifest {
+    let m = blank_manifest(path);
+    let (file, hdf5) = open_file(path)?;
+    if let (Some(f), true) = (&file, hdf5) {
+        return bare_weights(path, f, m);
+    }
+    crate::progress::step("reading the zip container");
+    let archive = match file {
+        Some(f) => Archive::open_file(path, f)?,
+        None => Archive::open(path)?,
+    };
+    from_archive(path, archive, m)
+}
+
+/// Open `path` for `diff`: a legacy HDF5 model file as the archive
+/// `krepair migrate` makes of it before any rule (its config as the file
+/// holds it, its weights where Keras 3 reads them), so that it compares
+/// with its migrated `.keras` variable by variable; anything else as
+/// [`open`] does.
+pub(crate) fn open_model(path: &Path) -> Result<Opened> {
+    let is_model = match open_file(path)? {
+        (Some(f), true) => {
+            let len = f.metadata().map_err(|e| Error::io(path, "stat", e))?.len();
+            let w = Weights::open_at(&f, 0, len, &path.display().to_string(), false)?;
+            w.check_structure()?;
+            w.legacy_model().is_ok()
+        }
+        _ => false,
+    };
+    if !is_model {
+        return open(path);
+    }
+    let (archive, converted) = crate::view::legacy_h5::convert(path)?;
+    let mut o = from_archive(path, archive, blank_manifest(path))?;
+    o.manifest.file.form = "hdf5-model".into();
+    o.manifest.file.size = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, "stat", e))?
+        .len();
+    // The members are the conversion's, not the file's.
+    o.manifest.members.clear();
+    o.manifest.keras_version = Some(converted.keras_version.clone());
+    o.converted = Some(converted);
+    Ok(o)
+}
+
+/// The manifest of `path` before anything is read.
+fn blank_manifest(path: &Path) -> Manifest {
+    Manifest {
         schema: SCHEMA.into(),
         schema_version: SCHEMA_VERSION,
         krepair_version: env!("CARGO_PKG_VERSION").into(),
@@ -205,16 +254,11 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
         totals: Totals::default(),
         repair: None,
         migrate: None,
-    };
-    let (file, hdf5) = open_file(path)?;
-    if let (Some(f), true) = (&file, hdf5) {
-        return bare_weights(path, f, m);
     }
-    crate::progress::step("reading the zip container");
-    let mut archive = match file {
-        Some(f) => Archive::open_file(path, f)?,
-        None => Archive::open(path)?,
-    };
+}
+
+/// The rest of [`open`], once the archive is open.
+fn from_archive(path: &Path, mut archive: Archive, mut m: Manifest) -> Result<Opened> {
     m.file.form = match archive.form {
         Form::Zip => "zip".into(),
         Form::Directory => "directory".into(),
@@ -281,6 +325,7 @@ pub(crate) fn open(path: &Path) -> Result<Opened> {
         archive: Some(archive),
         config,
         weights: opened,
+        converted: None,
     })
 }
 
@@ -305,6 +350,7 @@ fn bare_weights(path: &Path, f: &std::fs::File, mut m: Manifest) -> Result<Opene
         archive: None,
         config: None,
         weights: Some(weights),
+        converted: None,
     })
 }
 
