@@ -273,7 +273,7 @@ for v in "${migrate_versions[@]}"; do
   job "target/migrate-check-$v.log" jax "migrate-$v" "${py[$v]}" scripts/check_migrate.py --krepair "$bin" \
     --work "target/migrate-check/$v" testdata/fixtures/keras-tf2.15 testdata/fixtures/migrate-tf2.12 \
     testdata/fixtures/migrate-tf2.13 testdata/fixtures/migrate-tf2.14 "$gen/migrate-tf2.15" \
-    testdata/fixtures/migrate-zoo-tf2.15 testdata/fixtures/migrate-zoo-tfk2.21
+    testdata/fixtures/migrate-zoo-tf2.15 testdata/fixtures/migrate-zoo-tfk2.21 testdata/fixtures/migrate-h5-tf2.15
 done
 zoo=()
 for w in "${zoo_writers[@]}"; do

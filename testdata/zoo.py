@@ -327,7 +327,8 @@ def perturb(model, seed):
     for w in model.weights:
         if id(w) in adapted:
             continue
-        dtype = getattr(w.dtype, "name", w.dtype)  # tf.DType (tf.keras) or str (Keras 3)
+        dtype = getattr(w, "dtype", None)  # none on a lookup's vocabulary handle (tf.keras 2.13, 2.14)
+        dtype = getattr(dtype, "name", dtype)  # tf.DType (tf.keras) or str (Keras 3)
         if not str(dtype).startswith(("float", "bfloat")):  # a lookup's vocabulary handle
             continue
         v = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
