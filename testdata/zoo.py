@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 
 try:  # TensorFlow >= 2.16 keeps Keras 2 as the tf_keras package.
     import tf_keras as keras  # noqa: E402
+    import tensorflow as tf  # noqa: E402
 
     VERSION = keras.__version__
 except ImportError:
