@@ -21,6 +21,16 @@ fn fixture(case: &str) -> std::path::PathBuf {
         .join("model.h5")
 }
 
+/// The first of a report's rewrites whose `field` is `value`.
+fn rewrite<'a>(r: &'a Value, field: &str, value: &str) -> &'a Value {
+    r["migration"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x[field] == value)
+        .unwrap_or_else(|| panic!("no rewrite with {field} {value}"))
+}
+
 /// The codes of a report's rewrites, in order.
 fn rule_codes(r: &Value) -> Vec<&str> {
     r["migration"]
@@ -154,12 +164,7 @@ fn a_compiled_model_comes_back_compiled_with_its_optimizer_state() {
     for c in ["training-config", "optimizer-variables", "hdf5-model"] {
         assert!(codes.contains(&c), "{codes:?}");
     }
-    let saved = r["migration"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["key"] == "optimizer_weights")
-        .expect("the optimizer's weights are carried over");
+    let saved = rewrite(&r, "key", "optimizer_weights");
     assert_eq!(saved["old"][0], "optimizer_weights/iteration:0");
 }
 
@@ -328,12 +333,7 @@ fn what_older_keras_wrote_migrates_too() {
     let out = t.path().join("old.keras");
     let r = migrate_report(&input, &out);
     assert_eq!(r["keras_version"], "2.2.4-tf");
-    let training = r["migration"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["code"] == "training-config")
-        .unwrap();
+    let training = rewrite(&r, "code", "training-config");
     let opt = &training["new"]["optimizer"];
     assert_eq!(opt["module"], "keras.optimizers.legacy");
     assert_eq!(opt["config"]["learning_rate"], 0.001);
@@ -461,20 +461,10 @@ fn keras_3_weights_and_optimizer_go_where_keras_3_reads_them() {
     // (iteration, learning rate) + 2 slots of 2 variables.
     let out = t.path().join("adam.keras");
     let r = migrate_report(&k315("compiled_by_name_adam"), &out);
-    let saved = r["migration"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["key"] == "optimizer_weights")
-        .expect("the optimizer's weights are carried over");
+    let saved = rewrite(&r, "key", "optimizer_weights");
     assert_eq!(saved["old"][0], "optimizer_weights/adam/iteration");
     assert_eq!(saved["new"].as_array().unwrap().len(), 6);
-    let cc = r["migration"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["code"] == "training-config")
-        .unwrap();
+    let cc = rewrite(&r, "code", "training-config");
     assert_eq!(cc["new"]["optimizer"]["module"], "keras.optimizers");
     assert_eq!(
         cc["new"]["jit_compile"], true,
