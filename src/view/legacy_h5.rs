@@ -67,7 +67,7 @@ pub fn convert(input: &Path) -> Result<(Archive, Converted)> {
     let m = w.legacy_model()?;
     let bad = |what: String| Error::format(input, Malformed::Config, what);
     let keras_version = m.keras_version.clone().ok_or_else(|| {
-        refuse("", "the file names no keras_version (Keras 1 wrote such files): krepair migrates what Keras 2 and tf.keras wrote".into())
+        refuse("", "the file names no keras_version (Keras 1 wrote such files): krepair migrates what Keras 2, tf.keras and Keras 3 wrote".into())
     })?;
     let keras3 = keras_version.starts_with("3.");
     if !keras_version.starts_with("2.") && !keras3 {
