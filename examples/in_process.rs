@@ -24,6 +24,7 @@ fn main() {
         policy: krepair::plan::Policy::Auto,
         force: true,
         migrate,
+        load_in: krepair::passes::keras3::Targets::ALL,
     };
     let run = krepair::run::single::run(&opts);
     println!("{:?}", run.report.outcome);

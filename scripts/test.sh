@@ -18,7 +18,13 @@
 #      2.21, and as HDF5 under a .keras name by tf.keras 2.12, migrated and
 #      checked in 3.0.5, 3.15.1 and the pre-release; the zoo saved as .h5
 #      by Keras 3.0.5 and 3.15.1, each checked in the Keras that wrote it
-#      (another Keras 3 is issue #33's); the layer
+#      (another Keras 3 is issue #33's); the zoo saved as .keras by every
+#      pinned Keras 3 (3.0.5 to 3.15.1), repaired (`krepair IN OUT`, made
+#      to load in every Keras 3) and loaded in 3.0.5, 3.15.1 and the
+#      pre-release, and the zoos of 3.0.5 and 3.15.1 in 3.5, 3.6, 3.10 and
+#      3.13 (scripts/check_cross.py; the matrix by scripts/cross_matrix.py);
+#      the Keras 3 table (scripts/keras3_table.py) probed in every Keras 3
+#      and checked against src/passes/keras3/compat.json; the layer
 #      table (scripts/layer_table.py) checked against every writer and
 #      reader and docs/layers.md against its output; and every tf.keras 2.12 to 2.15 fixture
 #      (made by testdata/generate.py with the pins keras-tf2.1x.txt;
@@ -221,6 +227,15 @@ for v in "${keras3_h5_writers[@]}"; do
   job "target/generate-zoo-h5-keras$v.log" env KERAS_BACKEND=jax JAX_PLATFORMS=cpu "${py[$v]}" testdata/zoo.py \
     --format h5 --out "$gen/zoo-h5-keras$v"
 done
+# The zoo as .keras archives by every pinned Keras 3, for the
+# cross-version check (issue #33).
+keras3_writers=(3.0 3.5 3.6 3.10 3.13 3.15)
+for v in "${keras3_writers[@]}"; do
+  keras_env "$v"
+  rm -rf "$gen/zoo-keras$v"
+  job "target/generate-zoo-keras$v.log" env KERAS_BACKEND=jax JAX_PLATFORMS=cpu "${py[$v]}" testdata/zoo.py \
+    --out "$gen/zoo-keras$v"
+done
 rm -rf "$gen/zoo-h5-named-keras-tf2.12"
 job target/generate-zoo-h5-named-keras-tf2.12.log "${py[tf2.12]}" testdata/zoo.py --format h5-named-keras \
   --out "$gen/zoo-h5-named-keras-tf2.12" Dense LSTM Bidirectional_GRU MultiHeadAttention BatchNormalization \
@@ -247,6 +262,17 @@ settle
 python3 scripts/layer_table.py write --check --dump "$lt"/dump-*.json --probe "$lt"/probe-*.json \
   --table src/passes/migrate/layers.json --out docs/layers.md || status=1
 
+step "the Keras 3 table: what every pinned Keras 3 accepts and computes (scripts/keras3_table.py), against src/passes/keras3/compat.json"
+k3=target/keras3-table
+rm -rf "$k3"
+mkdir -p "$k3"
+for v in 3.0 3.5 3.6 3.10 3.13 3.15 nightly; do
+  job "$k3/probe-$v.log" env KERAS_BACKEND=jax JAX_PLATFORMS=cpu "${py[$v]}" scripts/keras3_table.py probe \
+    --out "$k3/probe-$v.json"
+done
+settle
+python3 scripts/keras3_table.py write --check --probe "$k3"/probe-*.json --table src/passes/keras3/compat.json || status=1
+
 step "real-Keras check"
 for v in "${versions[@]}"; do
   job "target/keras-check-$v.log" jax "check-$v" "${py[$v]}" scripts/check_keras.py --krepair "$bin" \
@@ -264,7 +290,7 @@ echo
 echo "real-keras: $total_passed passed, $total_failed failed"
 tidy target/keras-check
 
-step "migration check (the fixtures, applications and committed zoo cases in every Keras 3 and the pre-release; the whole zoo of every writer in 3.0, 3.15 and the pre-release, and in 3.15 on TensorFlow)"
+step "migration check (the fixtures, applications and committed zoo cases in every Keras 3 and the pre-release; the whole zoo of every writer in 3.0, 3.15 and the pre-release, and in 3.15 on TensorFlow; Keras 3 archives of every pinned Keras 3 repaired and loaded in the others)"
 migrate_versions=(3.0 3.5 3.6 3.10 3.13 3.15 nightly)
 for v in "${migrate_versions[@]}"; do
   keras_env "$v"
@@ -298,12 +324,30 @@ for v in "${keras3_h5_writers[@]}"; do
   job "target/h5-check-keras$v.log" jax "h5-keras$v" "${py[$v]}" scripts/check_migrate.py --krepair "$bin" \
     --work "target/h5-check/keras$v" "$gen/zoo-h5-keras$v" "testdata/fixtures/migrate-h5-keras$v"
 done
+# Keras 3 archives repaired for every Keras 3 (issue #33): the zoo of
+# every pinned Keras 3 in the oldest, the newest and the pre-release; the
+# zoos of the oldest and newest writers in every other.
+k3zoo=()
+for w in "${keras3_writers[@]}"; do
+  k3zoo+=("$gen/zoo-keras$w")
+done
+mkdir -p target/cross-check
+for v in 3.0 3.15 nightly 3.5 3.6 3.10 3.13; do
+  case $v in
+    3.0 | 3.15 | nightly) zoos=("${k3zoo[@]}") ;;
+    *) zoos=("$gen/zoo-keras3.0" "$gen/zoo-keras3.15") ;;
+  esac
+  zoos+=(testdata/fixtures/cross-keras3.0 testdata/fixtures/cross-keras3.15)
+  job "target/cross-check-$v.log" jax "cross-$v" "${py[$v]}" scripts/check_cross.py --krepair "$bin" \
+    --work "target/cross-check/$v" --matrix "target/cross-check/matrix-$v.json" "${zoos[@]}"
+done
 # Keras 3.15.1 beside TensorFlow 2.21 (the tf_keras 2.21 venv) on its
 # TensorFlow backend: the lookup and hashing layers run only there.
 job target/zoo-check-tf-backend.log env KERAS_BACKEND=tensorflow "${py[tfk2.21]}" scripts/check_migrate.py \
   --krepair "$bin" --work target/zoo-check/tf-backend "$gen/zoo-tf2.15" "$gen/zoo-tfk2.21"
 settle checks
-tidy target/migrate-check target/zoo-check target/h5-check
+python3 scripts/cross_matrix.py target/cross-check/matrix-*.json || status=1
+tidy target/migrate-check target/zoo-check target/h5-check target/cross-check/{3,n}*
 
 step "inspect check (krepair inspect against what each Keras builds and loads)"
 job target/inspect-check-3.15.log jax inspect-3.15 "${py[3.15]}" scripts/check_inspect.py --krepair "$bin" \

@@ -148,6 +148,49 @@ def embedding_lstm():
     return keras.Model(inp, L.GRU(2)(h)), ints((7,), 20)
 
 
+def every_initializer():
+    """A chain of Dense layers, one per initializer class of this Keras 3's
+    keras.initializers (the ones a 3x3 kernel takes), each with one of its
+    regularizer and constraint classes in turn (issue #33: their names and
+    config keys changed between Keras 3 versions)."""
+    import inspect
+
+    def classes(mod, base):
+        out = []
+        for n in sorted(dir(mod)):
+            c = getattr(mod, n)
+            if inspect.isclass(c) and issubclass(c, base) and c is not base and c not in out:
+                out.append(c)
+        return out
+
+    inits = []
+    for c in classes(keras.initializers, keras.initializers.Initializer):
+        try:
+            keras.ops.convert_to_numpy(c()((3, 3)))
+            inits.append(c)
+        except Exception:  # noqa: BLE001 - needs arguments or another shape
+            pass
+    regs = [c() for c in classes(keras.regularizers, keras.regularizers.Regularizer) if c.__name__ != "OrthogonalRegularizer"]
+    cons = [c() for c in classes(keras.constraints, keras.constraints.Constraint)]
+    inp = keras.Input((3,))
+    h = inp
+    for i, c in enumerate(inits):
+        h = L.Dense(3, kernel_initializer=c(), kernel_regularizer=regs[i % len(regs)],
+                    kernel_constraint=cons[i % len(cons)], name=f"dense_{c.__name__.lower()}")(h)
+    return keras.Model(inp, h), floats((3,))
+
+
+# Cases only a Keras 3 writer builds, and only as a .keras archive (issue
+# #33: what changed between Keras 3 versions).
+KERAS3_CASES = {
+    "keras3_every_initializer": every_initializer,
+    "keras3_LSTM_orthogonal_gain": lambda: one(
+        L.LSTM(3, recurrent_initializer=keras.initializers.Orthogonal(gain=2.0)
+               if hasattr(keras.initializers, "Orthogonal") else keras.initializers.OrthogonalInitializer(gain=2.0)),
+        (5, 3)),
+}
+
+
 # name: builder returning (model, x). Each name is the class it covers,
 # with a variant where one class has several configurations.
 CASES = {
@@ -358,7 +401,8 @@ def record(name, out_dir, fmt="keras"):
     shutil.rmtree(case_dir, ignore_errors=True)
     keras.utils.set_random_seed(SEED)
     try:
-        model, x = CASES[name]() if name in CASES else one(L.Dense(1, activation="sigmoid"), (4,))
+        build = CASES.get(name) or KERAS3_CASES.get(name)
+        model, x = build() if build else one(L.Dense(1, activation="sigmoid"), (4,))
     except (AttributeError, TypeError, ValueError, ImportError) as e:
         print(f"{name}: skipped ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
         return
@@ -464,6 +508,8 @@ def main():
     p.add_argument("cases", nargs="*", help="case names (default: all)")
     a = p.parse_args()
     names = a.cases or list(CASES) + list(BY_NAME)
+    if KERAS3 and a.format == "keras" and not a.cases:
+        names += list(KERAS3_CASES)
     if a.list:
         print("\n".join(names))
         return

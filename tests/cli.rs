@@ -230,7 +230,9 @@ fn nothing_to_repair_writes_an_exact_copy() {
     for case in ["explicit", "no_norm"] {
         let f = fixture("3.15", case);
         let out = tmp.path().join(format!("{case}.keras"));
-        let o = krepair(&[&f.archive(), &out]);
+        // For Keras 3.15 and later (for older ones, Keras 3.15.1's archive
+        // has keys to remove: tests/keras3.rs).
+        let o = krepair(&[&"--load-in", &"3.15..", &f.archive(), &out]);
         assert_eq!(code(&o), OK);
         assert_eq!(sha(&out), sha(&f.archive()), "{case}");
         assert!(String::from_utf8(o.stdout)

@@ -318,7 +318,7 @@ fn configs_that_hold_code_are_reported_not_run() {
         .iter()
         .map(|f| f["code"].as_str().unwrap())
         .collect();
-    assert_eq!(codes, ["code-in-config"]);
+    assert_eq!(codes, ["load-in", "code-in-config"]);
     assert_eq!(report["outcome"], "repaired");
     assert_eq!(report["layers"][0]["status"], "repaired");
 }

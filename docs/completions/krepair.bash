@@ -86,7 +86,7 @@ _krepair() {
 
     case "${cmd}" in
         krepair)
-            opts="-q -h -V --stats --dry-run --report --force --quiet --timeout --memory-limit --help --version migrate inspect diff batch completions report man help"
+            opts="-q -h -V --stats --dry-run --report --force --load-in --quiet --timeout --memory-limit --help --version migrate inspect diff batch completions report man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -97,6 +97,10 @@ _krepair() {
                     return 0
                     ;;
                 --report)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --load-in)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -116,7 +120,7 @@ _krepair() {
             return 0
             ;;
         krepair__subcmd__batch)
-            opts="-j -q -h --out --in-place --backup --dry-run --migrate --stats --jobs --follow-links --force --report --report-format --shard --resume --quiet --timeout --memory-limit --help"
+            opts="-j -q -h --out --in-place --backup --dry-run --migrate --load-in --stats --jobs --follow-links --force --report --report-format --shard --resume --quiet --timeout --memory-limit --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -127,6 +131,10 @@ _krepair() {
                     return 0
                     ;;
                 --backup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --load-in)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -390,7 +398,7 @@ _krepair() {
             return 0
             ;;
         krepair__subcmd__migrate)
-            opts="-q -h --stats --dry-run --report --force --quiet --timeout --memory-limit --help"
+            opts="-q -h --stats --dry-run --report --force --load-in --quiet --timeout --memory-limit --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -401,6 +409,10 @@ _krepair() {
                     return 0
                     ;;
                 --report)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --load-in)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

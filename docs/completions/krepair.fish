@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_krepair_global_optspecs
-    string join \n stats= dry-run report= force q/quiet timeout= memory-limit= h/help V/version
+    string join \n stats= dry-run report= force load-in= q/quiet timeout= memory-limit= h/help V/version
 end
 
 function __fish_krepair_needs_command
@@ -28,6 +28,7 @@ complete -c krepair -n "__fish_krepair_needs_command" -l stats -d 'What repaired
 adapted\t'The stored statistics'
 identity\t'Mean 0, variance 1'"
 complete -c krepair -n "__fish_krepair_needs_command" -l report -d 'Write the audit report as JSON to FILE (`-` for stdout)' -r -F
+complete -c krepair -n "__fish_krepair_needs_command" -l load-in -d 'The Keras 3 versions a Keras 3 archive\'s output must load in: `all` (every pinned Keras 3 and the pinned pre-release), or versions and ranges by MAJOR.MINOR, comma-separated (`3.10..`, `..3.15`, `3.5..3.13`, `3.15,3.16`). What no form serves in all of them is reported (`not-loadable-in`)' -r
 complete -c krepair -n "__fish_krepair_needs_command" -l timeout -d 'Stop an archive that takes longer than SECS (wall clock), with nothing written' -r
 complete -c krepair -n "__fish_krepair_needs_command" -l memory-limit -d 'Memory budget for one archive, in MiB (beyond the mapped weights): an archive that needs more is stopped, with nothing written' -r
 complete -c krepair -n "__fish_krepair_needs_command" -l dry-run -d 'Inspect and plan only; create no file (except --report). Takes the real run\'s command line: an OUTPUT is checked (not the input, not existing without --force) but not written'
@@ -47,6 +48,7 @@ complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l stats -d 'Wh
 adapted\t'The stored statistics'
 identity\t'Mean 0, variance 1'"
 complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l report -d 'Write the audit report as JSON to FILE (`-` for stdout)' -r -F
+complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l load-in -d 'The Keras 3 versions a Keras 3 archive\'s output must load in: `all` (every pinned Keras 3 and the pinned pre-release), or versions and ranges by MAJOR.MINOR, comma-separated (`3.10..`, `..3.15`, `3.5..3.13`, `3.15,3.16`). What no form serves in all of them is reported (`not-loadable-in`)' -r
 complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l timeout -d 'Stop an archive that takes longer than SECS (wall clock), with nothing written' -r
 complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l memory-limit -d 'Memory budget for one archive, in MiB (beyond the mapped weights): an archive that needs more is stopped, with nothing written' -r
 complete -c krepair -n "__fish_krepair_using_subcommand migrate" -l dry-run -d 'Inspect and plan only; create no file (except --report). Takes the real run\'s command line: an OUTPUT is checked (not the input, not existing without --force) but not written'
@@ -64,6 +66,7 @@ complete -c krepair -n "__fish_krepair_using_subcommand diff" -l json -d 'Print 
 complete -c krepair -n "__fish_krepair_using_subcommand diff" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l out -d 'Write each archive to the same relative path under OUTDIR (archives with nothing to repair are copied). With --dry-run, each output there is checked as the real run would check it' -r -F
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l backup -d 'With --in-place: keep each original beside it, named NAME+SUFFIX (and skip archives whose names end with SUFFIX: they are backups)' -r
+complete -c krepair -n "__fish_krepair_using_subcommand batch" -l load-in -d 'The Keras 3 versions every output must load in (as `krepair IN OUT --load-in`)' -r
 complete -c krepair -n "__fish_krepair_using_subcommand batch" -l stats -d 'What repaired layers compute (as for a single archive)' -r -f -a "auto\t'What the model computed when it was saved (see docs/version-matrix.md)'
 adapted\t'The stored statistics'
 identity\t'Mean 0, variance 1'"

@@ -93,12 +93,25 @@ pub struct ArchiveArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// The Keras 3 versions a Keras 3 archive's output must load in: `all`
+    /// (every pinned Keras 3 and the pinned pre-release), or versions and
+    /// ranges by MAJOR.MINOR, comma-separated (`3.10..`, `..3.15`,
+    /// `3.5..3.13`, `3.15,3.16`). What no form serves in all of them is
+    /// reported (`not-loadable-in`).
+    #[arg(long, value_name = "VERSIONS", default_value = "all", value_parser = load_in)]
+    pub load_in: u32,
+
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
 
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// `--load-in`: the versions, as a mask.
+fn load_in(s: &str) -> Result<u32, String> {
+    krepair::passes::keras3::Targets::parse(s).map(|t| t.mask())
 }
 
 #[derive(Subcommand, Debug)]
@@ -275,6 +288,11 @@ pub struct BatchArgs {
     /// migrate`).
     #[arg(long)]
     pub migrate: bool,
+
+    /// The Keras 3 versions every output must load in (as `krepair IN
+    /// OUT --load-in`).
+    #[arg(long, value_name = "VERSIONS", default_value = "all", value_parser = load_in)]
+    pub load_in: u32,
 
     /// What repaired layers compute (as for a single archive).
     #[arg(long, value_enum, default_value_t = Policy::Auto)]

@@ -279,6 +279,7 @@ fn batch(b: Batch) -> u8 {
         jobs: b.jobs,
         force: b.force,
         migrate: b.migrate,
+        load_in: b.load_in,
         check_out: b.check_out.clone(),
     };
     let resume = match &b.resume {

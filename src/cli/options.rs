@@ -95,6 +95,8 @@ pub struct Batch {
     pub force: bool,
     /// `--migrate`.
     pub migrate: bool,
+    /// `--load-in`, as a mask.
+    pub load_in: u32,
     /// `--resume JOURNAL`.
     pub resume: Option<PathBuf>,
     /// The run report's destination and format; a journal (`jsonl`)
@@ -169,6 +171,7 @@ fn single(args: ArchiveArgs, migrate: bool) -> Result<Single, Usage> {
             policy: args.stats,
             force: args.force,
             migrate,
+            load_in: args.load_in,
         },
         check_output,
         report: args.report,
@@ -214,6 +217,7 @@ fn batch(b: BatchArgs) -> Result<Batch, Usage> {
         policy: b.stats,
         force: b.force,
         migrate: b.migrate,
+        load_in: b.load_in,
         resume: b.resume,
         report: b.report,
         report_format: b.report_format,

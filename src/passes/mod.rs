@@ -14,6 +14,7 @@
 //!   bin boundaries tf.keras computes from the stored summary, embedded.
 
 pub mod discretization;
+pub mod keras3;
 pub mod migrate;
 pub mod normalization;
 pub mod stats;

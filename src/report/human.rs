@@ -8,7 +8,13 @@ impl Report {
     /// A short summary for people.
     pub fn human(&self) -> String {
         let mut out = self.header();
-        for f in &self.findings {
+        // The versions the output was made for stay in the JSON report;
+        // people see the ones it cannot load in (`not-loadable-in`).
+        for f in self
+            .findings
+            .iter()
+            .filter(|f| f.code != crate::plan::Code::LoadIn)
+        {
             out.push_str(&format!(
                 "  {}: {} [{}]\n",
                 sev(f.severity),

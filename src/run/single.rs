@@ -30,6 +30,9 @@ pub struct Options {
     pub force: bool,
     /// Also migrate a tf.keras 2.x archive to Keras 3 (`krepair migrate`).
     pub migrate: bool,
+    /// The Keras 3 versions the output must load in (`--load-in`), as a
+    /// [`crate::passes::keras3::Targets`] mask.
+    pub load_in: u32,
 }
 
 /// The result of one run: always a report, and the error if the job failed.
@@ -258,6 +261,7 @@ fn run_inner(opts: &Options, report: &mut Report, opened: Option<archive::Archiv
             &insp,
             opts.policy,
             opts.migrate,
+            opts.load_in,
             &output,
         )?
     };
@@ -334,6 +338,7 @@ fn inspect_input(
         inspect::Check::DRY_RUN
     }
     .migrating(opts.migrate)
+    .loading_in(opts.load_in)
     .of_h5(from_h5);
     let a = match opened {
         Some(a) => a,

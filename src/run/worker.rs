@@ -79,6 +79,10 @@ impl Default for Limits {
     }
 }
 
+fn all_versions() -> u32 {
+    crate::passes::keras3::Targets::ALL
+}
+
 /// One archive for a worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Request {
@@ -89,6 +93,9 @@ struct Request {
     policy: Policy,
     force: bool,
     migrate: bool,
+    /// `--load-in`, as a [`crate::passes::keras3::Targets`] mask.
+    #[serde(default = "all_versions")]
+    load_in: u32,
     /// Memory budget in bytes.
     memory: u64,
     /// The prefix of every temporary file the worker creates.
@@ -195,6 +202,7 @@ pub fn serve() -> i32 {
             policy: req.policy,
             force: req.force,
             migrate: req.migrate,
+            load_in: req.load_in,
         };
         crate::os::cleanup::set_prefix(&req.temp_prefix);
         let budget = crate::os::sys::set_budget(req.memory);
@@ -602,6 +610,7 @@ impl Pool {
             policy: Policy::Auto,
             force: false,
             migrate: false,
+            load_in: crate::passes::keras3::Targets::ALL,
         };
         match self.ask(slot, &opts, Some(Look::Inspect))? {
             Answer::Inspected(Inspected {
@@ -627,6 +636,7 @@ impl Pool {
             policy: Policy::Auto,
             force: false,
             migrate: false,
+            load_in: crate::passes::keras3::Targets::ALL,
         };
         let look = Look::Diff {
             other: b.to_path_buf(),
@@ -663,6 +673,7 @@ impl Pool {
             policy: opts.policy,
             force: opts.force,
             migrate: opts.migrate,
+            load_in: opts.load_in,
             memory: self.limits.memory,
             temp_prefix: prefix.clone(),
             look,

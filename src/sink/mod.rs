@@ -372,6 +372,7 @@ pub(crate) fn verify(
     before: &Inspection,
     policy: crate::plan::Policy,
     migrate: bool,
+    load_in: u32,
     output: &Path,
 ) -> Result<(Option<String>, Vec<archive::Member>)> {
     let fail = |problem: String| Error::Verify {
@@ -380,6 +381,7 @@ pub(crate) fn verify(
     };
     let check = inspect::Check::VERIFY
         .migrating(migrate)
+        .loading_in(load_in)
         .of_h5(before.from_h5);
     // A zip output is read through the handle it was opened with once
     // written; a directory is opened here.

@@ -162,6 +162,7 @@ pub fn inspect(path: &Path) -> Result<Manifest> {
                 policy: crate::Policy::Auto,
                 force: false,
                 migrate: true,
+                load_in: crate::passes::keras3::Targets::ALL,
             };
             manifest.migrate = Some(Box::new(crate::run::single::run(&opts).report));
         }
@@ -177,6 +178,7 @@ pub fn inspect(path: &Path) -> Result<Manifest> {
             policy: crate::Policy::Auto,
             force: false,
             migrate,
+            load_in: crate::passes::keras3::Targets::ALL,
         };
         Box::new(crate::run::single::run_opened(&opts, archive.clone()).report)
     };

@@ -67,6 +67,9 @@ pub struct Check {
     /// ([`crate::view::legacy_h5`]): its config is in the legacy form
     /// whatever Keras 2 wrote it, and its weights in Keras 3's layout.
     pub from_h5: bool,
+    /// The Keras 3 versions the output must load in (`--load-in`), as a
+    /// [`crate::passes::keras3::Targets`] mask.
+    pub load_in: u32,
 }
 
 impl Check {
@@ -77,6 +80,7 @@ impl Check {
         editable: false,
         migrate: false,
         from_h5: false,
+        load_in: crate::passes::keras3::Targets::ALL,
     };
     /// The input of a repair (which walks the structure beside its work).
     pub const REPAIR: Check = Check {
@@ -85,6 +89,7 @@ impl Check {
         editable: true,
         migrate: false,
         from_h5: false,
+        load_in: crate::passes::keras3::Targets::ALL,
     };
     /// A repair's own output, re-read to verify it.
     pub const VERIFY: Check = Check {
@@ -93,6 +98,7 @@ impl Check {
         editable: false,
         migrate: false,
         from_h5: false,
+        load_in: crate::passes::keras3::Targets::ALL,
     };
 }
 
@@ -100,6 +106,12 @@ impl Check {
     /// The same check, migrating or not.
     pub const fn migrating(self, migrate: bool) -> Check {
         Check { migrate, ..self }
+    }
+
+    /// The same check, for outputs that must load in the Keras 3 versions
+    /// of `mask`.
+    pub const fn loading_in(self, load_in: u32) -> Check {
+        Check { load_in, ..self }
     }
 
     /// The same check, of an archive made from a legacy HDF5 file or not.
@@ -401,7 +413,7 @@ fn read_config(
             format!("config.json: {e}"),
         )
     };
-    if !check.migrate {
+    if !check.migrate && !crate::passes::keras3::applies(keras_version) {
         // Read only: a tree borrowing from the text, in an arena
         // (json_tree).
         let arena = bumpalo::Bump::new();
@@ -418,7 +430,7 @@ fn read_config(
             text,
         });
     }
-    migrate_config(archive, text, keras_version, check.from_h5, findings)
+    migrate_config(archive, text, keras_version, check, findings)
 }
 
 /// [`read_config`] when migrating: the migration rewrites the tree (a
@@ -428,9 +440,10 @@ fn migrate_config(
     archive: &Archive,
     mut text: String,
     keras_version: Option<&str>,
-    from_h5: bool,
+    check: Check,
     findings: &mut Vec<Finding>,
 ) -> Result<Config> {
+    let from_h5 = check.from_h5;
     let path = archive.path.as_path();
     let bad_config = |e: String| {
         Error::format(
@@ -456,8 +469,15 @@ fn migrate_config(
         }
     }
     crate::progress::step("planning the migration of config.json");
-    let plan = crate::passes::migrate::plan_from(&mut config, keras_version, from_h5)
+    let mut plan = crate::passes::migrate::plan_from(&mut config, keras_version, from_h5)
         .map_err(|r| refused(path, r, Verb::Migrate, None))?;
+    if crate::passes::keras3::applies(keras_version) {
+        crate::progress::step("planning the Keras 3 cross-version rewrites");
+        let targets = crate::passes::keras3::Targets::from_mask(check.load_in);
+        let k3 = crate::passes::keras3::plan(&mut config, keras_version, &targets);
+        plan.rewrites.extend(k3.rewrites);
+        findings.extend(crate::passes::keras3::findings(&targets, &k3.unreachable));
+    }
     let mut keys_unique = false;
     if !plan.rewrites.is_empty() {
         text = serde_json::to_string(&config).map_err(|e| bad_config(e.to_string()))?;

@@ -56,6 +56,9 @@ pub struct BatchOptions {
     pub force: bool,
     /// Migrate tf.keras 2.x archives too (`krepair batch --migrate`).
     pub migrate: bool,
+    /// The Keras 3 versions every output must load in (`--load-in`), as a
+    /// [`crate::passes::keras3::Targets`] mask.
+    pub load_in: u32,
     /// A dry run given `--out OUTDIR`: each archive's output there is
     /// checked as the real run would check it (and nothing is created).
     pub check_out: Option<PathBuf>,
@@ -302,6 +305,7 @@ fn not_in_place(input: &Path, policy: Policy) -> repair::Run {
         policy,
         force: false,
         migrate: true,
+        load_in: crate::passes::keras3::Targets::ALL,
     };
     let e = Error::Output {
         path: input.to_path_buf(),
@@ -313,7 +317,7 @@ fn not_in_place(input: &Path, policy: Policy) -> repair::Run {
 fn in_place(
     job: &Job,
     policy: Policy,
-    migrate: bool,
+    (migrate, load_in): (bool, u32),
     backup: Option<&str>,
     slot: usize,
     exec: &Exec,
@@ -337,6 +341,7 @@ fn in_place(
         policy,
         force: true,
         migrate,
+        load_in,
     };
     let mut run = exec(slot, &opts);
     let remove_staged = || {
@@ -556,6 +561,7 @@ fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>, slot: usize, exec: 
                 policy: opts.policy,
                 force: false,
                 migrate: opts.migrate,
+                load_in: opts.load_in,
             };
             let unusable = opts.check_out.as_ref().and_then(|dir| {
                 would_write(&job.input, &dir.join(&job.relative), opts.force).err()
@@ -573,6 +579,7 @@ fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>, slot: usize, exec: 
                 policy: opts.policy,
                 force: opts.force,
                 migrate: opts.migrate,
+                load_in: opts.load_in,
             };
             if let Some(parent) = out.parent() {
                 let _g = dirs.lock().unwrap_or_else(|p| p.into_inner());
@@ -588,7 +595,7 @@ fn run_job(opts: &BatchOptions, job: &Job, dirs: &Mutex<()>, slot: usize, exec: 
         Mode::InPlace { backup } => in_place(
             job,
             opts.policy,
-            opts.migrate,
+            (opts.migrate, opts.load_in),
             backup.as_deref(),
             slot,
             exec,
