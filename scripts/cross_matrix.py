@@ -44,7 +44,7 @@ def main(paths):
                 row.append("")
                 continue
             n = c["cases"]
-            before = c["before"].get("ok", 0)
+            before = c["before"].get("ok", 0) if c["before"] else "–"
             after = c["after"].get("ok", 0)
             extra = []
             if c["named"]:

@@ -111,6 +111,11 @@ pub struct ArchiveArgs {
 
 /// `--load-in`: the versions, as a mask.
 fn load_in(s: &str) -> Result<u32, String> {
+    if s == "all" {
+        // The default: no need to read the table for archives that are
+        // not Keras 3's.
+        return Ok(krepair::passes::keras3::Targets::ALL);
+    }
     krepair::passes::keras3::Targets::parse(s).map(|t| t.mask())
 }
 
