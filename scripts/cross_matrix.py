@@ -33,7 +33,7 @@ def main(paths):
         print("no matrix files", file=sys.stderr)
         return 1
     loaders.sort(key=key)
-    writers = sorted(writers, key=lambda w: key(w.replace("zoo-keras", "")))
+    writers = sorted(writers, key=lambda w: (w.startswith("cross-"), key(w.split("keras")[-1])))
     print("| writer \\ loader | " + " | ".join(loaders) + " |")
     print("|---|" + "---:|" * len(loaders))
     for w in writers:
@@ -52,7 +52,8 @@ def main(paths):
             if c["writer_bug"]:
                 extra.append(f"{len(c['writer_bug'])} writer bug")
             row.append(f"{before} → **{after}**/{n}" + (f" ({', '.join(extra)})" if extra else ""))
-        print(f"| Keras {w.replace('zoo-keras', '')} | " + " | ".join(row) + " |")
+        name = w.split("keras")[-1] + (" (committed cases)" if w.startswith("cross-") else "")
+        print(f"| Keras {name} | " + " | ".join(row) + " |")
     return 0
 
 
