@@ -28,17 +28,6 @@ fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, Value, String) {
     (code(&o), r, stderr(&o))
 }
 
-fn rules(r: &Value) -> BTreeSet<String> {
-    r["migration"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| x["code"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Per finding `not-loadable-in`: the version it names.
 fn unreachable(r: &Value) -> Vec<String> {
     r["findings"]
@@ -95,7 +84,7 @@ fn each_archive_gets_the_rewrites_it_needs_and_the_output_plans_nothing() {
         let (c, r, err) = run(&[&input, &out]);
         assert_eq!(c, 0, "{writer}/{name}: {err}");
         assert_eq!(r["outcome"], "repaired", "{writer}/{name}");
-        let got = rules(&r);
+        let got = codes(&r);
         let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
         assert_eq!(got, want, "{writer}/{name}");
         seen.extend(got);
@@ -173,7 +162,7 @@ fn load_in_chooses_the_versions() {
         &case("3.0", "keras3_LSTM_orthogonal_gain"),
     ]);
     assert!(unreachable(&r).is_empty());
-    assert!(!rules(&r).contains("keras3-class-name"));
+    assert!(!codes(&r).contains("keras3-class-name"));
     // The same archive for 3.16 only: renamed, nothing unreachable.
     let (_, r, _) = run(&[
         &"--dry-run",
@@ -181,7 +170,7 @@ fn load_in_chooses_the_versions() {
         &"3.16",
         &case("3.0", "keras3_LSTM_orthogonal_gain"),
     ]);
-    assert!(rules(&r).contains("keras3-class-name"));
+    assert!(codes(&r).contains("keras3-class-name"));
     assert!(unreachable(&r).is_empty());
     // A version krepair has no table for is a usage error.
     let o = krepair(&[&"--load-in", &"3.7", &case("3.15", "Dense"), &"out.keras"]);

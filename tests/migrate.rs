@@ -18,26 +18,6 @@ fn migrate_report(input: &std::path::Path, out: &std::path::Path) -> Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-/// The rules between Keras 3 versions (tests/keras3.rs exercises them).
-const KERAS3_RULES: &[&str] = &[
-    "keras3-class-name",
-    "keras3-default-key",
-    "node-training-default",
-    "keras3-build-config",
-    "keras3-tensor-leaf",
-];
-
-fn codes(r: &Value) -> BTreeSet<String> {
-    r["migration"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| x["code"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The committed cases of the layer zoo (testdata/zoo.py; the whole zoo
 /// is generated and loaded in real Keras by scripts/test.sh): each
 /// migrates, with the table's rules, to an archive that migrates to an

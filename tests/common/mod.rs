@@ -373,3 +373,27 @@ pub fn golden(name: &str, actual: &str) {
         );
     }
 }
+
+/// The rules a report's `migration` names (none when it has none).
+#[allow(dead_code)]
+pub fn codes(r: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    r["migration"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x["code"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The rules between Keras 3 versions (issue #33; tests/keras3.rs
+/// exercises them).
+#[allow(dead_code)]
+pub const KERAS3_RULES: &[&str] = &[
+    "keras3-class-name",
+    "keras3-default-key",
+    "node-training-default",
+    "keras3-build-config",
+    "keras3-tensor-leaf",
+];
