@@ -162,3 +162,18 @@ code_enum! {
         Keras3TensorLeaf = "keras3-tensor-leaf" => "Keras 3.13 and later write a Functional model's one input or output as a bare [layer, node, tensor]; Keras 3.0.5 reads input_layers and output_layers only as lists of them (functional_from_config: get_tensor(*v) for v in tensors), so the bare triple becomes a list of one, what Keras 3.10 writes for one tensor",
     }
 }
+
+impl Rule {
+    /// A rule between Keras 3 versions (issue #33), not a migration from
+    /// another format or from Keras 2.
+    pub const fn between_keras3(self) -> bool {
+        matches!(
+            self,
+            Rule::Keras3ClassName
+                | Rule::Keras3DefaultKey
+                | Rule::NodeTrainingDefault
+                | Rule::Keras3BuildConfig
+                | Rule::Keras3TensorLeaf
+        )
+    }
+}

@@ -172,6 +172,19 @@ fn load_in_chooses_the_versions() {
     ]);
     assert!(codes(&r).contains("keras3-class-name"));
     assert!(unreachable(&r).is_empty());
+    // People read what happened: no migration, other Keras 3 versions.
+    let t2 = tempfile::tempdir().unwrap();
+    let o = krepair(&[&case("3.15", "Dense"), &t2.path().join("o.keras")]);
+    let said = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        said.contains("made to load in other Keras 3 versions: 7 rewrite(s)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("rewritten for other Keras 3 versions, repaired 0 layer(s)"),
+        "{said}"
+    );
+    assert!(!said.contains("migrated"), "{said}");
     // A version krepair has no table for is a usage error.
     let o = krepair(&[&"--load-in", &"3.7", &case("3.15", "Dense"), &"out.keras"]);
     assert_eq!(code(&o), 2);

@@ -64,7 +64,12 @@ impl Report {
                 }
             }
             out.push_str(&format!(
-                "  migrated to Keras 3: {} rewrite(s): {}\n",
+                "  {}: {} rewrite(s): {}\n",
+                if self.only_between_keras3() {
+                    "made to load in other Keras 3 versions"
+                } else {
+                    "migrated to Keras 3"
+                },
                 self.migration.len(),
                 by_code
                     .iter()
@@ -74,6 +79,12 @@ impl Report {
             ));
         }
         out
+    }
+
+    /// Are the config's rewrites all between Keras 3 versions (a Keras 3
+    /// archive made to load in others, not a migration)?
+    fn only_between_keras3(&self) -> bool {
+        self.migration.iter().all(|r| r.code.between_keras3())
     }
 
     /// The closing line: the outcome.
@@ -91,6 +102,8 @@ impl Report {
                 "{}repaired {} layer(s); wrote {}",
                 if self.migration.is_empty() {
                     ""
+                } else if self.only_between_keras3() {
+                    "rewritten for other Keras 3 versions, "
                 } else {
                     "migrated, "
                 },
